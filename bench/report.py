@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""Turn bench/run.sh's raw figures (key<TAB>value lines) into the markdown report.
+
+    report.py results.tsv > latest.md
+
+Every ratio in the table is oriented so that > 1 means Portcullis is better
+(nginx/portcullis for costs and times, portcullis/nginx for throughputs).
+"""
+import statistics
+import sys
+
+PUSH_TOLERANCE = 0.10   # "no slower than direct" allows this much run-to-run noise
+RSS_LIMIT_MIB = 32
+
+
+def load(path):
+    r = {}
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if "\t" in line:
+                k, v = line.split("\t", 1)
+                r[k] = v
+    return r
+
+
+R = load(sys.argv[1])
+PORT_OK = R.get("portcullis.status") == "ok"
+
+
+def num(key):
+    v = R.get(key)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def runs(key):
+    v = R.get(key)
+    return [float(x) for x in v.split()] if v else []
+
+
+def best(key, lower):
+    xs = runs(key)
+    return (min(xs) if lower else max(xs)) if xs else None
+
+
+def median(key):
+    xs = runs(key)
+    return statistics.median(xs) if xs else None
+
+
+def cell(proxy, value, fmt, errkey=None):
+    if proxy == "portcullis" and not PORT_OK:
+        return "n/a"
+    if errkey and (proxy + "." + errkey + ".error") in R:
+        return "FAIL"
+    if value is None:
+        return "n/a"
+    return fmt(value)
+
+
+def ratio(n, p, lower):
+    if n is None or p is None or n == 0 or p == 0:
+        return "–"
+    r = n / p if lower else p / n
+    return "%.2f×" % r if r < 10 else "%.1f×" % r
+
+
+us = lambda v: "%.0f" % v
+rate = lambda v: "%.0f" % v
+mib = lambda v: "%.1f" % v
+sec = lambda v: "%.2f" % v
+
+rows = []
+
+
+def row(label, key_of, fmt, lower, errkey=None, direct=None, value=num):
+    n = value(key_of("nginx"))
+    p = value(key_of("portcullis")) if PORT_OK else None
+    d = "" if direct is None else direct
+    rows.append("| %s | %s | %s | %s | %s | %s |" % (
+        label, cell("nginx", n, fmt, errkey), cell("portcullis", p, fmt, errkey),
+        ratio(n, p, lower) if PORT_OK else "–", "lower" if lower else "higher", d))
+
+
+def section(title):
+    rows.append("| **%s** | | | | | |" % title)
+
+
+CASES_H1 = [("v2_bcrypt", "GET /v2/, bcrypt user"), ("v2_apr1", "GET /v2/, apr1 user"),
+            ("blob1k_bcrypt", "GET 1 KiB blob, bcrypt user")]
+CASES_H2 = [("v2_bcrypt", "GET /v2/, bcrypt user"), ("blob1k_bcrypt", "GET 1 KiB blob, bcrypt user")]
+
+section("HTTP/1.1 keep-alive, wrk (%s)" % R.get("meta.wrk", "?"))
+for c, label in CASES_H1:
+    row("proxy CPU µs/request, " + label, lambda p, c=c: "%s.h1.%s.cpu_us" % (p, c), us, True, "h1." + c)
+for c, label in CASES_H1:
+    row("registry CPU µs/request behind the proxy, " + label,
+        lambda p, c=c: "%s.h1.%s.reg_cpu_us" % (p, c), us, True, "h1." + c)
+for c, label in CASES_H1:
+    row("requests/s, " + label, lambda p, c=c: "%s.h1.%s.rps" % (p, c), rate, False, "h1." + c)
+
+section("HTTP/2, h2load (%s)" % R.get("meta.h2load", "?"))
+for c, label in CASES_H2:
+    row("requests/s, " + label, lambda p, c=c: "%s.h2.%s.rps" % (p, c), rate, False, "h2." + c)
+for c, label in CASES_H2:
+    row("proxy CPU µs/request, " + label, lambda p, c=c: "%s.h2.%s.cpu_us" % (p, c), us, True, "h2." + c)
+for c, label in CASES_H2:
+    row("registry CPU µs/request behind the proxy, " + label,
+        lambda p, c=c: "%s.h2.%s.reg_cpu_us" % (p, c), us, True, "h2." + c)
+
+section("Blob download, %s" % R.get("meta.download", "?"))
+dbest = best("direct.dl.runs", lower=False)
+dmed = median("direct.dl.runs")
+row("MiB/s, best run", lambda p: p + ".dl.runs", rate, False, "dl",
+    direct=rate(dbest) if dbest else "n/a", value=lambda k: best(k, lower=False))
+row("MiB/s, median run", lambda p: p + ".dl.runs", rate, False, "dl",
+    direct=rate(dmed) if dmed else "n/a", value=median)
+
+section("Push with skopeo, %s" % R.get("meta.push", "?"))
+pbest = best("direct.push.runs", lower=True)
+row("seconds, best run", lambda p: p + ".push.runs", sec, True, "push",
+    direct=sec(pbest) if pbest else "n/a", value=lambda k: best(k, lower=True))
+
+section("Memory, after all of the above")
+kib2mib = lambda k: None if num(k) is None else num(k) / 1024
+row("proxy peak RSS MiB (VmHWM; nginx: master + workers summed)",
+    lambda p: p + ".rss_kib", mib, True, value=kib2mib)
+reg_rss = kib2mib("registry.rss_kib")
+rows.append("| registry peak RSS MiB (the one shared upstream) | | | | lower | %s |" %
+            (mib(reg_rss) if reg_rss is not None else "n/a"))
+
+# ------------------------------------------------------------------ targets
+targets = []
+
+
+def target(name, ok, detail):
+    verdict = "n/a" if ok is None else ("PASS" if ok is True else ("MISS" if ok is False else ok))
+    targets.append("| %s | %s | %s |" % (name, verdict, detail))
+
+
+def fmt_or_na(v, f):
+    return "n/a" if v is None else f(v)
+
+
+for c, who in (("v2_bcrypt", "bcrypt"), ("v2_apr1", "apr1")):
+    n = num("nginx.h1.%s.cpu_us" % c)
+    p = num("portcullis.h1.%s.cpu_us" % c) if PORT_OK else None
+    ok = None if n is None or p is None else p <= n / 10
+    target("Portcullis CPU per authenticated request ≤ 1/10 of nginx's (%s user, GET /v2/, HTTP/1.1)" % who, ok,
+           "portcullis %s µs vs nginx %s µs (limit %s µs)" % (
+               fmt_or_na(p, us), fmt_or_na(n, us), fmt_or_na(None if n is None else n / 10, us)))
+
+n = best("nginx.dl.runs", lower=False)
+p = best("portcullis.dl.runs", lower=False) if PORT_OK else None
+target("blob download MiB/s ≥ 1.5× nginx's (best of runs)",
+       None if n is None or p is None else p >= 1.5 * n,
+       "portcullis %s MiB/s vs nginx %s MiB/s (needs %s)" % (
+           fmt_or_na(p, rate), fmt_or_na(n, rate), fmt_or_na(None if n is None else 1.5 * n, rate)))
+
+d = best("direct.push.runs", lower=True)
+p = best("portcullis.push.runs", lower=True) if PORT_OK else None
+if d is None or p is None:
+    ok = None
+elif p <= d:
+    ok = True
+elif p <= d * (1 + PUSH_TOLERANCE):
+    ok = "PASS (within %d%% noise)" % (PUSH_TOLERANCE * 100)
+else:
+    ok = False
+target("push no slower than direct to the registry (best of runs)", ok,
+       "portcullis %s s vs direct %s s%s" % (
+           fmt_or_na(p, sec), fmt_or_na(d, sec),
+           "" if d is None or p is None else " (%+.0f%%)" % ((p / d - 1) * 100)))
+
+p = kib2mib("portcullis.rss_kib") if PORT_OK else None
+target("Portcullis peak RSS ≤ %d MiB" % RSS_LIMIT_MIB, None if p is None else p <= RSS_LIMIT_MIB,
+       "%s MiB" % fmt_or_na(p, mib))
+
+# ------------------------------------------------------------------ output
+out = []
+out.append("# Portcullis vs the nginx + registry:2 recipe (%s run, %s)" % (R.get("meta.mode", "?"), R.get("meta.date", "?")))
+out.append("")
+if not PORT_OK:
+    out.append("**Portcullis columns are n/a:** %s" % R.get("portcullis.status", "not run")[len("n/a: "):])
+    out.append("")
+out.append("Ratio column: > 1 means Portcullis is better (nginx ÷ portcullis where lower is better, "
+           "portcullis ÷ nginx where higher is better). Both proxies front the same Debian docker-registry.")
+out.append("")
+out.append("| measure | nginx + registry | portcullis + registry | ratio (>1 = Portcullis better) | better | registry direct |")
+out.append("|---|---:|---:|---:|---|---:|")
+out.extend(rows)
+out.append("")
+out.append("## Targets")
+out.append("")
+out.append("| target | result | figures |")
+out.append("|---|---|---|")
+out.extend(targets)
+out.append("")
+out.append("## Run")
+out.append("")
+for k, label in (("meta.host", "machine"), ("meta.loadavg_start", "load average at start"),
+                 ("meta.loadavg_end", "load average at end"), ("meta.commit", "portcullis commit"),
+                 ("meta.portcullis", "portcullis binary"), ("meta.nginx", "nginx"),
+                 ("meta.registry", "docker-registry"), ("meta.skopeo", "skopeo"),
+                 ("meta.certs", "certificates"), ("meta.push_bytes", "pushed image bytes")):
+    if k in R:
+        out.append("- %s: %s" % (label, R[k]))
+for t in ("direct", "nginx", "portcullis"):
+    if R.get(t + ".dl.runs"):
+        out.append("- download MiB/s, %s: %s" % (t, " ".join("%.0f" % x for x in runs(t + ".dl.runs"))))
+for t in ("direct", "nginx", "portcullis"):
+    if R.get(t + ".push.runs"):
+        out.append("- push seconds, %s: %s" % (t, " ".join("%.2f" % x for x in runs(t + ".push.runs"))))
+if "nginx.rss_detail" in R:
+    out.append("- nginx peak RSS: %s" % R["nginx.rss_detail"])
+for t in ("nginx", "portcullis", "registry"):
+    if t + ".cpu_total_s" in R:
+        out.append("- %s CPU over the whole run: %.1f s" % (t, float(R[t + ".cpu_total_s"])))
+problems = [(k, v) for k, v in sorted(R.items()) if k.endswith(".error") or k.endswith(".socket_errors")]
+if problems:
+    out.append("")
+    out.append("## Problems")
+    out.append("")
+    for k, v in problems:
+        out.append("- `%s`: %s" % (k, v))
+print("\n".join(out))

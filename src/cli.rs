@@ -1,0 +1,439 @@
+//! The command line (DESIGN.md "Command line"): `serve`, `check`, `passwd`, `certs`.
+//! Every failure is one sentence on stderr and exit code 1.
+
+use crate::auth::htpasswd;
+use crate::config::Config;
+use clap::{Parser, Subcommand};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Secure front door for private container registries"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// Configuration file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        env = "PORTCULLIS_CONFIG",
+        default_value = "proxy.toml"
+    )]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ConfigArg),
+    /// Validate configuration, certificates and htpasswd; one line per problem.
+    Check(ConfigArg),
+    /// Manage users in the htpasswd file.
+    Passwd {
+        #[command(subcommand)]
+        action: Passwd,
+    },
+    /// Create a private CA and a server certificate signed by it.
+    Certs {
+        /// Output folder for ca.crt, ca.key, server.crt, server.key.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// Host name or IP address for the certificate (repeat for more).
+        #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        hosts: Vec<String>,
+        /// Replace an existing server certificate and key.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FileArg {
+    /// htpasswd file (default: [auth] htpasswd of the configuration, else auth/htpasswd).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Passwd {
+    /// Add a user or replace their password (bcrypt).
+    Add {
+        user: String,
+        #[command(flatten)]
+        file: FileArg,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// bcrypt cost (4-31); each +1 doubles the work. Verified passwords are cached,
+        /// so a high cost is paid once per client, not per request.
+        #[arg(long, default_value_t = 10)]
+        cost: u32,
+    },
+    /// Remove a user.
+    Remove {
+        user: String,
+        #[command(flatten)]
+        file: FileArg,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        file: FileArg,
+    },
+    /// Check a user's password (exit 0 if it matches).
+    Verify {
+        user: String,
+        #[command(flatten)]
+        file: FileArg,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+/// A user-facing failure: printed as one line, exit code 1.
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Failure {
+        Failure(e.to_string())
+    }
+}
+
+/// Install the log subscriber: `RUST_LOG` or info, to stderr.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Run a parsed command line.
+pub fn main(cli: Cli) -> ExitCode {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let result = match cli.command {
+        Command::Serve(c) => serve(&c.config),
+        Command::Check(c) => check(&c.config),
+        Command::Passwd { action } => passwd(action),
+        Command::Certs { out, hosts, force } => certs(&out, &hosts, force),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(msg)) => {
+            let mut err = std::io::stderr().lock();
+            for line in msg.lines() {
+                let _ = writeln!(err, "portcullis: {line}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve(path: &Path) -> Result<(), Failure> {
+    init_tracing();
+    let config = Config::load(path)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(async move {
+        let listen = config.server.listen.clone();
+        let state = crate::State::build(config)?;
+        let mut listeners = Vec::new();
+        for addr in &listen {
+            let l = bind(*addr).map_err(|e| {
+                Failure(format!(
+                    "{}: server.listen: cannot listen on {addr}: {}",
+                    path.display(),
+                    crate::io_error_words(&e)
+                ))
+            })?;
+            listeners.push(l);
+        }
+        let backend = match &state.backend {
+            crate::proxy::Backend::Upstream(p) => p
+                .peers()
+                .iter()
+                .map(|p| p.label.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        tracing::info!(listen = ?listen, upstream = %backend, users = state.auth.users(), "portcullis ready");
+        crate::run(state, listeners, shutdown_signal()).await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Bind with SO_REUSEADDR (a restart must not wait out TIME_WAIT) and a deep backlog.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+    }
+}
+
+/// `check`: every problem, one line each; exit 1 if any.
+pub fn check_problems(path: &Path) -> Vec<String> {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(p) => return p.0.iter().map(ToString::to_string).collect(),
+    };
+    let mut problems = Vec::new();
+    let t = &config.tls;
+    if t.generate_if_missing && !(t.certificate.exists() && t.key.exists()) {
+        // Will be created on start: nothing to check yet.
+    } else if let Err(e) = crate::tls::load_server_config(&t.certificate, &t.key) {
+        problems.push(e.to_string());
+    }
+    match htpasswd::Htpasswd::load(&config.auth.htpasswd) {
+        Ok(h) => {
+            for p in h.problems() {
+                problems.push(format!(
+                    "{}: line {}: {}",
+                    config.auth.htpasswd.display(),
+                    p.line,
+                    p.message
+                ));
+            }
+            if h.is_empty() {
+                problems.push(format!(
+                    "{}: no users; add one with: portcullis passwd add NAME",
+                    config.auth.htpasswd.display()
+                ));
+            }
+        }
+        Err(e) => problems.push(format!(
+            "{}: auth.htpasswd: cannot read: {}",
+            config.auth.htpasswd.display(),
+            crate::io_error_words(&e)
+        )),
+    }
+    if let crate::config::Backend::Registry(_) = config.backend {
+        problems.push(format!(
+            "{}: registry: the bundled registry is not available in this build yet; use [upstream]",
+            config.path.display()
+        ));
+    }
+    problems
+}
+
+fn check(path: &Path) -> Result<(), Failure> {
+    let problems = check_problems(path);
+    if problems.is_empty() {
+        println!("{}: configuration OK", path.display());
+        Ok(())
+    } else {
+        Err(Failure(problems.join("\n")))
+    }
+}
+
+fn htpasswd_path(f: &FileArg) -> PathBuf {
+    if let Some(p) = &f.file {
+        return p.clone();
+    }
+    match Config::load(&f.config.config) {
+        Ok(c) => c.auth.htpasswd,
+        Err(_) => PathBuf::from("auth/htpasswd"),
+    }
+}
+
+fn read_password(from_stdin: bool, confirm: bool) -> Result<String, Failure> {
+    let stdin = std::io::stdin();
+    if from_stdin || !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| Failure(format!("cannot read the password from standard input: {e}")))?;
+        let pw = line.trim_end_matches(['\n', '\r']).to_string();
+        return Ok(pw);
+    }
+    let pw = rpassword::prompt_password("Password: ")
+        .map_err(|e| Failure(format!("cannot read the password: {e}")))?;
+    if confirm {
+        let again = rpassword::prompt_password("Again: ")
+            .map_err(|e| Failure(format!("cannot read the password: {e}")))?;
+        if again != pw {
+            return Err(Failure("the two passwords differ; nothing changed".into()));
+        }
+    }
+    Ok(pw)
+}
+
+fn read_htpasswd_text(path: &Path) -> Result<String, Failure> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(Failure(format!(
+            "{}: cannot read: {}",
+            path.display(),
+            crate::io_error_words(&e)
+        ))),
+    }
+}
+
+fn passwd(action: Passwd) -> Result<(), Failure> {
+    match action {
+        Passwd::Add {
+            user,
+            file,
+            password_stdin,
+            cost,
+        } => {
+            htpasswd::valid_user_name(&user).map_err(|e| Failure(format!("user {user:?}: {e}")))?;
+            if !(4..=31).contains(&cost) {
+                return Err(Failure(format!(
+                    "--cost {cost}: bcrypt cost must be 4 to 31"
+                )));
+            }
+            let path = htpasswd_path(&file);
+            let password = read_password(password_stdin, true)?;
+            if password.is_empty() {
+                return Err(Failure("empty password refused; nothing changed".into()));
+            }
+            let text = read_htpasswd_text(&path)?;
+            let hash = htpasswd::hash_bcrypt(&password, cost).map_err(Failure)?;
+            let existed = htpasswd::Htpasswd::parse(&text).scheme(&user).is_some();
+            let new = htpasswd::upsert(&text, &user, &hash);
+            write_htpasswd(&path, &new)?;
+            println!(
+                "{}: {} user {user}",
+                path.display(),
+                if existed { "updated" } else { "added" }
+            );
+            Ok(())
+        }
+        Passwd::Remove { user, file } => {
+            let path = htpasswd_path(&file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                Failure(format!(
+                    "{}: cannot read: {}",
+                    path.display(),
+                    crate::io_error_words(&e)
+                ))
+            })?;
+            let (new, removed) = htpasswd::remove(&text, &user);
+            if !removed {
+                return Err(Failure(format!("{}: no user {user:?}", path.display())));
+            }
+            write_htpasswd(&path, &new)?;
+            println!("{}: removed user {user}", path.display());
+            Ok(())
+        }
+        Passwd::List { file } => {
+            let path = htpasswd_path(&file);
+            let h = htpasswd::Htpasswd::load(&path).map_err(|e| {
+                Failure(format!(
+                    "{}: cannot read: {}",
+                    path.display(),
+                    crate::io_error_words(&e)
+                ))
+            })?;
+            for u in h.users() {
+                println!("{u}");
+            }
+            for p in h.problems() {
+                eprintln!(
+                    "portcullis: {}: line {}: {}",
+                    path.display(),
+                    p.line,
+                    p.message
+                );
+            }
+            Ok(())
+        }
+        Passwd::Verify {
+            user,
+            file,
+            password_stdin,
+        } => {
+            let path = htpasswd_path(&file);
+            let h = htpasswd::Htpasswd::load(&path).map_err(|e| {
+                Failure(format!(
+                    "{}: cannot read: {}",
+                    path.display(),
+                    crate::io_error_words(&e)
+                ))
+            })?;
+            let password = read_password(password_stdin, false)?;
+            if h.verify(&user, &password) {
+                println!("{}: password for {user} is correct", path.display());
+                Ok(())
+            } else {
+                Err(Failure(format!(
+                    "{}: wrong password or unknown user {user:?}",
+                    path.display()
+                )))
+            }
+        }
+    }
+}
+
+/// htpasswd files hold password hashes: 0600 when we create them, and replaced
+/// atomically so a running server never reads half a file.
+fn write_htpasswd(path: &Path, text: &str) -> Result<(), Failure> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Failure(format!(
+                "{}: cannot create: {}",
+                dir.display(),
+                crate::io_error_words(&e)
+            ))
+        })?;
+    }
+    crate::certs::write_atomic(path, text.as_bytes(), true)?;
+    Ok(())
+}
+
+fn certs(out: &Path, hosts: &[String], force: bool) -> Result<(), Failure> {
+    let g = crate::certs::generate(&crate::certs::Layout::in_dir(out), hosts, force)?;
+    println!(
+        "{}: {} CA",
+        g.ca_cert.display(),
+        if g.new_ca {
+            "created"
+        } else {
+            "reused existing"
+        }
+    );
+    println!(
+        "{}: server certificate for {}",
+        g.server_cert.display(),
+        hosts.join(", ")
+    );
+    println!("{}: server key (mode 0600)", g.server_key.display());
+    println!("Trust the CA: copy {} to /etc/docker/certs.d/HOST:PORT/ca.crt (docker) or /etc/containers/certs.d/HOST:PORT/ca.crt (skopeo, podman)", g.ca_cert.display());
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! The `proxy.toml` file format: serde structs that mirror the file one to one.
+//! Nothing here is validated beyond types; `config` turns it into runtime types.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    #[serde(default)]
+    pub server: Server,
+    pub tls: Option<Tls>,
+    pub auth: Option<Auth>,
+    #[serde(default)]
+    pub clients: Clients,
+    pub upstream: Option<Upstream>,
+    pub registry: Option<Registry>,
+}
+
+/// `listen` accepts one address or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: Option<OneOrMany>,
+    pub read_timeout: Option<String>,
+    pub header_timeout: Option<String>,
+    pub shutdown_grace: Option<String>,
+    pub max_connections: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub certificate: Option<String>,
+    pub key: Option<String>,
+    pub generate_if_missing: Option<bool>,
+    pub hosts: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    pub htpasswd: Option<String>,
+    pub realm: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Clients {
+    pub reject_old_docker: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub balance: Option<String>,
+    #[serde(default)]
+    pub server: Vec<UpstreamServer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamServer {
+    pub url: String,
+    pub weight: Option<u32>,
+    pub down: Option<bool>,
+    pub backup: Option<bool>,
+    pub max_fails: Option<u32>,
+    pub fail_timeout: Option<String>,
+    pub max_conns: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    pub storage: Option<String>,
+    pub root: Option<String>,
+    pub delete: Option<bool>,
+    pub secret: Option<String>,
+}

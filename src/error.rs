@@ -1,0 +1,94 @@
+//! OCI Distribution error responses: the JSON body every error answer carries.
+
+use crate::body::{self, Body};
+use http::{header, HeaderValue, Response, StatusCode};
+
+/// The `Docker-Distribution-Api-Version` header name and the one value we speak.
+pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
+pub const API_VERSION: HeaderValue = HeaderValue::from_static("registry/2.0");
+
+/// An OCI error code (distribution-spec "Error Codes"), with the status it maps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    Unauthorized,
+    Denied,
+    NotFound,
+    Unsupported,
+    /// Not in the spec's table; distribution uses it for 503 and so do we for upstream failures.
+    Unavailable,
+    TooManyRequests,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Unauthorized => "UNAUTHORIZED",
+            Code::Denied => "DENIED",
+            Code::NotFound => "NOT_FOUND",
+            Code::Unsupported => "UNSUPPORTED",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::TooManyRequests => "TOOMANYREQUESTS",
+        }
+    }
+}
+
+/// Build `{"errors":[{"code":..,"message":..,"detail":null}]}` with the given status.
+///
+/// HEAD requests must not carry a body; the caller strips it (hyper does so for HEAD
+/// automatically while keeping Content-Length).
+pub fn oci_error(status: StatusCode, code: Code, message: &str) -> Response<Body> {
+    let json = format!(
+        r#"{{"errors":[{{"code":"{}","message":{},"detail":null}}]}}"#,
+        code.as_str(),
+        json_string(message)
+    );
+    let mut resp = Response::new(body::full(json));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    h.insert(API_VERSION_HEADER, API_VERSION);
+    resp
+}
+
+/// Minimal JSON string encoder: messages are ours, but may quote a path or host.
+pub fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_string_escapes() {
+        assert_eq!(json_string("a\"b\\c\n\u{1}"), r#""a\"b\\c\n\u0001""#);
+    }
+
+    #[test]
+    fn error_has_oci_shape() {
+        let r = oci_error(
+            StatusCode::UNAUTHORIZED,
+            Code::Unauthorized,
+            "authentication required",
+        );
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()[API_VERSION_HEADER], "registry/2.0");
+    }
+}

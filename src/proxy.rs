@@ -1,0 +1,217 @@
+//! The request phases, in order: route → client rule → authenticate → backend →
+//! finish headers → log. Each phase is a plain function that may answer early, so
+//! each is testable without sockets (CONVENTIONS.md §4).
+
+use crate::auth::{Authenticator, Outcome};
+use crate::body::{self, Body, Idle};
+use crate::clients::{self, Route};
+use crate::config::{Backend as BackendConfig, Config};
+use crate::error::{oci_error, Code, API_VERSION, API_VERSION_HEADER};
+use crate::upstream::Pool;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where authorised requests are dispatched.
+pub enum Backend {
+    Upstream(Pool),
+}
+
+/// Everything a request needs, built whole from one configuration (a reload builds a
+/// new one and swaps it in; requests in flight keep the one they began with).
+pub struct State {
+    pub config: Config,
+    pub tls: tokio_rustls::TlsAcceptor,
+    pub auth: Arc<Authenticator>,
+    pub backend: Backend,
+}
+
+/// Errors while building a [`State`]; each names the file or key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Certs(#[from] crate::certs::CertsError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    #[error(
+        "{file}: registry: the bundled registry is not available in this build yet; use [upstream]"
+    )]
+    NoRegistry { file: String },
+}
+
+impl State {
+    /// Load certificates (creating them when allowed), the htpasswd file and the backend.
+    pub fn build(config: Config) -> Result<State, BuildError> {
+        crate::ensure_certificates(&config)?;
+        let tls = crate::tls::load_server_config(&config.tls.certificate, &config.tls.key)?;
+        let auth = Arc::new(Authenticator::load(
+            &config.auth.htpasswd,
+            &config.auth.realm,
+        )?);
+        let backend = match &config.backend {
+            BackendConfig::Upstream(u) => {
+                Backend::Upstream(Pool::new(u, config.server.read_timeout))
+            }
+            BackendConfig::Registry(_) => {
+                return Err(BuildError::NoRegistry {
+                    file: config.path.display().to_string(),
+                })
+            }
+        };
+        Ok(State {
+            tls: tokio_rustls::TlsAcceptor::from(tls),
+            config,
+            auth,
+            backend,
+        })
+    }
+}
+
+/// Handle one request from `peer`.
+pub async fn handle<B>(state: Arc<State>, peer: SocketAddr, req: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<body::BoxError>,
+{
+    let started = Instant::now();
+    let read_timeout = state.config.server.read_timeout;
+    let req = req.map(|b| body::boxed(Idle::new(b, read_timeout)));
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let route = clients::route(&path);
+    let mut user = None;
+    let mut upstream = None;
+    let mut retries = 0;
+    let mut resp = match route {
+        Route::Other => oci_error(StatusCode::NOT_FOUND, Code::NotFound, "not found"),
+        Route::V2NoSlash => redirect_to_v2(&req),
+        Route::Ping => {
+            let (r, o) = dispatch(&state, req, peer).await;
+            upstream = o.upstream;
+            retries = o.retries.len();
+            r
+        }
+        Route::V2 => {
+            if let Some(r) = client_rule(&state.config, &req) {
+                r
+            } else {
+                match state
+                    .auth
+                    .authenticate(req.headers().get(header::AUTHORIZATION))
+                    .await
+                {
+                    Outcome::Allowed(u) => {
+                        user = Some(u);
+                        let (r, o) = dispatch(&state, req, peer).await;
+                        upstream = o.upstream;
+                        retries = o.retries.len();
+                        r
+                    }
+                    Outcome::Missing => state.auth.challenge(),
+                    Outcome::Refused(u) => {
+                        tracing::info!(%peer, user = %u, "authentication failed");
+                        state.auth.challenge()
+                    }
+                }
+            }
+        }
+    };
+    finish_headers(route, &method, &mut resp);
+    tracing::info!(
+        target: "access",
+        %peer,
+        user = user.as_deref().unwrap_or("-"),
+        %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        upstream = upstream.as_deref().unwrap_or("-"),
+        retries,
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+    );
+    resp
+}
+
+/// Phase: the nginx-recipe user-agent rule (404, before authentication, as nginx's
+/// rewrite phase runs before its access phase).
+pub fn client_rule<B>(config: &Config, req: &Request<B>) -> Option<Response<Body>> {
+    if !config.clients.reject_old_docker {
+        return None;
+    }
+    let ua = req
+        .headers()
+        .get(header::USER_AGENT)
+        .map(HeaderValue::as_bytes)
+        .unwrap_or_default();
+    clients::is_old_docker(ua).then(|| {
+        oci_error(
+            StatusCode::NOT_FOUND,
+            Code::NotFound,
+            "client not supported: docker 1.6 or later is required",
+        )
+    })
+}
+
+/// nginx's answer to `/v2` for a `location /v2/` with proxy_pass: 301 to the same
+/// URI with the slash, absolute, built from the client's Host.
+pub fn redirect_to_v2<B>(req: &Request<B>) -> Response<Body> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let query = req
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let location = match host {
+        Some(h) => format!("https://{h}/v2/{query}"),
+        None => format!("/v2/{query}"),
+    };
+    let mut r = Response::new(body::empty());
+    *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    r
+}
+
+async fn dispatch(
+    state: &State,
+    req: Request<Body>,
+    peer: SocketAddr,
+) -> (Response<Body>, crate::upstream::forward::Outcome) {
+    match &state.backend {
+        Backend::Upstream(pool) => pool.forward(req, peer).await,
+    }
+}
+
+/// Phase: headers every answer leaves with. The API-version header is added to /v2
+/// answers that lack it and never duplicated (the recipe's `map` trick).
+pub fn finish_headers(route: Route, method: &Method, resp: &mut Response<Body>) {
+    let h = resp.headers_mut();
+    if matches!(route, Route::V2 | Route::V2NoSlash) && !h.contains_key(API_VERSION_HEADER) {
+        h.insert(API_VERSION_HEADER, API_VERSION);
+    }
+    if !h.contains_key("x-content-type-options") {
+        h.insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
+    }
+    if method == Method::HEAD {
+        // Keep Content-Length (it describes the GET), send no body on either protocol.
+        let size = http_body::Body::size_hint(resp.body()).exact();
+        if let (Some(n), false) = (size, resp.headers().contains_key(header::CONTENT_LENGTH)) {
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        *resp.body_mut() = body::empty();
+    }
+}
