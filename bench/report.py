@@ -214,6 +214,9 @@ for t in ("direct", "nginx", "portcullis"):
 for t in ("direct", "nginx", "portcullis"):
     if R.get(t + ".push.runs"):
         out.append("- push seconds, %s: %s" % (t, " ".join("%.2f" % x for x in runs(t + ".push.runs"))))
+for t in ("nginx", "portcullis"):
+    if t + ".tls" in R:
+        out.append("- TLS negotiated with %s (h2load): %s" % (t, R[t + ".tls"]))
 if "nginx.rss_detail" in R:
     out.append("- nginx peak RSS: %s" % R["nginx.rss_detail"])
 for t in ("nginx", "portcullis", "registry"):

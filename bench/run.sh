@@ -31,7 +31,7 @@ if [[ $QUICK == 1 ]]; then
 else
     WRK_SECONDS=${WRK_SECONDS:-10}
     H2_REQUESTS=${H2_REQUESTS:-20000}
-    PUSH_RUNS=${PUSH_RUNS:-2}
+    PUSH_RUNS=${PUSH_RUNS:-3}
 fi
 WRK_THREADS=${WRK_THREADS:-2}
 WRK_CONNECTIONS=${WRK_CONNECTIONS:-8}
@@ -42,11 +42,15 @@ DL_MIB=${DL_MIB:-250}
 LAYERS_MIB=${LAYERS_MIB:-250,32,12,4}
 RESULTS_DIR=${RESULTS_DIR:-$HERE/results}
 
-log()  { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
-warn() { printf '[bench %s] WARNING: %s\n' "$(date +%T)" "$*" >&2; }
-die()  { printf '[bench %s] ERROR: %s\n' "$(date +%T)" "$*" >&2; exit 1; }
+# Progress and errors go to fd 9 = the script's original stderr, so they stay visible even
+# inside functions whose stderr is redirected to a tool's output file.
+exec 9>&2
+log()  { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&9; }
+warn() { printf '[bench %s] WARNING: %s\n' "$(date +%T)" "$*" >&9; }
+die()  { printf '[bench %s] ERROR: %s\n' "$(date +%T)" "$*" >&9; exit 1; }
 
 # ---------------------------------------------------------------- required tools
+PATH=$PATH:/usr/sbin:/sbin   # nginx lives in /usr/sbin, which a non-root PATH may lack
 missing=()
 need() { # need COMMAND DEBIAN-PACKAGE
     command -v "$1" >/dev/null 2>&1 || missing+=("'$1' (Debian package: $2)")
@@ -64,9 +68,9 @@ need sha256sum coreutils
 need timeout coreutils
 need base64 coreutils
 if ((${#missing[@]})); then
-    printf 'run.sh: missing required tool(s):\n' >&2
-    printf '  %s\n' "${missing[@]}" >&2
-    printf 'install with: apt-get install nginx-light docker-registry skopeo apache2-utils wrk nghttp2-client openssl curl python3\n' >&2
+    printf 'run.sh: missing required tool(s):\n' >&9
+    printf '  %s\n' "${missing[@]}" >&9
+    printf 'install with: apt-get install nginx-light docker-registry skopeo apache2-utils wrk nghttp2-client openssl curl python3\n' >&9
     exit 69
 fi
 [[ -r /proc/self/stat ]] || die "/proc is not mounted: CPU and RSS figures come from /proc/PID/stat and /proc/PID/status"
@@ -103,7 +107,7 @@ stop_pid() { # PID: TERM (and its children, e.g. nginx workers), wait up to 5 s,
 CHILD=""         # the load/push tool currently running (started in the background so signals act at once)
 bounded() { # run "$@" as a background child and wait for it: a signal to this script interrupts the wait
     local rc=0
-    "$@" &
+    "$@" 9>&- &
     CHILD=$!
     wait "$CHILD" || rc=$?
     CHILD=""
@@ -123,7 +127,8 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
+trap 'log "interrupted (SIGINT), cleaning up"; exit 130' INT
+trap 'log "terminated (SIGTERM), cleaning up"; exit 143' TERM
 
 # ---------------------------------------------------------------- helpers
 free_ports() { # N -> N distinct free loopback ports (all bound at once, then released)
@@ -151,7 +156,7 @@ wait_port() { # PORT PID NAME LOGFILE [SECONDS]: wait until 127.0.0.1:PORT accep
     [[ -n $WAIT_WHY ]] || WAIT_WHY="did not listen on 127.0.0.1:$port within ${secs}s"
     tail_=$(tail -n 20 "$logf" 2>/dev/null || true)
     warn "$name (pid $pid) $WAIT_WHY; last lines of $logf:"
-    printf '%s\n' "${tail_:-(no output)}" >&2
+    printf '%s\n' "${tail_:-(no output)}" >&9
     WAIT_WHY+="; output: $(tail -n 3 "$logf" 2>/dev/null | tr '\n' ' ' | cut -c1-300)"
     [[ -s $logf ]] || WAIT_WHY+="(none)"
     return 1
@@ -173,7 +178,7 @@ EOF
 ticks() { # PID... -> sum of utime+stime (clock ticks) over those processes
     local sum=0 pid st rest
     for pid in "$@"; do
-        st=$(<"/proc/$pid/stat") || die "process $pid vanished while being measured"
+        { st=$(<"/proc/$pid/stat"); } 2>/dev/null || { warn "process $pid is gone"; return 1; }
         rest=${st##*) }          # fields from 3 (state) on; comm may contain spaces
         set -- $rest
         sum=$((sum + ${12} + ${13}))   # fields 14 (utime) and 15 (stime)
@@ -249,7 +254,7 @@ if [[ $PORTCULLIS_OK == 1 ]]; then
         certs_by="portcullis certs"
     else
         warn "'portcullis certs' failed or wrote no ca.crt/server.crt/server.key; falling back to openssl. Its output:"
-        cat "$WORK/certs.log" >&2 || true
+        cat "$WORK/certs.log" >&9 || true
         rm -rf "$CERTS"; mkdir -p "$CERTS"
     fi
 fi
@@ -266,7 +271,7 @@ if [[ -z $certs_by ]]; then
             -extfile ext.cnf -out leaf.crt
         cat leaf.crt ca.crt >server.crt
         chmod 600 ca.key server.key
-    ) >"$WORK/certs.log" 2>&1 || { cat "$WORK/certs.log" >&2; die "openssl could not create the test certificates"; }
+    ) >"$WORK/certs.log" 2>&1 || { cat "$WORK/certs.log" >&9; die "openssl could not create the test certificates"; }
     certs_by="openssl (fallback)"
 fi
 put meta.certs "$certs_by; key $(openssl pkey -in "$CERTS/server.key" -noout -text 2>/dev/null | head -n1 | sed 's/[():]//g; s/ *$//')"
@@ -280,8 +285,8 @@ log "certificates by $certs_by"
 HTPASSWD=$WORK/htpasswd
 BCRYPT_USER=bench-bcrypt; BCRYPT_PASS=$(openssl rand -hex 12)
 APR1_USER=bench-apr1;     APR1_PASS=$(openssl rand -hex 12)
-htpasswd -c -b -B -C 5 "$HTPASSWD" "$BCRYPT_USER" "$BCRYPT_PASS" 2>/dev/null
-htpasswd -b -m "$HTPASSWD" "$APR1_USER" "$APR1_PASS" 2>/dev/null
+{ htpasswd -c -b -B -C 5 "$HTPASSWD" "$BCRYPT_USER" "$BCRYPT_PASS" && htpasswd -b -m "$HTPASSWD" "$APR1_USER" "$APR1_PASS"; } \
+    >"$WORK/htpasswd.log" 2>&1 || { cat "$WORK/htpasswd.log" >&9; die "htpasswd could not write $HTPASSWD"; }
 grep -qF "$BCRYPT_USER:\$2y\$05\$" "$HTPASSWD" || die "htpasswd did not write a bcrypt cost-5 hash"
 grep -qF "$APR1_USER:\$apr1\$" "$HTPASSWD" || die "htpasswd did not write an apr1 hash"
 declare -A PASS=([$BCRYPT_USER]=$BCRYPT_PASS [$APR1_USER]=$APR1_PASS)
@@ -290,7 +295,7 @@ basic() { printf '%s:%s' "$1" "${PASS[$1]}" | base64 -w0; }
 # ---------------------------------------------------------------- 3. upstream registry
 mkdir -p "$WORK/registry-data"
 render "$HERE/templates/registry.yml.in" "$WORK/registry.yml"
-docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
+docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 9>&- &
 REGISTRY_PID=$!; PIDS+=("$REGISTRY_PID")
 wait_port "$REGISTRY_PORT" "$REGISTRY_PID" docker-registry "$WORK/registry.log" 30 \
     || die "the upstream docker-registry did not start"
@@ -329,8 +334,8 @@ if [[ $(id -u) == 0 ]]; then BENCH_USER_LINE="user root;"; else BENCH_USER_LINE=
 export BENCH_USER_LINE
 render "$HERE/templates/nginx.conf.in" "$WORK/nginx/nginx.conf"
 nginx -t -q -p "$WORK/nginx/" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" >"$WORK/nginx/t.log" 2>&1 \
-    || { cat "$WORK/nginx/t.log" "$WORK/nginx/error.log" >&2 2>/dev/null; die "nginx -t rejected the generated config"; }
-nginx -p "$WORK/nginx/" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" >"$WORK/nginx/stdout.log" 2>&1 &
+    || { cat "$WORK/nginx/t.log" "$WORK/nginx/error.log" >&9 2>/dev/null; die "nginx -t rejected the generated config"; }
+nginx -p "$WORK/nginx/" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" >"$WORK/nginx/stdout.log" 2>&1 9>&- &
 NGINX_PID=$!; PIDS+=("$NGINX_PID")
 wait_port "$NGINX_PORT" "$NGINX_PID" nginx "$WORK/nginx/error.log" 30 || die "nginx did not start"
 log "nginx up (master $NGINX_PID, workers $(children_of "$NGINX_PID" | tr '\n' ' '))"
@@ -339,7 +344,7 @@ log "nginx up (master $NGINX_PID, workers $(children_of "$NGINX_PID" | tr '\n' '
 PORTCULLIS_PID=""
 if [[ $PORTCULLIS_OK == 1 ]]; then
     render "$HERE/templates/proxy.toml.in" "$WORK/proxy.toml"
-    "$PORTCULLIS" serve -c "$WORK/proxy.toml" >"$WORK/portcullis.log" 2>&1 &
+    "$PORTCULLIS" serve -c "$WORK/proxy.toml" >"$WORK/portcullis.log" 2>&1 9>&- &
     PORTCULLIS_PID=$!; PIDS+=("$PORTCULLIS_PID")
     if wait_port "$PORTCULLIS_PORT" "$PORTCULLIS_PID" portcullis "$WORK/portcullis.log" 30; then
         log "portcullis up (pid $PORTCULLIS_PID)"
@@ -373,10 +378,11 @@ check() {
     local proxy=$1 case=$2 path=$3 user=$4 hv=$5 url out
     url=https://127.0.0.1:$(port_of "$proxy")$path
     local opt=--http1.1; [[ $hv == 2 ]] && opt=--http2
-    out=$(curl -sS $opt --cacert "$CA" -o /dev/null -w '%{http_code} %{http_version}' --max-time 20 "$url" 2>&1) || true
+    out=$(curl -sS $opt --cacert "$CA" -o /dev/null -w '%{http_code} %{http_version}' --max-time 120 "$url" 2>&1) || true
     [[ $out == "401 $hv" ]] || { fail_case "$proxy" "$case" "without credentials GET $path answered '$out' (want '401 $hv': is auth enforced?)"; return 1; }
-    out=$(curl -sS $opt --cacert "$CA" -u "$user:${PASS[$user]}" -o "$WORK/check.body" \
-        -w '%{http_code} %{http_version}' --max-time 20 "$url" 2>&1) || true
+    local body=/dev/null; [[ $path == "$SMALL_PATH" ]] && body=$WORK/check.body
+    out=$(curl -sS $opt --cacert "$CA" -u "$user:${PASS[$user]}" -o "$body" \
+        -w '%{http_code} %{http_version}' --max-time 120 "$url" 2>&1) || true
     [[ $out == "200 $hv" ]] || { fail_case "$proxy" "$case" "as $user GET $path answered '$out' (want '200 $hv')"; return 1; }
     if [[ $path == "$SMALL_PATH" ]] && ! cmp -s "$WORK/check.body" "$WORK/small.bin"; then
         fail_case "$proxy" "$case" "the 1 KiB blob came back with different bytes"; return 1
@@ -402,17 +408,19 @@ run_wrk() { # PROXY CASE
     [[ -z ${BROKEN["$proxy h1.$c"]:-} ]] || return 0
     pids=$(server_pids "$proxy")
     out=$WORK/wrk.$proxy.$c.txt
-    t0=$(ticks $pids); r0=$(ticks "$REGISTRY_PID")
+    t0=$(ticks $pids) && r0=$(ticks "$REGISTRY_PID") \
+        || { fail_case "$proxy" "h1.$c" "a server process is gone (crashed?)"; return 0; }
     bounded timeout $((WRK_SECONDS + 60)) wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${WRK_SECONDS}s" \
         -H "Authorization: Basic $(basic "${CASE_USER[$c]}")" \
         "https://127.0.0.1:$(port_of "$proxy")${CASE_PATH[$c]}" >"$out" 2>&1 \
-        || { cat "$out" >&2; fail_case "$proxy" "h1.$c" "wrk failed"; return 0; }
-    t1=$(ticks $pids); r1=$(ticks "$REGISTRY_PID")
+        || { cat "$out" >&9; fail_case "$proxy" "h1.$c" "wrk failed"; return 0; }
+    t1=$(ticks $pids) && r1=$(ticks "$REGISTRY_PID") \
+        || { fail_case "$proxy" "h1.$c" "a server process exited during the load run (crashed?)"; return 0; }
     n=$(awk '/ requests in /{print $1}' "$out")
     rps=$(awk '/^Requests\/sec:/{print $2}' "$out")
     non2xx=$(awk '/Non-2xx or 3xx responses:/{print $NF}' "$out"); non2xx=${non2xx:-0}
     sockerr=$(awk '/Socket errors:/{sub(/.*Socket errors: /, ""); print}' "$out")
-    [[ -n $n && $n -gt 0 ]] || { cat "$out" >&2; fail_case "$proxy" "h1.$c" "wrk completed no requests"; return 0; }
+    [[ -n $n && $n -gt 0 ]] || { cat "$out" >&9; fail_case "$proxy" "h1.$c" "wrk completed no requests"; return 0; }
     if [[ $non2xx != 0 ]]; then
         fail_case "$proxy" "h1.$c" "wrk saw $non2xx non-2xx responses out of $n"; return 0
     fi
@@ -435,21 +443,24 @@ run_h2() { # PROXY CASE
     [[ -z ${BROKEN["$proxy h2.$c"]:-} ]] || return 0
     pids=$(server_pids "$proxy")
     out=$WORK/h2load.$proxy.$c.txt
-    t0=$(ticks $pids); r0=$(ticks "$REGISTRY_PID")
+    t0=$(ticks $pids) && r0=$(ticks "$REGISTRY_PID") \
+        || { fail_case "$proxy" "h2.$c" "a server process is gone (crashed?)"; return 0; }
     bounded timeout 900 h2load -n "$H2_REQUESTS" -c "$H2_CLIENTS" -m "$H2_STREAMS" \
         -H "authorization: Basic $(basic "${CASE_USER[$c]}")" \
         "https://127.0.0.1:$(port_of "$proxy")${CASE_PATH[$c]}" >"$out" 2>&1 \
-        || { cat "$out" >&2; fail_case "$proxy" "h2.$c" "h2load failed or timed out"; return 0; }
-    t1=$(ticks $pids); r1=$(ticks "$REGISTRY_PID")
-    grep -q '^Application protocol: h2$' "$out" || { cat "$out" >&2; fail_case "$proxy" "h2.$c" "h2load did not negotiate h2"; return 0; }
+        || { cat "$out" >&9; fail_case "$proxy" "h2.$c" "h2load failed or timed out"; return 0; }
+    t1=$(ticks $pids) && r1=$(ticks "$REGISTRY_PID") \
+        || { fail_case "$proxy" "h2.$c" "a server process exited during the load run (crashed?)"; return 0; }
+    grep -q '^Application protocol: h2$' "$out" || { cat "$out" >&9; fail_case "$proxy" "h2.$c" "h2load did not negotiate h2"; return 0; }
     total=$(awk '/^requests:/{print $2}' "$out")
     ok=$(awk '/^requests:/{for (i = 1; i <= NF; i++) if ($i ~ /^succeeded/) print $(i-1)}' "$out")
     s2xx=$(awk '/^status codes:/{print $3}' "$out")
     rps=$(awk '/^finished in/{print $4}' "$out")
     if [[ -z $ok || $ok == 0 || $s2xx != "$ok" || $ok != "$total" ]]; then
-        cat "$out" >&2
+        cat "$out" >&9
         fail_case "$proxy" "h2.$c" "h2load: $total requests, ${ok:-0} succeeded, ${s2xx:-0} with 2xx"; return 0
     fi
+    put "$1.tls" "$(awk -F': ' '/^TLS Protocol:/{p=$2} /^Cipher:/{c=$2} END{print p ", " c}' "$out")"
     put "$key.requests" "$ok"
     put "$key.rps" "$rps"
     put "$key.cpu_us" "$(calc "($t1 - $t0) * 1e6 / $HZ / $ok")"
@@ -506,7 +517,7 @@ push() { # TARGET RUN: fresh random image (so nothing can be skipped or mounted)
     esac
     t0=$(date +%s.%N)
     if ! bounded timeout 900 skopeo "${args[@]}" "oci:$layout:latest" "$dest" >"$WORK/skopeo.$t.$r.log" 2>&1; then
-        cat "$WORK/skopeo.$t.$r.log" >&2
+        cat "$WORK/skopeo.$t.$r.log" >&9
         rm -rf "$layout"
         fail_case "$t" push "skopeo copy to $dest failed"; return 0
     fi
@@ -544,11 +555,12 @@ put nginx.rss_detail "$nginx_detail"
 put nginx.rss_max_worker_kib "$nginx_max_worker"
 [[ $PORTCULLIS_OK == 1 ]] && alive "$PORTCULLIS_PID" && put portcullis.rss_kib "$(hwm_kib "$PORTCULLIS_PID")"
 put registry.rss_kib "$(hwm_kib "$REGISTRY_PID")"
-put registry.cpu_total_s "$(calc "$(ticks "$REGISTRY_PID") / $HZ")"
-put nginx.cpu_total_s "$(calc "$(ticks $(server_pids nginx)) / $HZ")"
-[[ $PORTCULLIS_OK == 1 ]] && alive "$PORTCULLIS_PID" && put portcullis.cpu_total_s "$(calc "$(ticks "$PORTCULLIS_PID") / $HZ")"
+for s in registry nginx portcullis; do
+    [[ $s == portcullis && $PORTCULLIS_OK != 1 ]] && continue
+    tk=$(ticks $(server_pids "$s")) && put "$s.cpu_total_s" "$(calc "$tk / $HZ")" || true
+done
 if [[ $PORTCULLIS_OK == 1 ]] && ! alive "$PORTCULLIS_PID"; then
-    PORTCULLIS_FAILED=1; warn "portcullis exited during the run; last lines of its log:"; tail -n 20 "$WORK/portcullis.log" >&2
+    PORTCULLIS_FAILED=1; warn "portcullis exited during the run; last lines of its log:"; tail -n 20 "$WORK/portcullis.log" >&9
 fi
 put meta.loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 

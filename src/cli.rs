@@ -118,6 +118,7 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
@@ -151,6 +152,15 @@ fn serve(path: &Path) -> Result<(), Failure> {
         .map_err(|e| Failure(format!("cannot start the runtime: {e}")))?;
     rt.block_on(async move {
         let listen = config.server.listen.clone();
+        if let Some(password) = crate::ensure_htpasswd(&config).map_err(Failure)? {
+            // Printed once, to the terminal only: it is stored nowhere in the clear.
+            eprintln!(
+                "\n  Created {} with user \"admin\" and password: {password}\n  Log in with: docker login -u admin {}:{}\n  Add users with: portcullis passwd add NAME\n",
+                config.auth.htpasswd.display(),
+                config.tls.hosts.first().map(String::as_str).unwrap_or("localhost"),
+                listen.first().map(|a| a.port()).unwrap_or(5443),
+            );
+        }
         let state = crate::State::build(config)?;
         let mut listeners = Vec::new();
         for addr in &listen {
@@ -172,7 +182,7 @@ fn serve(path: &Path) -> Result<(), Failure> {
                 .join(", "),
         };
         tracing::info!(listen = ?listen, upstream = %backend, users = state.auth.users(), "portcullis ready");
-        crate::run(state, listeners, shutdown_signal()).await;
+        crate::run(crate::shared(state), listeners, shutdown_signal()).await;
         tracing::info!("stopped");
         Ok(())
     })

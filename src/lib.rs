@@ -25,13 +25,20 @@ pub use proxy::State;
 /// How often the htpasswd file is looked at for changes.
 pub const HTPASSWD_POLL: Duration = Duration::from_secs(1);
 
-/// Serve a built [`State`] on already-bound listeners until `shutdown` resolves.
+/// The live configuration snapshot: requests load it, a reload swaps it.
+pub type Shared = Arc<ArcSwap<State>>;
+
+/// Wrap a built state for [`run`].
+pub fn shared(state: State) -> Shared {
+    Arc::new(ArcSwap::from_pointee(state))
+}
+
+/// Serve on already-bound listeners until `shutdown` resolves, then drain.
 pub async fn run(
-    state: State,
+    state: Shared,
     listeners: Vec<tokio::net::TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let state = Arc::new(ArcSwap::from_pointee(state));
     let watcher = {
         let state = state.clone();
         tokio::spawn(async move {
@@ -86,6 +93,29 @@ pub fn ensure_certificates(config: &Config) -> Result<(), certs::CertsError> {
         g.ca_cert.display(),
     );
     Ok(())
+}
+
+/// First start: when the htpasswd file does not exist, create it with user `admin`
+/// and a random password, and return the password so the caller can print it once.
+pub fn ensure_htpasswd(config: &Config) -> Result<Option<String>, String> {
+    let path = &config.auth.htpasswd;
+    if path.exists() {
+        return Ok(None);
+    }
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut rng = rand::rngs::OsRng;
+    let password: String = (0..20)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect();
+    let hash = auth::htpasswd::hash_bcrypt(&password, 10)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("{}: cannot create: {}", dir.display(), io_error_words(&e)))?;
+    }
+    certs::write_atomic(path, format!("admin:{hash}\n").as_bytes(), true)
+        .map_err(|e| e.to_string())?;
+    Ok(Some(password))
 }
 
 /// An I/O error in a few lowercase words ("no such file or directory"), without
