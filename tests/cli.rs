@@ -1,0 +1,404 @@
+//! The binary as a user runs it: `check`, `passwd`, `certs`, and `serve`'s start-up
+//! errors and first start. Every failure is one line naming the file, exit 1, no panic.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use support::*;
+
+fn portcullis() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    c.env_remove("PORTCULLIS_CONFIG").env("RUST_LOG", "warn");
+    c
+}
+
+fn run(args: &[&str], dir: &Path) -> Output {
+    portcullis()
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run portcullis")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_clean_failure(o: &Output) -> Vec<String> {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "exit 1 expected: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+    err.lines().map(str::to_string).collect()
+}
+
+fn good_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        &Options::upstream("http://127.0.0.1:5000"),
+        "127.0.0.1:0",
+    );
+    dir
+}
+
+#[test]
+fn check_accepts_a_good_configuration() {
+    let dir = good_dir();
+    let o = run(&["check", "-c", "proxy.toml"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "proxy.toml: configuration OK\n"
+    );
+}
+
+#[test]
+fn check_reports_every_problem_one_line_each() {
+    let dir = good_dir();
+    let toml = std::fs::read_to_string(dir.path().join("proxy.toml")).unwrap();
+    let bad = toml
+        .replace("read_timeout = \"900s\"", "read_timeout = \"900\"")
+        .replace("listen = \"127.0.0.1:0\"", "listen = \"localhost\"")
+        .replace("balance = \"round_robin\"", "balance = \"random\"");
+    std::fs::write(dir.path().join("proxy.toml"), bad).unwrap();
+    let lines = assert_clean_failure(&run(&["check", "-c", "proxy.toml"], dir.path()));
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("proxy.toml: server.read_timeout: \"900\" has no unit")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("proxy.toml: server.listen: \"localhost\" is not an address:port")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("proxy.toml: upstream.balance: \"random\"")),
+        "{lines:?}"
+    );
+
+    std::fs::write(
+        dir.path().join("proxy.toml"),
+        toml.replace("[auth]", "[auth]\npasswd = \"x\""),
+    )
+    .unwrap();
+    let lines = assert_clean_failure(&run(&["check", "-c", "proxy.toml"], dir.path()));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("proxy.toml: auth.passwd: line ")
+            && lines[0].contains("unknown field `passwd`"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn check_reports_bad_htpasswd_lines_and_missing_files() {
+    let dir = good_dir();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join("auth/htpasswd"))
+        .unwrap();
+    writeln!(f, "plain:secret\ndes:rl0uE3dU6ebwc").unwrap();
+    let lines = assert_clean_failure(&run(&["check", "-c", "proxy.toml"], dir.path()));
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].contains("auth/htpasswd: line 4:") && lines[0].contains("plain"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].contains("auth/htpasswd: line 5:") && lines[1].contains("des"),
+        "{lines:?}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("secret") || l.contains("rl0uE3dU6ebwc")),
+        "no hashes or passwords in messages"
+    );
+
+    std::fs::remove_file(dir.path().join("certs/server.key")).unwrap();
+    let lines = assert_clean_failure(&run(&["check", "-c", "proxy.toml"], dir.path()));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("certs/server.key: cannot read: no such file or directory")),
+        "{lines:?}"
+    );
+
+    let lines = assert_clean_failure(&run(&["check", "-c", "nope.toml"], dir.path()));
+    assert_eq!(
+        lines,
+        vec!["portcullis: nope.toml: cannot read: no such file or directory"]
+    );
+}
+
+#[test]
+fn serve_refuses_a_key_that_does_not_match_the_certificate() {
+    let dir = good_dir();
+    let other = tempfile::tempdir().unwrap();
+    portcullis::certs::generate(
+        &portcullis::certs::Layout::in_dir(other.path()),
+        &["localhost".into()],
+        false,
+    )
+    .unwrap();
+    std::fs::copy(
+        other.path().join("server.key"),
+        dir.path().join("certs/server.key"),
+    )
+    .unwrap();
+    let lines = assert_clean_failure(&run(&["serve", "-c", "proxy.toml"], dir.path()));
+    let last = lines.last().unwrap();
+    assert!(
+        last.contains("certs/server.key: private key does not match the certificate in")
+            && last.contains("certs/server.crt"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn serve_refuses_an_expired_certificate() {
+    let dir = good_dir();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.path().join("certs/server.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("certs/server.key"), key.serialize_pem()).unwrap();
+    let lines = assert_clean_failure(&run(&["serve", "-c", "proxy.toml"], dir.path()));
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .contains("certs/server.crt: certificate expired on"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn serve_names_a_busy_listen_address() {
+    let dir = good_dir();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let toml = std::fs::read_to_string(dir.path().join("proxy.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("proxy.toml"),
+        toml.replace("127.0.0.1:0", &addr),
+    )
+    .unwrap();
+    let lines = assert_clean_failure(&run(&["serve", "-c", "proxy.toml"], dir.path()));
+    assert!(
+        lines.last().unwrap().contains(&format!(
+            "server.listen: cannot listen on {addr}: address already in use"
+        )),
+        "{lines:?}"
+    );
+}
+
+fn passwd(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = portcullis()
+        .arg("passwd")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn passwd_add_list_verify_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let f = ["--file", "users"];
+    let o = passwd(
+        d,
+        &["add", "bob", f[0], f[1], "--password-stdin", "--cost", "5"],
+        "b0b pass\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::metadata(d.join("users"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let o = passwd(
+        d,
+        &[
+            "add",
+            "carol",
+            f[0],
+            f[1],
+            "--password-stdin",
+            "--cost",
+            "5",
+        ],
+        "c4rol\n",
+    );
+    assert!(o.status.success());
+    let o = passwd(d, &["list", f[0], f[1]], "");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "bob\ncarol\n");
+    assert!(passwd(
+        d,
+        &["verify", "bob", f[0], f[1], "--password-stdin"],
+        "b0b pass\n"
+    )
+    .status
+    .success());
+    assert_clean_failure(&passwd(
+        d,
+        &["verify", "bob", f[0], f[1], "--password-stdin"],
+        "nope\n",
+    ));
+
+    // Apache's own tool accepts what we wrote.
+    let ok = Command::new(require("htpasswd"))
+        .args(["-vb", "users", "bob", "b0b pass"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "htpasswd -v: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let o = passwd(d, &["remove", "bob", f[0], f[1]], "");
+    assert!(o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&passwd(d, &["list", f[0], f[1]], "").stdout),
+        "carol\n"
+    );
+    let lines = assert_clean_failure(&passwd(d, &["remove", "bob", f[0], f[1]], ""));
+    assert_eq!(lines, vec!["portcullis: users: no user \"bob\""]);
+    let lines = assert_clean_failure(&passwd(
+        d,
+        &["add", "bad:name", f[0], f[1], "--password-stdin"],
+        "x\n",
+    ));
+    assert!(lines[0].contains("bad:name"), "{lines:?}");
+}
+
+#[test]
+fn certs_creates_a_ca_and_a_server_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = run(
+        &[
+            "certs",
+            "--out",
+            "c",
+            "--host",
+            "registry.example",
+            "--host",
+            "10.1.2.3",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (name, mode) in [
+        ("ca.crt", 0o644),
+        ("ca.key", 0o600),
+        ("server.crt", 0o644),
+        ("server.key", 0o600),
+    ] {
+        let m = std::fs::metadata(d.join("c").join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(m, mode, "{name}");
+    }
+    // openssl agrees the chain verifies for the names asked for.
+    let verify = Command::new("openssl")
+        .args([
+            "verify",
+            "-CAfile",
+            "c/ca.crt",
+            "-verify_hostname",
+            "registry.example",
+            "c/server.crt",
+        ])
+        .current_dir(d)
+        .output();
+    if let Ok(v) = verify {
+        assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    }
+    let lines = assert_clean_failure(&run(&["certs", "--out", "c"], d));
+    assert!(
+        lines[0].contains("c/server.crt: already exists"),
+        "{lines:?}"
+    );
+    let ca_before = std::fs::read(d.join("c/ca.crt")).unwrap();
+    let o = run(&["certs", "--out", "c", "--force"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("reused existing CA"));
+    assert_eq!(
+        std::fs::read(d.join("c/ca.crt")).unwrap(),
+        ca_before,
+        "clients keep trusting the CA"
+    );
+}
+
+/// The shipped proxy.toml, untouched but for the upstream port: first start creates
+/// certificates and the admin user, prints the password once, and it works.
+#[tokio::test]
+async fn first_start_with_the_shipped_config() {
+    let reg = DockerRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml")).unwrap();
+    assert!(shipped.contains("listen = \"127.0.0.1:5443\""));
+    let toml = shipped
+        .replace("127.0.0.1:5443", &format!("127.0.0.1:{port}"))
+        .replace("http://127.0.0.1:5000", &reg.url());
+    std::fs::write(dir.path().join("proxy.toml"), toml).unwrap();
+    let mut child = portcullis()
+        .arg("serve")
+        .current_dir(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let password = loop {
+        let line = lines.next().expect("password line").unwrap();
+        if let Some(i) = line.find("and password: ") {
+            break line[i + 14..].trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    wait_for_port(port, "portcullis");
+    assert!(dir.path().join("certs/ca.crt").exists());
+    let c = Client::h1(&dir.path().join("certs/ca.crt"));
+    let url = format!("https://localhost:{port}/v2/");
+    assert_eq!(c.get(&url, None).await.status, 401);
+    assert_eq!(c.get(&url, Some(("admin", &password))).await.status, 200);
+    let htpasswd = std::fs::read_to_string(dir.path().join("auth/htpasswd")).unwrap();
+    assert!(htpasswd.starts_with("admin:$2y$10$") && !htpasswd.contains(&password));
+    let _ = child.kill();
+    let _ = child.wait();
+}
