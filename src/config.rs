@@ -457,9 +457,17 @@ impl Validator {
     fn upstream(&mut self, u: file::Upstream) -> Upstream {
         let balance = match u.balance.as_deref() {
             None | Some("round_robin") => Balance::RoundRobin,
-            Some("ip_hash") => Balance::IpHash,
-            Some("least_conn") => Balance::LeastConn,
-            Some("repository_hash") => Balance::RepositoryHash,
+            Some(m @ ("ip_hash" | "least_conn" | "repository_hash")) => {
+                self.problem(
+                    "upstream.balance",
+                    format!("{m:?} is not available in this version yet; use \"round_robin\""),
+                );
+                match m {
+                    "ip_hash" => Balance::IpHash,
+                    "least_conn" => Balance::LeastConn,
+                    _ => Balance::RepositoryHash,
+                }
+            }
             Some(other) => {
                 self.problem(
                     "upstream.balance",

@@ -70,7 +70,7 @@ fn build_image(dir: &Path) -> (PathBuf, String, Vec<String>) {
         r#"{"imageLayoutVersion":"1.0.0"}"#,
     )
     .unwrap();
-    let layers = vec![
+    let layers = [
         random_layer(&layout, 10 << 10),
         random_layer(&layout, BIG),
         random_layer(&layout, 1 << 20),
@@ -217,7 +217,7 @@ fn skopeo_push_and_pull_a_multi_layer_image_through_portcullis() {
     assert!(std::fs::metadata(&stored).unwrap().len() > BIG as u64);
 
     // Streaming: the proxy moved > 200 MiB (push + pull) without its memory following.
-    eprintln!("portcullis peak RSS: {rss_before} KiB before, {rss_after} KiB after pushing and pulling {} MiB", 2 * BIG >> 20);
+    eprintln!("portcullis peak RSS: {rss_before} KiB before, {rss_after} KiB after pushing and pulling {} MiB", (2 * BIG) >> 20);
     assert!(
         rss_after < 48 * 1024,
         "peak RSS {rss_after} KiB: bodies must stream, not buffer"
