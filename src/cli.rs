@@ -180,8 +180,9 @@ fn serve(path: &Path) -> Result<(), Failure> {
                 .map(|p| p.label.clone())
                 .collect::<Vec<_>>()
                 .join(", "),
+            crate::proxy::Backend::Registry(r) => format!("bundled registry on {}", r.storage().root().display()),
         };
-        tracing::info!(listen = ?listen, upstream = %backend, users = state.auth.users(), "portcullis ready");
+        tracing::info!(listen = ?listen, backend = %backend, users = state.auth.users(), "portcullis ready");
         crate::run(crate::shared(state), listeners, shutdown_signal()).await;
         tracing::info!("stopped");
         Ok(())
@@ -250,13 +251,38 @@ pub fn check_problems(path: &Path) -> Vec<String> {
             crate::io_error_words(&e)
         )),
     }
-    if let crate::config::Backend::Registry(_) = config.backend {
-        problems.push(format!(
-            "{}: registry: the bundled registry is not available in this build yet; use [upstream]",
-            config.path.display()
-        ));
+    if let crate::config::Backend::Registry(r) = &config.backend {
+        if let Err(e) = check_storage_root(&r.root) {
+            problems.push(format!(
+                "{}: registry.root: {}: {e}",
+                config.path.display(),
+                r.root.display()
+            ));
+        }
     }
     problems
+}
+
+/// The storage root must be a writable folder, or creatable.
+fn check_storage_root(root: &Path) -> Result<(), String> {
+    let mut p = root;
+    loop {
+        match std::fs::metadata(p) {
+            Ok(m) if !m.is_dir() => return Err("not a folder".into()),
+            Ok(m) => {
+                return if m.permissions().readonly() {
+                    Err("not writable".into())
+                } else {
+                    Ok(())
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match p.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => p = parent,
+                _ => return Ok(()),
+            },
+            Err(e) => return Err(crate::io_error_words(&e)),
+        }
+    }
 }
 
 fn check(path: &Path) -> Result<(), Failure> {

@@ -37,9 +37,13 @@ impl Code {
 /// HEAD requests must not carry a body; the caller strips it (hyper does so for HEAD
 /// automatically while keeping Content-Length).
 pub fn oci_error(status: StatusCode, code: Code, message: &str) -> Response<Body> {
+    oci(status, code.as_str(), message)
+}
+
+/// The same with any spec code (`BLOB_UNKNOWN`, `MANIFEST_INVALID`, ...).
+pub fn oci(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let json = format!(
-        r#"{{"errors":[{{"code":"{}","message":{},"detail":null}}]}}"#,
-        code.as_str(),
+        r#"{{"errors":[{{"code":"{code}","message":{},"detail":null}}]}}"#,
         json_string(message)
     );
     let mut resp = Response::new(body::full(json));

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod listener;
 pub mod proxy;
+pub mod registry;
 pub mod tls;
 pub mod upstream;
 

@@ -7,6 +7,8 @@ use crate::body::{self, Body, Idle};
 use crate::clients::{self, Route};
 use crate::config::{Backend as BackendConfig, Config};
 use crate::error::{oci_error, Code, API_VERSION, API_VERSION_HEADER};
+use crate::registry::storage::fs::Fs;
+use crate::registry::Registry;
 use crate::upstream::Pool;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use std::net::SocketAddr;
@@ -15,7 +17,9 @@ use std::time::Instant;
 
 /// Where authorised requests are dispatched.
 pub enum Backend {
-    Upstream(Pool),
+    Upstream(Box<Pool>),
+    /// The bundled registry, served in-process (no loopback hop).
+    Registry(Registry<Fs>),
 }
 
 /// Everything a request needs, built whole from one configuration (a reload builds a
@@ -36,10 +40,12 @@ pub enum BuildError {
     Certs(#[from] crate::certs::CertsError),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
-    #[error(
-        "{file}: registry: the bundled registry is not available in this build yet; use [upstream]"
-    )]
-    NoRegistry { file: String },
+    #[error("{file}: registry.root: {path}: {words}")]
+    Storage {
+        file: String,
+        path: String,
+        words: String,
+    },
 }
 
 impl State {
@@ -53,12 +59,15 @@ impl State {
         )?);
         let backend = match &config.backend {
             BackendConfig::Upstream(u) => {
-                Backend::Upstream(Pool::new(u, config.server.read_timeout))
+                Backend::Upstream(Box::new(Pool::new(u, config.server.read_timeout)))
             }
-            BackendConfig::Registry(_) => {
-                return Err(BuildError::NoRegistry {
+            BackendConfig::Registry(r) => {
+                let secret = registry_secret(r).map_err(|e| BuildError::Storage {
                     file: config.path.display().to_string(),
-                })
+                    path: r.root.display().to_string(),
+                    words: crate::io_error_words(&e),
+                })?;
+                Backend::Registry(Registry::new(Fs::new(&r.root), r.delete, secret))
             }
         };
         Ok(State {
@@ -68,6 +77,31 @@ impl State {
             backend,
         })
     }
+}
+
+/// The upload-state secret: `registry.secret`, or one generated on first start and
+/// kept in the storage root (`portcullis.secret`), so every instance sharing the
+/// storage shares it too.
+fn registry_secret(r: &crate::config::Registry) -> std::io::Result<Vec<u8>> {
+    if let Some(s) = &r.secret {
+        return Ok(s.as_bytes().to_vec());
+    }
+    std::fs::create_dir_all(&r.root)?;
+    let path = r.root.join("portcullis.secret");
+    match std::fs::read(&path) {
+        Ok(s) if !s.is_empty() => return Ok(s),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    use rand::RngCore;
+    let mut key = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut key);
+    let text = hex::encode(key);
+    crate::certs::write_atomic(&path, text.as_bytes(), true)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    // Another instance may have won the race to create it: use what is on disk.
+    std::fs::read(&path)
 }
 
 /// Handle one request from `peer`.
@@ -189,6 +223,7 @@ async fn dispatch(
 ) -> (Response<Body>, crate::upstream::forward::Outcome) {
     match &state.backend {
         Backend::Upstream(pool) => pool.forward(req, peer).await,
+        Backend::Registry(r) => (r.handle(req).await, Default::default()),
     }
 }
 

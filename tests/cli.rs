@@ -363,19 +363,17 @@ fn certs_creates_a_ca_and_a_server_certificate() {
     );
 }
 
-/// The shipped proxy.toml, untouched but for the upstream port: first start creates
-/// certificates and the admin user, prints the password once, and it works.
+/// The shipped proxy.toml, untouched but for the port: first start creates
+/// certificates, the admin user (password printed once) and the bundled registry's
+/// storage, and it answers as a registry.
 #[tokio::test]
 async fn first_start_with_the_shipped_config() {
-    let reg = DockerRegistry::start();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let shipped =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml")).unwrap();
     assert!(shipped.contains("listen = \"127.0.0.1:5443\""));
-    let toml = shipped
-        .replace("127.0.0.1:5443", &format!("127.0.0.1:{port}"))
-        .replace("http://127.0.0.1:5000", &reg.url());
+    let toml = shipped.replace("127.0.0.1:5443", &format!("127.0.0.1:{port}"));
     std::fs::write(dir.path().join("proxy.toml"), toml).unwrap();
     let mut child = portcullis()
         .arg("serve")
@@ -396,7 +394,17 @@ async fn first_start_with_the_shipped_config() {
     let c = Client::h1(&dir.path().join("certs/ca.crt"));
     let url = format!("https://localhost:{port}/v2/");
     assert_eq!(c.get(&url, None).await.status, 401);
-    assert_eq!(c.get(&url, Some(("admin", &password))).await.status, 200);
+    let ok = c.get(&url, Some(("admin", &password))).await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.text(), "{}");
+    let catalog = c
+        .get(
+            &format!("https://localhost:{port}/v2/_catalog"),
+            Some(("admin", &password)),
+        )
+        .await;
+    assert_eq!(catalog.text(), r#"{"repositories":[]}"#);
+    assert!(dir.path().join("data/portcullis.secret").exists());
     let htpasswd = std::fs::read_to_string(dir.path().join("auth/htpasswd")).unwrap();
     assert!(htpasswd.starts_with("admin:$2y$10$") && !htpasswd.contains(&password));
     let _ = child.kill();

@@ -132,19 +132,34 @@ pub fn default_htpasswd() -> String {
 
 /// How to start a test Portcullis.
 pub struct Options {
+    /// Upstream URLs; empty means the bundled registry on `<dir>/data`.
     pub upstreams: Vec<String>,
     pub read_timeout: &'static str,
     pub htpasswd: String,
     pub extra_toml: String,
+    /// Replaces the generated backend section (e.g. a `[registry]` with another root).
+    pub backend_toml: Option<String>,
 }
 
 impl Options {
+    /// The bundled registry (all-in-one), storage in the Portcullis test folder.
+    pub fn registry() -> Options {
+        Options {
+            upstreams: Vec::new(),
+            read_timeout: "900s",
+            htpasswd: default_htpasswd(),
+            extra_toml: String::new(),
+            backend_toml: None,
+        }
+    }
+
     pub fn upstream(url: impl Into<String>) -> Options {
         Options {
             upstreams: vec![url.into()],
             read_timeout: "900s",
             htpasswd: default_htpasswd(),
             extra_toml: String::new(),
+            backend_toml: None,
         }
     }
 }
@@ -161,13 +176,20 @@ pub fn write_config(dir: &Path, opts: &Options, listen: &str) -> PathBuf {
     .expect("generate certificates");
     std::fs::create_dir_all(dir.join("auth")).unwrap();
     std::fs::write(dir.join("auth/htpasswd"), &opts.htpasswd).unwrap();
-    let servers: String = opts
-        .upstreams
-        .iter()
-        .map(|u| format!("[[upstream.server]]\nurl = \"{u}\"\n"))
-        .collect();
+    let backend = if let Some(b) = &opts.backend_toml {
+        b.clone()
+    } else if opts.upstreams.is_empty() {
+        "[registry]\nroot = \"data\"\n".to_string()
+    } else {
+        let servers: String = opts
+            .upstreams
+            .iter()
+            .map(|u| format!("[[upstream.server]]\nurl = \"{u}\"\n"))
+            .collect();
+        format!("[upstream]\nbalance = \"round_robin\"\n{servers}")
+    };
     let toml = format!(
-        "[server]\nlisten = \"{listen}\"\nread_timeout = \"{}\"\n\n[tls]\ncertificate = \"certs/server.crt\"\nkey = \"certs/server.key\"\n\n[auth]\nhtpasswd = \"auth/htpasswd\"\nrealm = \"Registry Realm\"\n{}\n[upstream]\nbalance = \"round_robin\"\n{servers}",
+        "[server]\nlisten = \"{listen}\"\nread_timeout = \"{}\"\n\n[tls]\ncertificate = \"certs/server.crt\"\nkey = \"certs/server.key\"\n\n[auth]\nhtpasswd = \"auth/htpasswd\"\nrealm = \"Registry Realm\"\n{}\n{backend}",
         opts.read_timeout, opts.extra_toml
     );
     let path = dir.join("proxy.toml");

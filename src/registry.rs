@@ -1,0 +1,1290 @@
+//! The bundled registry: the OCI Distribution API v1.1 served in-process from
+//! Docker distribution's storage layout. Nothing becomes visible before its digest is
+//! verified; upload state lives only in storage, so any instance sharing the storage
+//! and the secret can continue an upload another began.
+
+// Handlers return a finished error response as `Err` (an early answer, like every
+// request phase); boxing it would only add an allocation to the error path.
+#![allow(clippy::result_large_err)]
+
+pub mod manifest;
+pub mod names;
+pub mod paths;
+pub mod storage;
+
+use crate::body::{self, Body};
+use crate::error::oci;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use hmac::Mac;
+use http::request::Parts;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use names::{Algorithm, Digest, Hasher};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use storage::{Appender, Storage};
+
+type Resp = Response<Body>;
+
+/// Progress of one upload that this process has hashed so far: the offset the hash
+/// covers, and the running SHA-256. Another instance (or a restart) simply rehashes
+/// the stored data, so this is a cache, never the state itself.
+type UploadLock = Arc<tokio::sync::Mutex<Option<(u64, Hasher)>>>;
+
+/// The registry service over one storage.
+pub struct Registry<S: Storage> {
+    store: S,
+    delete: bool,
+    secret: Vec<u8>,
+    uploads: Mutex<HashMap<String, UploadLock>>,
+}
+
+/// Which API endpoint a `/v2/...` path names.
+#[derive(Debug, PartialEq, Eq)]
+enum Endpoint<'a> {
+    Base,
+    Catalog,
+    Tags(&'a str),
+    Manifest(&'a str, &'a str),
+    Blob(&'a str, &'a str),
+    Uploads(&'a str),
+    Upload(&'a str, &'a str),
+    Referrers(&'a str, &'a str),
+}
+
+/// Split a path after `/v2/` into an endpoint. Repository names hold slashes, so the
+/// endpoint is recognised from the end, as distribution's router does.
+fn route(rest: &str) -> Option<Endpoint<'_>> {
+    if rest.is_empty() {
+        return Some(Endpoint::Base);
+    }
+    if rest == "_catalog" {
+        return Some(Endpoint::Catalog);
+    }
+    if let Some(name) = rest.strip_suffix("/tags/list") {
+        return Some(Endpoint::Tags(name));
+    }
+    if let Some(name) = rest.strip_suffix("/blobs/uploads/") {
+        return Some(Endpoint::Uploads(name));
+    }
+    if let Some(name) = rest.strip_suffix("/blobs/uploads") {
+        return Some(Endpoint::Uploads(name));
+    }
+    let (head, last) = rest.rsplit_once('/')?;
+    if last.is_empty() {
+        return None;
+    }
+    if let Some(name) = head.strip_suffix("/blobs/uploads") {
+        return Some(Endpoint::Upload(name, last));
+    }
+    let (name, kind) = head.rsplit_once('/')?;
+    match kind {
+        "manifests" => Some(Endpoint::Manifest(name, last)),
+        "blobs" => Some(Endpoint::Blob(name, last)),
+        "referrers" => Some(Endpoint::Referrers(name, last)),
+        _ => None,
+    }
+}
+
+fn err(status: StatusCode, code: &str, message: impl AsRef<str>) -> Resp {
+    oci(status, code, message.as_ref())
+}
+
+fn not_found() -> Resp {
+    err(StatusCode::NOT_FOUND, "NOT_FOUND", "not found")
+}
+
+fn storage_error(e: std::io::Error) -> Resp {
+    tracing::error!(error = %e, "registry storage error");
+    err(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "UNKNOWN",
+        "storage error; see the server log",
+    )
+}
+
+/// A response with no body and the given headers.
+fn empty(status: StatusCode, headers: &[(&'static str, String)]) -> Resp {
+    let mut r = Response::new(body::empty());
+    *r.status_mut() = status;
+    for (k, v) in headers {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            r.headers_mut().append(*k, v);
+        }
+    }
+    if !r.headers().contains_key(header::CONTENT_LENGTH) {
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    }
+    r
+}
+
+fn json(status: StatusCode, content_type: &str, value: &serde_json::Value) -> Resp {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    let mut r = Response::new(body::full(bytes));
+    *r.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// Decode `%XX` escapes of a query value (repository names in `last`, `from`).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        // '+' stays '+': media types such as `application/vnd.x+json` carry it.
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query(req: &Parts) -> HashMap<String, String> {
+    req.uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (percent_decode(k), percent_decode(v)),
+            None => (percent_decode(p), String::new()),
+        })
+        .collect()
+}
+
+/// `https://host[:port]` as the client addressed us, for absolute Location URLs
+/// (what distribution builds from Host + X-Forwarded-Proto behind the recipe's nginx).
+fn base_url(headers: &HeaderMap, uri: &http::Uri) -> String {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| uri.authority().map(|a| a.to_string()))
+        .map(|h| format!("https://{h}"))
+        .unwrap_or_default()
+}
+
+/// `n` items after `last`, sorted; the bool says whether more follow.
+fn paginate(mut items: Vec<String>, n: Option<usize>, last: Option<&str>) -> (Vec<String>, bool) {
+    items.sort();
+    items.dedup();
+    let start = match last {
+        Some(l) => items.partition_point(|x| x.as_str() <= l),
+        None => 0,
+    };
+    let rest = &items[start..];
+    match n {
+        Some(n) if n < rest.len() => (rest[..n].to_vec(), true),
+        _ => (rest.to_vec(), false),
+    }
+}
+
+fn pagination_args(q: &HashMap<String, String>) -> Result<(Option<usize>, Option<String>), Resp> {
+    let n = match q.get("n") {
+        None => None,
+        Some(v) => Some(v.parse::<usize>().map_err(|_| {
+            err(
+                StatusCode::BAD_REQUEST,
+                "PAGINATION_NUMBER_INVALID",
+                format!("n={v:?} is not a number"),
+            )
+        })?),
+    };
+    Ok((n, q.get("last").cloned()))
+}
+
+/// Parse `Range: bytes=a-b | a- | -n` against `size`: Ok(None) = whole, Err = 416.
+fn parse_range(h: Option<&HeaderValue>, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(v) = h else { return Ok(None) };
+    let v = v.to_str().map_err(|_| ())?.trim();
+    let spec = v.strip_prefix("bytes=").ok_or(())?;
+    if spec.contains(',') {
+        return Err(()); // multipart ranges: not for blobs
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (start, end) = if a.is_empty() {
+        let n: u64 = b.parse().map_err(|_| ())?;
+        if n == 0 {
+            return Err(());
+        }
+        (size.saturating_sub(n), size)
+    } else {
+        let start: u64 = a.parse().map_err(|_| ())?;
+        let end = if b.is_empty() {
+            size
+        } else {
+            b.parse::<u64>()
+                .map_err(|_| ())?
+                .saturating_add(1)
+                .min(size)
+        };
+        (start, end)
+    };
+    if start >= size || start >= end {
+        return Err(());
+    }
+    Ok(Some((start, end)))
+}
+
+impl<S: Storage> Registry<S> {
+    pub fn new(store: S, delete: bool, secret: Vec<u8>) -> Registry<S> {
+        Registry {
+            store,
+            delete,
+            secret,
+            uploads: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn storage(&self) -> &S {
+        &self.store
+    }
+
+    /// Answer one request (already authenticated) for a path under `/v2/`.
+    pub async fn handle(&self, req: Request<Body>) -> Resp {
+        let (req, body) = req.into_parts();
+        let path = req.uri.path().to_string();
+        let Some(rest) = path.strip_prefix("/v2/") else {
+            return not_found();
+        };
+        let Some(endpoint) = route(rest) else {
+            return not_found();
+        };
+        let name = match &endpoint {
+            Endpoint::Base | Endpoint::Catalog => None,
+            Endpoint::Tags(n)
+            | Endpoint::Manifest(n, _)
+            | Endpoint::Blob(n, _)
+            | Endpoint::Uploads(n)
+            | Endpoint::Upload(n, _)
+            | Endpoint::Referrers(n, _) => Some(*n),
+        };
+        if let Some(n) = name {
+            if !names::valid_repository(n) {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    "NAME_INVALID",
+                    format!("invalid repository name {n:?}"),
+                );
+            }
+        }
+        let method = req.method.clone();
+        let is_read = method == Method::GET || method == Method::HEAD;
+        match (endpoint, method) {
+            (Endpoint::Base, _) if is_read => {
+                json(StatusCode::OK, "application/json", &serde_json::json!({}))
+            }
+            (Endpoint::Catalog, _) if is_read => self.catalog(&req).await,
+            (Endpoint::Tags(n), _) if is_read => self.tags(n, &req).await,
+            (Endpoint::Manifest(n, r), _) if is_read => self.get_manifest(n, r).await,
+            (Endpoint::Manifest(n, r), Method::PUT) => self.put_manifest(n, r, &req, body).await,
+            (Endpoint::Manifest(n, r), Method::DELETE) => self.delete_manifest(n, r).await,
+            (Endpoint::Blob(n, d), _) if is_read => self.get_blob(n, d, &req).await,
+            (Endpoint::Blob(n, d), Method::DELETE) => self.delete_blob(n, d).await,
+            (Endpoint::Uploads(n), Method::POST) => self.start_upload(n, &req, body).await,
+            (Endpoint::Upload(n, id), m) => self.upload(n, id, m, &req, body).await,
+            (Endpoint::Referrers(n, d), _) if is_read => self.referrers(n, d, &req).await,
+            _ => err(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "UNSUPPORTED",
+                "method not allowed on this endpoint",
+            ),
+        }
+    }
+
+    fn deletes_refused(&self) -> Option<Resp> {
+        (!self.delete).then(|| {
+            err(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "UNSUPPORTED",
+                "deletion is disabled on this registry (registry.delete = false)",
+            )
+        })
+    }
+
+    async fn read_link(&self, key: &str) -> std::io::Result<Option<Digest>> {
+        Ok(self
+            .store
+            .read(key)
+            .await?
+            .and_then(|b| Digest::parse(String::from_utf8_lossy(&b).trim()).ok()))
+    }
+
+    async fn write_link(&self, key: &str, d: &Digest) -> std::io::Result<()> {
+        self.store.put(key, Bytes::from(d.to_string())).await
+    }
+
+    /// Is the blob part of this repository (layer link, or a manifest revision) and present?
+    async fn blob_in_repo(&self, name: &str, d: &Digest) -> std::io::Result<Option<u64>> {
+        let linked = self.read_link(&paths::layer_link(name, d)).await?.as_ref() == Some(d)
+            || self
+                .read_link(&paths::revision_link(name, d))
+                .await?
+                .as_ref()
+                == Some(d);
+        if !linked {
+            return Ok(None);
+        }
+        Ok(self.store.stat(&paths::blob_data(d)).await?.map(|m| m.size))
+    }
+
+    // ---- blobs ----
+
+    async fn get_blob(&self, name: &str, digest: &str, req: &Parts) -> Resp {
+        let d = match Digest::parse(digest) {
+            Ok(d) => d,
+            Err(e) => return err(StatusCode::BAD_REQUEST, "DIGEST_INVALID", e.0),
+        };
+        let size = match self.blob_in_repo(name, &d).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return err(
+                    StatusCode::NOT_FOUND,
+                    "BLOB_UNKNOWN",
+                    format!("blob {d} unknown to repository {name}"),
+                )
+            }
+            Err(e) => return storage_error(e),
+        };
+        let range = match parse_range(req.headers.get(header::RANGE), size) {
+            Ok(r) => r,
+            Err(()) => {
+                return empty(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    &[("content-range", format!("bytes */{size}"))],
+                )
+            }
+        };
+        let mut headers = vec![
+            ("content-type", "application/octet-stream".to_string()),
+            ("docker-content-digest", d.to_string()),
+            ("etag", format!("\"{d}\"")),
+            ("accept-ranges", "bytes".to_string()),
+            ("cache-control", "max-age=31536000".to_string()),
+        ];
+        let (status, len) = match range {
+            Some((a, b)) => {
+                headers.push(("content-range", format!("bytes {a}-{}/{size}", b - 1)));
+                (StatusCode::PARTIAL_CONTENT, b - a)
+            }
+            None => (StatusCode::OK, size),
+        };
+        headers.push(("content-length", len.to_string()));
+        if req.method == Method::HEAD {
+            return empty(status, &headers);
+        }
+        let stream = match self.store.get(&paths::blob_data(&d), range).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return err(
+                    StatusCode::NOT_FOUND,
+                    "BLOB_UNKNOWN",
+                    format!("blob {d} unknown"),
+                )
+            }
+            Err(e) => return storage_error(e),
+        };
+        let body = http_body_util::StreamBody::new(
+            stream.map(|r| r.map(http_body::Frame::data).map_err(body::BoxError::from)),
+        );
+        let mut r = empty(status, &headers);
+        *r.body_mut() = body::boxed(body);
+        r
+    }
+
+    async fn delete_blob(&self, name: &str, digest: &str) -> Resp {
+        if let Some(r) = self.deletes_refused() {
+            return r;
+        }
+        let d = match Digest::parse(digest) {
+            Ok(d) => d,
+            Err(e) => return err(StatusCode::BAD_REQUEST, "DIGEST_INVALID", e.0),
+        };
+        let link = paths::layer_link(name, &d);
+        match self.read_link(&link).await {
+            Ok(Some(l)) if l == d => {}
+            Ok(_) => {
+                return err(
+                    StatusCode::NOT_FOUND,
+                    "BLOB_UNKNOWN",
+                    format!("blob {d} unknown to repository {name}"),
+                )
+            }
+            Err(e) => return storage_error(e),
+        }
+        // As distribution: unlink from the repository; the data goes with garbage collection.
+        match self.store.delete(link.trim_end_matches("/link")).await {
+            Ok(()) => empty(StatusCode::ACCEPTED, &[]),
+            Err(e) => storage_error(e),
+        }
+    }
+
+    // ---- uploads ----
+
+    fn state_token(&self, name: &str, id: &str) -> String {
+        use base64::Engine;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.secret)
+            .unwrap_or_else(|_| unreachable_hmac());
+        mac.update(name.as_bytes());
+        mac.update(b"\n");
+        mac.update(id.as_bytes());
+        let tag = mac.finalize().into_bytes();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&tag[..18])
+    }
+
+    fn upload_location(&self, base: &str, name: &str, id: &str) -> String {
+        format!(
+            "{base}/v2/{name}/blobs/uploads/{id}?_state={}",
+            self.state_token(name, id)
+        )
+    }
+
+    fn lock_for(&self, id: &str) -> UploadLock {
+        let mut map = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(id.to_string()).or_default().clone()
+    }
+
+    fn forget(&self, id: &str) {
+        let mut map = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(id);
+    }
+
+    async fn start_upload(&self, name: &str, req: &Parts, body: Body) -> Resp {
+        let q = query(req);
+        let base = base_url(&req.headers, &req.uri);
+        if let (Some(mount), Some(from)) = (q.get("mount"), q.get("from")) {
+            if let (Ok(d), true) = (Digest::parse(mount), names::valid_repository(from)) {
+                match self.blob_in_repo(from, &d).await {
+                    Ok(Some(_)) => {
+                        if let Err(e) = self.write_link(&paths::layer_link(name, &d), &d).await {
+                            return storage_error(e);
+                        }
+                        return empty(
+                            StatusCode::CREATED,
+                            &[
+                                ("location", format!("{base}/v2/{name}/blobs/{d}")),
+                                ("docker-content-digest", d.to_string()),
+                            ],
+                        );
+                    }
+                    Ok(None) => {} // not there: fall back to an ordinary upload (spec)
+                    Err(e) => return storage_error(e),
+                }
+            }
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let started = httpdate_rfc3339();
+        if let Err(e) = self
+            .store
+            .put(&paths::upload_started_at(name, &id), Bytes::from(started))
+            .await
+        {
+            return storage_error(e);
+        }
+        if let Some(digest) = q.get("digest") {
+            // Monolithic upload: the whole blob in this POST.
+            let d = match Digest::parse(digest) {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = self.store.delete(&paths::upload_dir(name, &id)).await;
+                    return err(StatusCode::BAD_REQUEST, "DIGEST_INVALID", e.0);
+                }
+            };
+            return self.finish_upload(name, &id, d, body, &base).await;
+        }
+        empty(
+            StatusCode::ACCEPTED,
+            &[
+                ("location", self.upload_location(&base, name, &id)),
+                ("range", "0-0".to_string()),
+                ("docker-upload-uuid", id.clone()),
+            ],
+        )
+    }
+
+    async fn upload(&self, name: &str, id: &str, method: Method, req: &Parts, body: Body) -> Resp {
+        let q = query(req);
+        let unknown = || {
+            err(
+                StatusCode::NOT_FOUND,
+                "BLOB_UPLOAD_UNKNOWN",
+                format!("upload {id} unknown"),
+            )
+        };
+        let token_ok = q
+            .get("_state")
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), self.state_token(name, id).as_bytes()));
+        if !token_ok || uuid::Uuid::parse_str(id).is_err() {
+            return unknown();
+        }
+        match self.store.stat(&paths::upload_started_at(name, id)).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return unknown(),
+            Err(e) => return storage_error(e),
+        }
+        let base = base_url(&req.headers, &req.uri);
+        match method {
+            Method::GET | Method::HEAD => {
+                let size = match self.store.stat(&paths::upload_data(name, id)).await {
+                    Ok(m) => m.map_or(0, |m| m.size),
+                    Err(e) => return storage_error(e),
+                };
+                empty(
+                    StatusCode::NO_CONTENT,
+                    &[
+                        ("location", self.upload_location(&base, name, id)),
+                        ("range", format!("0-{}", size.saturating_sub(1))),
+                        ("docker-upload-uuid", id.to_string()),
+                    ],
+                )
+            }
+            Method::DELETE => {
+                let lock = self.lock_for(id);
+                let _g = lock.lock().await;
+                self.forget(id);
+                match self.store.delete(&paths::upload_dir(name, id)).await {
+                    Ok(()) => empty(StatusCode::NO_CONTENT, &[]),
+                    Err(e) => storage_error(e),
+                }
+            }
+            Method::PATCH => self.patch_upload(name, id, req, body, &base).await,
+            Method::PUT => {
+                let d = match q.get("digest").map(|d| Digest::parse(d)) {
+                    Some(Ok(d)) => d,
+                    Some(Err(e)) => return err(StatusCode::BAD_REQUEST, "DIGEST_INVALID", e.0),
+                    None => {
+                        return err(
+                            StatusCode::BAD_REQUEST,
+                            "DIGEST_INVALID",
+                            "digest parameter missing",
+                        )
+                    }
+                };
+                self.finish_upload(name, id, d, body, &base).await
+            }
+            _ => err(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "UNSUPPORTED",
+                "method not allowed on an upload",
+            ),
+        }
+    }
+
+    /// Bring the cached hash to the data's current size, rehashing stored bytes when
+    /// this process has not seen them (upload begun elsewhere, or before a restart).
+    async fn hasher_at(
+        &self,
+        key: &str,
+        cached: Option<(u64, Hasher)>,
+        size: u64,
+    ) -> std::io::Result<Hasher> {
+        if let Some((off, h)) = cached {
+            if off == size {
+                return Ok(h);
+            }
+        }
+        let mut h = Hasher::new(Algorithm::Sha256);
+        if size > 0 {
+            if let Some(mut s) = self.store.get(key, Some((0, size))).await? {
+                while let Some(chunk) = s.next().await {
+                    h.update(&chunk?);
+                }
+            }
+        }
+        Ok(h)
+    }
+
+    /// Append a request body to an upload, hashing as it streams.
+    async fn append_body(
+        &self,
+        key: &str,
+        body: Body,
+        slot: &mut Option<(u64, Hasher)>,
+        size: u64,
+        limit: Option<u64>,
+    ) -> Result<u64, Resp> {
+        let mut hasher = self
+            .hasher_at(key, slot.take(), size)
+            .await
+            .map_err(storage_error)?;
+        let mut written = 0u64;
+        let mut body = body;
+        let mut appender: Option<S::Appender> = None;
+        let mut failure = None;
+        while let Some(frame) = body.frame().await {
+            let data = match frame {
+                Ok(f) => match f.into_data() {
+                    Ok(d) => d,
+                    Err(_) => continue,
+                },
+                Err(e) => {
+                    failure = Some(err(
+                        StatusCode::BAD_REQUEST,
+                        "BLOB_UPLOAD_INVALID",
+                        format!("request body: {e}"),
+                    ));
+                    break;
+                }
+            };
+            if data.is_empty() {
+                continue;
+            }
+            if limit.is_some_and(|l| written + data.len() as u64 > l) {
+                failure = Some(err(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "BLOB_UPLOAD_INVALID",
+                    "body longer than its Content-Range",
+                ));
+                break;
+            }
+            if appender.is_none() {
+                appender = Some(self.store.append(key).await.map_err(storage_error)?);
+            }
+            if let Some(a) = appender.as_mut() {
+                if let Err(e) = a.write(data.clone()).await {
+                    failure = Some(storage_error(e));
+                    break;
+                }
+            }
+            hasher.update(&data);
+            written += data.len() as u64;
+        }
+        if let Some(a) = appender {
+            if let Err(e) = a.finish().await {
+                failure.get_or_insert(storage_error(e));
+            }
+        }
+        // Whatever was stored is now part of the upload; the hash follows it exactly.
+        *slot = Some((size + written, hasher));
+        match failure {
+            Some(r) => Err(r),
+            None => Ok(size + written),
+        }
+    }
+
+    async fn patch_upload(
+        &self,
+        name: &str,
+        id: &str,
+        req: &Parts,
+        body: Body,
+        base: &str,
+    ) -> Resp {
+        let key = paths::upload_data(name, id);
+        let lock = self.lock_for(id);
+        let mut slot = lock.lock().await;
+        let size = match self.store.stat(&key).await {
+            Ok(m) => m.map_or(0, |m| m.size),
+            Err(e) => return storage_error(e),
+        };
+        let range_header = req
+            .headers
+            .get(header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok());
+        let mut limit = None;
+        if let Some(r) = range_header {
+            let r = r
+                .trim()
+                .trim_start_matches("bytes=")
+                .trim_start_matches("bytes ");
+            let parsed = r
+                .split_once('-')
+                .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
+            let Some((start, end)) = parsed.filter(|(a, b)| a <= b) else {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    "BLOB_UPLOAD_INVALID",
+                    format!("bad Content-Range {r:?}"),
+                );
+            };
+            // Chunks must arrive in order, each exactly once (spec: 416 otherwise).
+            if start != size {
+                return empty(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    &[
+                        ("location", self.upload_location(base, name, id)),
+                        ("range", format!("0-{}", size.saturating_sub(1))),
+                        ("docker-upload-uuid", id.to_string()),
+                    ],
+                );
+            }
+            let len = end - start + 1;
+            if let Some(cl) = req
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            {
+                if cl != len {
+                    return err(
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        "BLOB_UPLOAD_INVALID",
+                        format!("Content-Length {cl} does not match Content-Range {r}"),
+                    );
+                }
+            }
+            limit = Some(len);
+        }
+        match self.append_body(&key, body, &mut slot, size, limit).await {
+            Ok(new_size) => empty(
+                StatusCode::ACCEPTED,
+                &[
+                    ("location", self.upload_location(base, name, id)),
+                    ("range", format!("0-{}", new_size.saturating_sub(1))),
+                    ("docker-upload-uuid", id.to_string()),
+                ],
+            ),
+            Err(r) => r,
+        }
+    }
+
+    /// Append the last body (may be empty), verify the digest, move the data into the
+    /// blob store and link it into the repository.
+    async fn finish_upload(&self, name: &str, id: &str, d: Digest, body: Body, base: &str) -> Resp {
+        let key = paths::upload_data(name, id);
+        let lock = self.lock_for(id);
+        let mut slot = lock.lock().await;
+        let size = match self.store.stat(&key).await {
+            Ok(m) => m.map_or(0, |m| m.size),
+            Err(e) => return storage_error(e),
+        };
+        let size = match self.append_body(&key, body, &mut slot, size, None).await {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        let actual = match (d.algorithm, slot.take()) {
+            (Algorithm::Sha256, Some((off, h))) if off == size => h.finish(),
+            _ => {
+                // sha512 (or a hash we lost): one more pass over the stored bytes.
+                let mut h = Hasher::new(d.algorithm);
+                match self.store.get(&key, Some((0, size))).await {
+                    Ok(Some(mut s)) => {
+                        while let Some(c) = s.next().await {
+                            match c {
+                                Ok(c) => h.update(&c),
+                                Err(e) => return storage_error(e),
+                            }
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => return storage_error(e),
+                }
+                h.finish()
+            }
+        };
+        self.forget(id);
+        if actual != d {
+            // distribution cancels the upload on a digest mismatch; so do we.
+            let _ = self.store.delete(&paths::upload_dir(name, id)).await;
+            return err(
+                StatusCode::BAD_REQUEST,
+                "DIGEST_INVALID",
+                format!("uploaded content has digest {actual}, not {d}"),
+            );
+        }
+        if size == 0 {
+            // No data object was ever appended: make the empty blob exist.
+            if let Err(e) = self.store.put(&paths::blob_data(&d), Bytes::new()).await {
+                return storage_error(e);
+            }
+        } else {
+            let exists = matches!(self.store.stat(&paths::blob_data(&d)).await, Ok(Some(m)) if m.size == size);
+            if !exists {
+                if let Err(e) = self.store.commit(&key, &paths::blob_data(&d)).await {
+                    return storage_error(e);
+                }
+            }
+        }
+        if let Err(e) = self.write_link(&paths::layer_link(name, &d), &d).await {
+            return storage_error(e);
+        }
+        let _ = self.store.delete(&paths::upload_dir(name, id)).await;
+        empty(
+            StatusCode::CREATED,
+            &[
+                ("location", format!("{base}/v2/{name}/blobs/{d}")),
+                ("docker-content-digest", d.to_string()),
+            ],
+        )
+    }
+
+    // ---- manifests ----
+
+    /// Resolve a tag or digest reference to a digest stored in the repository.
+    async fn resolve(&self, name: &str, reference: &str) -> Result<Digest, Resp> {
+        let unknown = || {
+            err(
+                StatusCode::NOT_FOUND,
+                "MANIFEST_UNKNOWN",
+                format!("manifest {reference} unknown to repository {name}"),
+            )
+        };
+        let d = if reference.contains(':') {
+            Digest::parse(reference)
+                .map_err(|e| err(StatusCode::BAD_REQUEST, "DIGEST_INVALID", e.0))?
+        } else {
+            if !names::valid_tag(reference) {
+                return Err(err(
+                    StatusCode::BAD_REQUEST,
+                    "TAG_INVALID",
+                    format!("invalid tag {reference:?}"),
+                ));
+            }
+            match self
+                .read_link(&paths::tag_current_link(name, reference))
+                .await
+            {
+                Ok(Some(d)) => d,
+                Ok(None) => return Err(unknown()),
+                Err(e) => return Err(storage_error(e)),
+            }
+        };
+        match self.read_link(&paths::revision_link(name, &d)).await {
+            Ok(Some(l)) if l == d => Ok(d),
+            Ok(_) => Err(unknown()),
+            Err(e) => Err(storage_error(e)),
+        }
+    }
+
+    async fn get_manifest(&self, name: &str, reference: &str) -> Resp {
+        let d = match self.resolve(name, reference).await {
+            Ok(d) => d,
+            Err(r) => return r,
+        };
+        let bytes = match self.store.read(&paths::blob_data(&d)).await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return err(
+                    StatusCode::NOT_FOUND,
+                    "MANIFEST_UNKNOWN",
+                    format!("manifest {d} data missing"),
+                )
+            }
+            Err(e) => return storage_error(e),
+        };
+        let media_type = manifest::parse(None, &bytes)
+            .map(|m| m.media_type)
+            .unwrap_or_else(|_| manifest::OCI_MANIFEST.to_string());
+        let mut r = Response::new(body::full(bytes.clone()));
+        let h = r.headers_mut();
+        for (k, v) in [
+            ("content-type", media_type),
+            ("docker-content-digest", d.to_string()),
+            ("etag", format!("\"{d}\"")),
+            ("content-length", bytes.len().to_string()),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert(k, v);
+            }
+        }
+        r
+    }
+
+    async fn put_manifest(&self, name: &str, reference: &str, req: &Parts, body: Body) -> Resp {
+        let by_digest = reference.contains(':');
+        let expected = if by_digest {
+            match Digest::parse(reference) {
+                Ok(d) => Some(d),
+                Err(e) => return err(StatusCode::BAD_REQUEST, "DIGEST_INVALID", e.0),
+            }
+        } else if !names::valid_tag(reference) {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "TAG_INVALID",
+                format!("invalid tag {reference:?}"),
+            );
+        } else {
+            None
+        };
+        let content_type = req
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let base = base_url(&req.headers, &req.uri);
+        let bytes = match read_limited(body, manifest::MAX_SIZE).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let m = match manifest::parse(content_type.as_deref(), &bytes) {
+            Ok(m) => m,
+            Err(e) => return err(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", e.0),
+        };
+        let alg = expected.as_ref().map_or(Algorithm::Sha256, |d| d.algorithm);
+        let mut h = Hasher::new(alg);
+        h.update(&bytes);
+        let d = h.finish();
+        if let Some(e) = &expected {
+            if *e != d {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    "DIGEST_INVALID",
+                    format!("manifest has digest {d}, not {e}"),
+                );
+            }
+        }
+        for b in &m.blobs {
+            match self.blob_in_repo(name, b).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return err(
+                        StatusCode::BAD_REQUEST,
+                        "MANIFEST_BLOB_UNKNOWN",
+                        format!("blob {b} is not in repository {name}"),
+                    )
+                }
+                Err(e) => return storage_error(e),
+            }
+        }
+        for sub in &m.manifests {
+            match self.read_link(&paths::revision_link(name, sub)).await {
+                Ok(Some(l)) if l == *sub => {}
+                Ok(_) => {
+                    return err(
+                        StatusCode::BAD_REQUEST,
+                        "MANIFEST_BLOB_UNKNOWN",
+                        format!("manifest {sub} is not in repository {name}"),
+                    )
+                }
+                Err(e) => return storage_error(e),
+            }
+        }
+        // Data first, then the revision link, then the tag: each step atomic, so a
+        // crash leaves at worst an unreferenced blob, never a tag to nothing.
+        let stored = async {
+            if self.store.stat(&paths::blob_data(&d)).await?.is_none() {
+                self.store.put(&paths::blob_data(&d), bytes.clone()).await?;
+            }
+            self.write_link(&paths::revision_link(name, &d), &d).await?;
+            if !by_digest {
+                self.write_link(&paths::tag_index_link(name, reference, &d), &d)
+                    .await?;
+                self.write_link(&paths::tag_current_link(name, reference), &d)
+                    .await?;
+            }
+            Ok::<_, std::io::Error>(())
+        }
+        .await;
+        if let Err(e) = stored {
+            return storage_error(e);
+        }
+        let mut headers = vec![
+            ("location", format!("{base}/v2/{name}/manifests/{d}")),
+            ("docker-content-digest", d.to_string()),
+        ];
+        if let Some(s) = &m.subject {
+            headers.push(("oci-subject", s.to_string()));
+        }
+        empty(StatusCode::CREATED, &headers)
+    }
+
+    async fn delete_manifest(&self, name: &str, reference: &str) -> Resp {
+        if let Some(r) = self.deletes_refused() {
+            return r;
+        }
+        if !reference.contains(':') {
+            // OCI 1.1: deleting a tag removes the tag only.
+            if !names::valid_tag(reference) {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    "TAG_INVALID",
+                    format!("invalid tag {reference:?}"),
+                );
+            }
+            return match self
+                .read_link(&paths::tag_current_link(name, reference))
+                .await
+            {
+                Ok(Some(_)) => match self.store.delete(&paths::tag_dir(name, reference)).await {
+                    Ok(()) => empty(StatusCode::ACCEPTED, &[]),
+                    Err(e) => storage_error(e),
+                },
+                Ok(None) => err(
+                    StatusCode::NOT_FOUND,
+                    "MANIFEST_UNKNOWN",
+                    format!("tag {reference} unknown"),
+                ),
+                Err(e) => storage_error(e),
+            };
+        }
+        let d = match self.resolve(name, reference).await {
+            Ok(d) => d,
+            Err(r) => return r,
+        };
+        // As distribution: every tag pointing at it goes too, then the revision.
+        let tags = match self.store.list(&paths::tags_dir(name)).await {
+            Ok(t) => t,
+            Err(e) => return storage_error(e),
+        };
+        for t in tags {
+            if let Ok(Some(cur)) = self.read_link(&paths::tag_current_link(name, &t)).await {
+                if cur == d {
+                    if let Err(e) = self.store.delete(&paths::tag_dir(name, &t)).await {
+                        return storage_error(e);
+                    }
+                }
+            }
+        }
+        match self.store.delete(&paths::revision_dir(name, &d)).await {
+            Ok(()) => empty(StatusCode::ACCEPTED, &[]),
+            Err(e) => storage_error(e),
+        }
+    }
+
+    async fn tags(&self, name: &str, req: &Parts) -> Resp {
+        let q = query(req);
+        let (n, last) = match pagination_args(&q) {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        let all = match self.store.list(&paths::tags_dir(name)).await {
+            Ok(t) => t,
+            Err(e) => return storage_error(e),
+        };
+        if all.is_empty() {
+            let known = matches!(self.store.list(&format!("{}/{name}", paths::repositories())).await, Ok(v) if !v.is_empty());
+            if !known {
+                return err(
+                    StatusCode::NOT_FOUND,
+                    "NAME_UNKNOWN",
+                    format!("repository {name} unknown"),
+                );
+            }
+        }
+        let (page, more) = paginate(all, n, last.as_deref());
+        let mut r = json(
+            StatusCode::OK,
+            "application/json",
+            &serde_json::json!({"name": name, "tags": page}),
+        );
+        if more {
+            if let (Some(n), Some(l)) = (n, page.last()) {
+                link_next(&mut r, &format!("/v2/{name}/tags/list?n={n}&last={l}"));
+            }
+        }
+        r
+    }
+
+    async fn catalog(&self, req: &Parts) -> Resp {
+        let q = query(req);
+        let (n, last) = match pagination_args(&q) {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        let mut repos = Vec::new();
+        let mut stack = vec![String::new()];
+        let root = paths::repositories();
+        while let Some(rel) = stack.pop() {
+            let dir = if rel.is_empty() {
+                root.clone()
+            } else {
+                format!("{root}/{rel}")
+            };
+            let children = match self.store.list(&dir).await {
+                Ok(c) => c,
+                Err(e) => return storage_error(e),
+            };
+            for c in children {
+                if c == "_manifests" {
+                    repos.push(rel.clone());
+                } else if !c.starts_with('_') && !c.starts_with('.') {
+                    stack.push(if rel.is_empty() {
+                        c
+                    } else {
+                        format!("{rel}/{c}")
+                    });
+                }
+            }
+        }
+        let (page, more) = paginate(repos, n, last.as_deref());
+        let mut r = json(
+            StatusCode::OK,
+            "application/json",
+            &serde_json::json!({"repositories": page}),
+        );
+        if more {
+            if let (Some(n), Some(l)) = (n, page.last()) {
+                link_next(&mut r, &format!("/v2/_catalog?n={n}&last={l}"));
+            }
+        }
+        r
+    }
+
+    async fn referrers(&self, name: &str, digest: &str, req: &Parts) -> Resp {
+        let d = match Digest::parse(digest) {
+            Ok(d) => d,
+            Err(e) => return err(StatusCode::BAD_REQUEST, "DIGEST_INVALID", e.0),
+        };
+        let filter = query(req).get("artifactType").cloned();
+        let mut manifests = Vec::new();
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            let hexes = match self
+                .store
+                .list(&paths::revisions_dir(name, alg.name()))
+                .await
+            {
+                Ok(h) => h,
+                Err(e) => return storage_error(e),
+            };
+            for hex in hexes {
+                let Ok(rd) = Digest::parse(&format!("{}:{hex}", alg.name())) else {
+                    continue;
+                };
+                let Ok(Some(bytes)) = self.store.read(&paths::blob_data(&rd)).await else {
+                    continue;
+                };
+                let Ok(m) = manifest::parse(None, &bytes) else {
+                    continue;
+                };
+                if m.subject.as_ref() != Some(&d) {
+                    continue;
+                }
+                if filter.is_some() && m.artifact_type != filter {
+                    continue;
+                }
+                let mut desc = serde_json::json!({
+                    "mediaType": m.media_type,
+                    "digest": rd.to_string(),
+                    "size": bytes.len(),
+                });
+                if let Some(t) = &m.artifact_type {
+                    desc["artifactType"] = serde_json::json!(t);
+                }
+                if let Some(a) = &m.annotations {
+                    desc["annotations"] = serde_json::Value::Object(a.clone());
+                }
+                manifests.push(desc);
+            }
+        }
+        manifests.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
+        let mut r = json(
+            StatusCode::OK,
+            manifest::OCI_INDEX,
+            &serde_json::json!({"schemaVersion": 2, "mediaType": manifest::OCI_INDEX, "manifests": manifests}),
+        );
+        if filter.is_some() {
+            r.headers_mut().insert(
+                "oci-filters-applied",
+                HeaderValue::from_static("artifactType"),
+            );
+        }
+        r
+    }
+}
+
+fn link_next(r: &mut Resp, target: &str) {
+    if let Ok(v) = HeaderValue::from_str(&format!("<{target}>; rel=\"next\"")) {
+        r.headers_mut().insert(header::LINK, v);
+    }
+}
+
+/// Read a small body whole, refusing more than `limit` bytes (413).
+async fn read_limited(mut body: Body, limit: usize) -> Result<Bytes, Resp> {
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            err(
+                StatusCode::BAD_REQUEST,
+                "MANIFEST_INVALID",
+                format!("request body: {e}"),
+            )
+        })?;
+        if let Ok(d) = frame.into_data() {
+            if buf.len() + d.len() > limit {
+                return Err(err(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "SIZE_INVALID",
+                    format!("manifest larger than {limit} bytes"),
+                ));
+            }
+            buf.extend_from_slice(&d);
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// HMAC accepts keys of any length; this is never reached.
+fn unreachable_hmac() -> hmac::Hmac<sha2::Sha256> {
+    hmac::Hmac::<sha2::Sha256>::new_from_slice(b"portcullis").unwrap_or_else(|_| unreachable_hmac())
+}
+
+/// Current UTC time as RFC 3339, what distribution writes into `startedat`.
+fn httpdate_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_from_the_end() {
+        assert_eq!(route(""), Some(Endpoint::Base));
+        assert_eq!(route("_catalog"), Some(Endpoint::Catalog));
+        assert_eq!(route("a/b/tags/list"), Some(Endpoint::Tags("a/b")));
+        assert_eq!(route("a/manifests/v1"), Some(Endpoint::Manifest("a", "v1")));
+        assert_eq!(
+            route("a/blobs/sha256:x"),
+            Some(Endpoint::Blob("a", "sha256:x"))
+        );
+        assert_eq!(route("a/b/blobs/uploads/"), Some(Endpoint::Uploads("a/b")));
+        assert_eq!(
+            route("a/b/blobs/uploads/123"),
+            Some(Endpoint::Upload("a/b", "123"))
+        );
+        assert_eq!(
+            route("a/referrers/sha256:x"),
+            Some(Endpoint::Referrers("a", "sha256:x"))
+        );
+        assert_eq!(
+            route("blobs/manifests/x"),
+            Some(Endpoint::Manifest("blobs", "x"))
+        );
+        assert_eq!(route("a/other/x"), None);
+        assert_eq!(route("a/manifests/"), None);
+    }
+
+    #[test]
+    fn ranges() {
+        let h = |s: &'static str| HeaderValue::from_static(s);
+        assert_eq!(parse_range(None, 10), Ok(None));
+        assert_eq!(parse_range(Some(&h("bytes=0-3")), 10), Ok(Some((0, 4))));
+        assert_eq!(parse_range(Some(&h("bytes=5-")), 10), Ok(Some((5, 10))));
+        assert_eq!(parse_range(Some(&h("bytes=-3")), 10), Ok(Some((7, 10))));
+        assert_eq!(parse_range(Some(&h("bytes=8-100")), 10), Ok(Some((8, 10))));
+        assert!(parse_range(Some(&h("bytes=10-")), 10).is_err());
+        assert!(parse_range(Some(&h("bytes=0-1,3-4")), 10).is_err());
+        assert!(parse_range(Some(&h("items=0-1")), 10).is_err());
+    }
+
+    #[test]
+    fn pages() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            paginate(v(&["c", "a", "b"]), Some(2), None),
+            (v(&["a", "b"]), true)
+        );
+        assert_eq!(
+            paginate(v(&["c", "a", "b"]), Some(2), Some("b")),
+            (v(&["c"]), false)
+        );
+        assert_eq!(paginate(v(&["a"]), Some(0), None), (v(&[]), true));
+        assert_eq!(percent_decode("a%2Fb"), "a/b");
+    }
+}

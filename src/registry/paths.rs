@@ -1,0 +1,126 @@
+//! Docker distribution's storage layout (`registry/storage/paths.go`), so a data
+//! directory written by `registry:2` is served as is, and the other way round.
+//! Paths are `/`-separated keys relative to the storage root; every input has been
+//! validated by `names`.
+
+use super::names::Digest;
+
+const ROOT: &str = "docker/registry/v2";
+
+/// `blobs/<alg>/<first two hex>/<hex>/data`
+pub fn blob_data(d: &Digest) -> String {
+    format!(
+        "{ROOT}/blobs/{}/{}/{}/data",
+        d.algorithm.name(),
+        &d.hex[..2],
+        d.hex
+    )
+}
+
+pub fn repositories() -> String {
+    format!("{ROOT}/repositories")
+}
+
+fn repo(name: &str) -> String {
+    format!("{ROOT}/repositories/{name}")
+}
+
+/// `_layers/<alg>/<hex>/link`: the blob is part of this repository.
+pub fn layer_link(name: &str, d: &Digest) -> String {
+    format!(
+        "{}/_layers/{}/{}/link",
+        repo(name),
+        d.algorithm.name(),
+        d.hex
+    )
+}
+
+/// `_manifests/revisions/<alg>/<hex>/link`
+pub fn revision_link(name: &str, d: &Digest) -> String {
+    format!(
+        "{}/_manifests/revisions/{}/{}/link",
+        repo(name),
+        d.algorithm.name(),
+        d.hex
+    )
+}
+
+/// `_manifests/revisions/<alg>`: one folder per stored manifest digest.
+pub fn revisions_dir(name: &str, alg: &str) -> String {
+    format!("{}/_manifests/revisions/{alg}", repo(name))
+}
+
+pub fn revision_dir(name: &str, d: &Digest) -> String {
+    format!(
+        "{}/_manifests/revisions/{}/{}",
+        repo(name),
+        d.algorithm.name(),
+        d.hex
+    )
+}
+
+pub fn tags_dir(name: &str) -> String {
+    format!("{}/_manifests/tags", repo(name))
+}
+
+pub fn tag_dir(name: &str, tag: &str) -> String {
+    format!("{}/_manifests/tags/{tag}", repo(name))
+}
+
+/// `_manifests/tags/<tag>/current/link`
+pub fn tag_current_link(name: &str, tag: &str) -> String {
+    format!("{}/current/link", tag_dir(name, tag))
+}
+
+/// `_manifests/tags/<tag>/index/<alg>/<hex>/link`: every revision the tag has had.
+pub fn tag_index_link(name: &str, tag: &str, d: &Digest) -> String {
+    format!(
+        "{}/index/{}/{}/link",
+        tag_dir(name, tag),
+        d.algorithm.name(),
+        d.hex
+    )
+}
+
+pub fn upload_dir(name: &str, id: &str) -> String {
+    format!("{}/_uploads/{id}", repo(name))
+}
+
+/// `_uploads/<id>/data`
+pub fn upload_data(name: &str, id: &str) -> String {
+    format!("{}/data", upload_dir(name, id))
+}
+
+/// `_uploads/<id>/startedat`: RFC 3339 time; its presence makes the upload known.
+pub fn upload_started_at(name: &str, id: &str) -> String {
+    format!("{}/startedat", upload_dir(name, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_distribution() {
+        let d = Digest::parse(
+            "sha256:96443a84ce518ac22acb2e985eda402b58ac19ce6f91980bde63726a79d80b36",
+        )
+        .unwrap();
+        assert_eq!(blob_data(&d), "docker/registry/v2/blobs/sha256/96/96443a84ce518ac22acb2e985eda402b58ac19ce6f91980bde63726a79d80b36/data");
+        assert_eq!(layer_link("a/b", &d), "docker/registry/v2/repositories/a/b/_layers/sha256/96443a84ce518ac22acb2e985eda402b58ac19ce6f91980bde63726a79d80b36/link");
+        assert_eq!(revision_link("a", &d), "docker/registry/v2/repositories/a/_manifests/revisions/sha256/96443a84ce518ac22acb2e985eda402b58ac19ce6f91980bde63726a79d80b36/link");
+        assert_eq!(
+            tag_current_link("a", "v1"),
+            "docker/registry/v2/repositories/a/_manifests/tags/v1/current/link"
+        );
+        assert_eq!(tag_index_link("a", "v1", &d), "docker/registry/v2/repositories/a/_manifests/tags/v1/index/sha256/96443a84ce518ac22acb2e985eda402b58ac19ce6f91980bde63726a79d80b36/link");
+        assert_eq!(
+            upload_data("a", "u"),
+            "docker/registry/v2/repositories/a/_uploads/u/data"
+        );
+        assert_eq!(
+            upload_started_at("a", "u"),
+            "docker/registry/v2/repositories/a/_uploads/u/startedat"
+        );
+    }
+}

@@ -1,0 +1,897 @@
+//! The bundled registry through TLS and auth: every OCI Distribution v1.1 endpoint and
+//! error code, as a client sees them.
+
+mod support;
+
+use bytes::Bytes;
+use http::StatusCode;
+use portcullis::body;
+use serde_json::json;
+use support::*;
+
+const ALICE: Option<(&str, &str)> = Some(BCRYPT_USER);
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+struct Api {
+    p: Portcullis,
+    c: Client,
+}
+
+impl Api {
+    async fn start() -> Api {
+        Api::with(Options::registry()).await
+    }
+
+    async fn with(opts: Options) -> Api {
+        let p = Portcullis::start(opts).await;
+        let c = Client::h2(&p.ca());
+        Api { p, c }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Answer {
+        let url = if path.starts_with("https://") {
+            path.to_string()
+        } else {
+            self.p.url(path)
+        };
+        let mut b = request(method, &url, ALICE);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        self.c.send(b.body(body::full(body.into())).unwrap()).await
+    }
+
+    /// Monolithic upload; returns the digest.
+    async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
+        let d = format!("sha256:{}", sha256_hex(data));
+        let a = self
+            .call(
+                "POST",
+                &format!("/v2/{repo}/blobs/uploads/?digest={d}"),
+                &[],
+                data.to_vec(),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+        d
+    }
+
+    async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Answer {
+        self.call(
+            "PUT",
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("content-type", media_type)],
+            body.to_vec(),
+        )
+        .await
+    }
+
+    /// A small OCI image in `repo`; returns (manifest bytes, manifest digest).
+    async fn image(&self, repo: &str, tag: &str, seed: &str) -> (Vec<u8>, String) {
+        let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":"{seed}"}}"#);
+        let layer = format!("layer of {seed}").into_bytes();
+        let cd = self.push_blob(repo, config.as_bytes()).await;
+        let ld = self.push_blob(repo, &layer).await;
+        let m = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": layer.len()}],
+        }))
+        .unwrap();
+        let a = self.put_manifest(repo, tag, OCI_MANIFEST, &m).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+        let d = format!("sha256:{}", sha256_hex(&m));
+        assert_eq!(a.header("docker-content-digest"), d);
+        (m, d)
+    }
+}
+
+#[tokio::test]
+async fn base_endpoint_needs_auth_and_answers_json() {
+    let api = Api::start().await;
+    let a = api.call("GET", "/v2/", &[], Bytes::new()).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.text(), "{}");
+    assert_eq!(a.header("docker-distribution-api-version"), "registry/2.0");
+    let anon = api.c.get(&api.p.url("/v2/"), None).await;
+    assert_eq!(anon.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(anon.oci_code(), "UNAUTHORIZED");
+}
+
+#[tokio::test]
+async fn blob_get_head_range_and_errors() {
+    let api = Api::start().await;
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    let d = api.push_blob("lib/a", &data).await;
+    let url = format!("/v2/lib/a/blobs/{d}");
+
+    let get = api.call("GET", &url, &[], Bytes::new()).await;
+    assert_eq!(get.status, StatusCode::OK);
+    assert_eq!(&get.body[..], &data[..]);
+    assert_eq!(get.header("docker-content-digest"), d);
+    assert_eq!(get.header("content-length"), data.len().to_string());
+    assert_eq!(get.header("accept-ranges"), "bytes");
+    assert_eq!(get.header("etag"), format!("\"{d}\""));
+    assert_eq!(get.header("content-type"), "application/octet-stream");
+
+    let head = api.call("HEAD", &url, &[], Bytes::new()).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
+    assert_eq!(head.header("content-length"), data.len().to_string());
+
+    let range = api
+        .call("GET", &url, &[("range", "bytes=100-199")], Bytes::new())
+        .await;
+    assert_eq!(range.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(&range.body[..], &data[100..200]);
+    assert_eq!(
+        range.header("content-range"),
+        format!("bytes 100-199/{}", data.len())
+    );
+    let tail = api
+        .call("GET", &url, &[("range", "bytes=-10")], Bytes::new())
+        .await;
+    assert_eq!(&tail.body[..], &data[data.len() - 10..]);
+    let bad = api
+        .call("GET", &url, &[("range", "bytes=200000-")], Bytes::new())
+        .await;
+    assert_eq!(bad.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(
+        bad.header("content-range"),
+        format!("bytes */{}", data.len())
+    );
+
+    // Content-addressed, but scoped to repositories: not linked into lib/b.
+    let other = api
+        .call("GET", &format!("/v2/lib/b/blobs/{d}"), &[], Bytes::new())
+        .await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+    assert_eq!(other.oci_code(), "BLOB_UNKNOWN");
+    let unknown = api
+        .call(
+            "GET",
+            &format!("/v2/lib/a/blobs/sha256:{}", "0".repeat(64)),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(unknown.oci_code(), "BLOB_UNKNOWN");
+    let invalid = api
+        .call("GET", "/v2/lib/a/blobs/sha256:xyz", &[], Bytes::new())
+        .await;
+    assert_eq!(invalid.status, StatusCode::BAD_REQUEST);
+    assert_eq!(invalid.oci_code(), "DIGEST_INVALID");
+}
+
+#[tokio::test]
+async fn sha512_blobs_are_verified() {
+    let api = Api::start().await;
+    use sha2::Digest;
+    let data = b"sha512 content".to_vec();
+    let d = format!("sha512:{}", hex::encode(sha2::Sha512::digest(&data)));
+    let a = api
+        .call(
+            "POST",
+            &format!("/v2/x/blobs/uploads/?digest={d}"),
+            &[],
+            data.clone(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let get = api
+        .call("GET", &format!("/v2/x/blobs/{d}"), &[], Bytes::new())
+        .await;
+    assert_eq!(&get.body[..], &data[..]);
+    let wrong = format!("sha512:{}", "a".repeat(128));
+    let a = api
+        .call(
+            "POST",
+            &format!("/v2/x/blobs/uploads/?digest={wrong}"),
+            &[],
+            data,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.oci_code(), "DIGEST_INVALID");
+}
+
+#[tokio::test]
+async fn chunked_upload_with_ranges_status_and_416() {
+    let api = Api::start().await;
+    let start = api
+        .call("POST", "/v2/up/load/blobs/uploads/", &[], Bytes::new())
+        .await;
+    assert_eq!(start.status, StatusCode::ACCEPTED);
+    assert_eq!(start.header("range"), "0-0");
+    let uuid = start.header("docker-upload-uuid").to_string();
+    let loc = start.header("location").to_string();
+    assert!(
+        loc.starts_with(&format!(
+            "https://127.0.0.1:{}/v2/up/load/blobs/uploads/{uuid}?",
+            api.p.addr.port()
+        )),
+        "{loc}"
+    );
+
+    let part1 = vec![1u8; 1000];
+    let part2 = vec![2u8; 500];
+    let a = api
+        .call(
+            "PATCH",
+            &loc,
+            &[
+                ("content-range", "0-999"),
+                ("content-type", "application/octet-stream"),
+            ],
+            part1.clone(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text());
+    assert_eq!(a.header("range"), "0-999");
+    let loc = a.header("location").to_string();
+
+    // Repeated and out-of-order chunks are refused with 416 and the current range.
+    let again = api
+        .call("PATCH", &loc, &[("content-range", "0-999")], part1.clone())
+        .await;
+    assert_eq!(again.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(again.header("range"), "0-999");
+    let gap = api
+        .call(
+            "PATCH",
+            &loc,
+            &[("content-range", "2000-2499")],
+            part2.clone(),
+        )
+        .await;
+    assert_eq!(gap.status, StatusCode::RANGE_NOT_SATISFIABLE);
+
+    let status = api.call("GET", &loc, &[], Bytes::new()).await;
+    assert_eq!(status.status, StatusCode::NO_CONTENT);
+    assert_eq!(status.header("range"), "0-999");
+    assert_eq!(status.header("docker-upload-uuid"), uuid);
+
+    let a = api
+        .call(
+            "PATCH",
+            &loc,
+            &[("content-range", "1000-1499")],
+            part2.clone(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    assert_eq!(a.header("range"), "0-1499");
+
+    let mut all = part1.clone();
+    all.extend_from_slice(&part2);
+    let last = b"tail".to_vec();
+    all.extend_from_slice(&last);
+    let d = format!("sha256:{}", sha256_hex(&all));
+    let put = api
+        .call("PUT", &format!("{loc}&digest={d}"), &[], last)
+        .await;
+    assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
+    assert_eq!(
+        put.header("location"),
+        format!(
+            "https://127.0.0.1:{}/v2/up/load/blobs/{d}",
+            api.p.addr.port()
+        )
+    );
+    let get = api
+        .call("GET", &format!("/v2/up/load/blobs/{d}"), &[], Bytes::new())
+        .await;
+    assert_eq!(get.body.to_vec(), all);
+    // The session is gone once committed.
+    let gone = api.call("GET", &loc, &[], Bytes::new()).await;
+    assert_eq!(gone.oci_code(), "BLOB_UPLOAD_UNKNOWN");
+}
+
+#[tokio::test]
+async fn post_then_put_digest_mismatch_cancel_and_forged_state() {
+    let api = Api::start().await;
+    let start = api
+        .call("POST", "/v2/r/blobs/uploads/", &[], Bytes::new())
+        .await;
+    let loc = start.header("location").to_string();
+    let wrong = format!("sha256:{}", "1".repeat(64));
+    let bad = api
+        .call(
+            "PUT",
+            &format!("{loc}&digest={wrong}"),
+            &[],
+            b"data".to_vec(),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.oci_code(), "DIGEST_INVALID");
+    assert_eq!(
+        api.call("GET", &format!("/v2/r/blobs/{wrong}"), &[], Bytes::new())
+            .await
+            .status,
+        404
+    );
+
+    let start = api
+        .call("POST", "/v2/r/blobs/uploads/", &[], Bytes::new())
+        .await;
+    let loc = start.header("location").to_string();
+    let d = format!("sha256:{}", sha256_hex(b"whole"));
+    let ok = api
+        .call("PUT", &format!("{loc}&digest={d}"), &[], b"whole".to_vec())
+        .await;
+    assert_eq!(ok.status, StatusCode::CREATED);
+
+    let start = api
+        .call("POST", "/v2/r/blobs/uploads/", &[], Bytes::new())
+        .await;
+    let loc = start.header("location").to_string();
+    let forged = loc.split("?_state=").next().unwrap().to_string() + "?_state=AAAA";
+    assert_eq!(
+        api.call("GET", &forged, &[], Bytes::new()).await.oci_code(),
+        "BLOB_UPLOAD_UNKNOWN"
+    );
+    // Another repository cannot use this session either.
+    let elsewhere = loc.replace("/v2/r/", "/v2/s/");
+    assert_eq!(
+        api.call("PATCH", &elsewhere, &[], b"x".to_vec())
+            .await
+            .oci_code(),
+        "BLOB_UPLOAD_UNKNOWN"
+    );
+    let cancel = api.call("DELETE", &loc, &[], Bytes::new()).await;
+    assert_eq!(cancel.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        api.call("GET", &loc, &[], Bytes::new()).await.oci_code(),
+        "BLOB_UPLOAD_UNKNOWN"
+    );
+    let missing_digest = api.call("PUT", &loc, &[], Bytes::new()).await;
+    assert_eq!(missing_digest.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn cross_repository_mount_and_fallback() {
+    let api = Api::start().await;
+    let d = api.push_blob("src/repo", b"shared layer").await;
+    let m = api
+        .call(
+            "POST",
+            &format!("/v2/dst/repo/blobs/uploads/?mount={d}&from=src/repo"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(m.status, StatusCode::CREATED);
+    assert_eq!(m.header("docker-content-digest"), d);
+    assert_eq!(
+        api.call("GET", &format!("/v2/dst/repo/blobs/{d}"), &[], Bytes::new())
+            .await
+            .body,
+        "shared layer"
+    );
+    let absent = format!("sha256:{}", "2".repeat(64));
+    let f = api
+        .call(
+            "POST",
+            &format!("/v2/dst/repo/blobs/uploads/?mount={absent}&from=src/repo"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(
+        f.status,
+        StatusCode::ACCEPTED,
+        "falls back to an upload session"
+    );
+    assert!(f.header("location").contains("/v2/dst/repo/blobs/uploads/"));
+}
+
+#[tokio::test]
+async fn manifests_by_tag_and_digest_all_four_types() {
+    let api = Api::start().await;
+    let (m, d) = api.image("app", "v1", "one").await;
+    for reference in ["v1", d.as_str()] {
+        let get = api
+            .call(
+                "GET",
+                &format!("/v2/app/manifests/{reference}"),
+                &[],
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(get.status, StatusCode::OK);
+        assert_eq!(get.body.to_vec(), m);
+        assert_eq!(get.header("content-type"), OCI_MANIFEST);
+        assert_eq!(get.header("docker-content-digest"), d);
+        assert_eq!(get.header("etag"), format!("\"{d}\""));
+        let head = api
+            .call(
+                "HEAD",
+                &format!("/v2/app/manifests/{reference}"),
+                &[],
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(head.header("content-length"), m.len().to_string());
+        assert!(head.body.is_empty());
+    }
+
+    // Docker schema 2 (no mediaType check games: it carries its own).
+    let cfg = api.push_blob("app", b"{\"os\":\"linux\"}").await;
+    let layer = api.push_blob("app", b"docker layer").await;
+    let docker = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": cfg, "size": 15},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": layer, "size": 12}],
+    }))
+    .unwrap();
+    let a = api
+        .put_manifest("app", "docker", DOCKER_MANIFEST, &docker)
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let dd = a.header("docker-content-digest").to_string();
+    assert_eq!(
+        api.call("GET", "/v2/app/manifests/docker", &[], Bytes::new())
+            .await
+            .header("content-type"),
+        DOCKER_MANIFEST
+    );
+
+    // Docker manifest list and OCI index over those two.
+    for (mt, tag) in [(DOCKER_LIST, "list"), (OCI_INDEX, "index")] {
+        let list = serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": mt,
+            "manifests": [
+                {"mediaType": OCI_MANIFEST, "digest": d, "size": m.len(), "platform": {"architecture": "amd64", "os": "linux"}},
+                {"mediaType": DOCKER_MANIFEST, "digest": dd, "size": docker.len(), "platform": {"architecture": "arm64", "os": "linux"}},
+            ],
+        }))
+        .unwrap();
+        let a = api.put_manifest("app", tag, mt, &list).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+        let get = api
+            .call(
+                "GET",
+                &format!("/v2/app/manifests/{tag}"),
+                &[],
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(get.header("content-type"), mt);
+        assert_eq!(get.body.to_vec(), list);
+    }
+}
+
+#[tokio::test]
+async fn manifest_errors() {
+    let api = Api::start().await;
+    let (m, d) = api.image("app", "v1", "x").await;
+    let missing = api
+        .call("GET", "/v2/app/manifests/nope", &[], Bytes::new())
+        .await;
+    assert_eq!(
+        (missing.status, missing.oci_code().as_str()),
+        (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
+    );
+    let elsewhere = api
+        .call(
+            "GET",
+            &format!("/v2/other/manifests/{d}"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(elsewhere.oci_code(), "MANIFEST_UNKNOWN");
+
+    let unknown_blob = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{}", "3".repeat(64)), "size": 1},
+        "layers": [],
+    }))
+    .unwrap();
+    let a = api
+        .put_manifest("app", "bad", OCI_MANIFEST, &unknown_blob)
+        .await;
+    assert_eq!(
+        (a.status, a.oci_code().as_str()),
+        (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN")
+    );
+    let a = api
+        .put_manifest("app", "bad", OCI_MANIFEST, b"{not json")
+        .await;
+    assert_eq!(a.oci_code(), "MANIFEST_INVALID");
+    let a = api.put_manifest("app", "bad", DOCKER_MANIFEST, &m).await;
+    assert_eq!(
+        a.oci_code(),
+        "MANIFEST_INVALID",
+        "mediaType and Content-Type disagree"
+    );
+    let a = api
+        .put_manifest(
+            "app",
+            &format!("sha256:{}", "4".repeat(64)),
+            OCI_MANIFEST,
+            &m,
+        )
+        .await;
+    assert_eq!(a.oci_code(), "DIGEST_INVALID");
+    let a = api.put_manifest("app", &d, OCI_MANIFEST, &m).await;
+    assert_eq!(a.status, StatusCode::CREATED, "PUT by the right digest");
+    let a = api
+        .put_manifest("app", "bad..tag/x", OCI_MANIFEST, &m)
+        .await;
+    assert_ne!(a.status, StatusCode::CREATED);
+    let big = vec![b' '; (4 << 20) + 1];
+    let a = api.put_manifest("app", "big", OCI_MANIFEST, &big).await;
+    assert_eq!(
+        (a.status, a.oci_code().as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID")
+    );
+    // An index naming a manifest that is not there.
+    let idx = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{"mediaType": OCI_MANIFEST, "digest": format!("sha256:{}", "5".repeat(64)), "size": 1}]})).unwrap();
+    assert_eq!(
+        api.put_manifest("app", "idx", OCI_INDEX, &idx)
+            .await
+            .oci_code(),
+        "MANIFEST_BLOB_UNKNOWN"
+    );
+}
+
+#[tokio::test]
+async fn names_are_validated() {
+    let api = Api::start().await;
+    for path in [
+        "/v2/UPPER/tags/list",
+        "/v2/a/../b/tags/list",
+        "/v2/a//b/tags/list",
+        "/v2/-a/manifests/x",
+    ] {
+        let a = api.call("GET", path, &[], Bytes::new()).await;
+        assert_eq!(
+            (a.status, a.oci_code().as_str()),
+            (StatusCode::BAD_REQUEST, "NAME_INVALID"),
+            "{path}"
+        );
+    }
+    let a = api
+        .call("GET", "/v2/a/manifests/bad%20tag", &[], Bytes::new())
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn tags_and_catalog_paginate_with_link() {
+    let api = Api::start().await;
+    for (repo, tag) in [
+        ("b/one", "v2"),
+        ("b/one", "v10"),
+        ("b/one", "latest"),
+        ("a", "x"),
+        ("c/d/e", "y"),
+    ] {
+        api.image(repo, tag, &format!("{repo}{tag}")).await;
+    }
+    let all = api
+        .call("GET", "/v2/b/one/tags/list", &[], Bytes::new())
+        .await;
+    assert_eq!(
+        all.text(),
+        r#"{"name":"b/one","tags":["latest","v10","v2"]}"#
+    );
+    let p1 = api
+        .call("GET", "/v2/b/one/tags/list?n=2", &[], Bytes::new())
+        .await;
+    assert_eq!(p1.text(), r#"{"name":"b/one","tags":["latest","v10"]}"#);
+    assert_eq!(
+        p1.header("link"),
+        r#"</v2/b/one/tags/list?n=2&last=v10>; rel="next""#
+    );
+    let p2 = api
+        .call("GET", "/v2/b/one/tags/list?n=2&last=v10", &[], Bytes::new())
+        .await;
+    assert_eq!(p2.text(), r#"{"name":"b/one","tags":["v2"]}"#);
+    assert!(p2.headers.get("link").is_none());
+    let unknown = api
+        .call("GET", "/v2/nope/tags/list", &[], Bytes::new())
+        .await;
+    assert_eq!(
+        (unknown.status, unknown.oci_code().as_str()),
+        (StatusCode::NOT_FOUND, "NAME_UNKNOWN")
+    );
+
+    let cat = api.call("GET", "/v2/_catalog", &[], Bytes::new()).await;
+    assert_eq!(cat.text(), r#"{"repositories":["a","b/one","c/d/e"]}"#);
+    let c1 = api.call("GET", "/v2/_catalog?n=1", &[], Bytes::new()).await;
+    assert_eq!(c1.text(), r#"{"repositories":["a"]}"#);
+    assert_eq!(
+        c1.header("link"),
+        r#"</v2/_catalog?n=1&last=a>; rel="next""#
+    );
+    let c2 = api
+        .call("GET", "/v2/_catalog?n=1&last=b%2Fone", &[], Bytes::new())
+        .await;
+    assert_eq!(c2.text(), r#"{"repositories":["c/d/e"]}"#);
+}
+
+#[tokio::test]
+async fn artifacts_subject_and_referrers() {
+    let api = Api::start().await;
+    let (_, subject) = api.image("app", "v1", "base").await;
+    let empty = api.push_blob("app", b"{}").await;
+    assert_eq!(
+        empty,
+        "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+    );
+    let mut digests = Vec::new();
+    for (kind, payload) in [
+        ("application/vnd.example.sig", "sig"),
+        ("application/vnd.example.sbom+json", "sbom"),
+    ] {
+        let layer = api.push_blob("app", payload.as_bytes()).await;
+        let m = serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": kind,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+            "layers": [{"mediaType": "application/octet-stream", "digest": layer, "size": payload.len()}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": 1},
+            "annotations": {"org.example.kind": payload},
+        }))
+        .unwrap();
+        let d = format!("sha256:{}", sha256_hex(&m));
+        let a = api.put_manifest("app", &d, OCI_MANIFEST, &m).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+        assert_eq!(a.header("oci-subject"), subject);
+        digests.push((kind, d, m.len()));
+    }
+    let r = api
+        .call(
+            "GET",
+            &format!("/v2/app/referrers/{subject}"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("content-type"), OCI_INDEX);
+    assert!(r.headers.get("oci-filters-applied").is_none());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["mediaType"], OCI_INDEX);
+    let list = v["manifests"].as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    for (kind, d, size) in &digests {
+        let e = list
+            .iter()
+            .find(|e| e["digest"] == d.as_str())
+            .expect("referrer listed");
+        assert_eq!(e["artifactType"], *kind);
+        assert_eq!(e["size"], *size);
+        assert_eq!(e["mediaType"], OCI_MANIFEST);
+        assert!(e["annotations"]["org.example.kind"].is_string());
+    }
+    let f = api
+        .call(
+            "GET",
+            &format!(
+                "/v2/app/referrers/{subject}?artifactType=application/vnd.example.sbom%2Bjson"
+            ),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(f.header("oci-filters-applied"), "artifactType");
+    let v: serde_json::Value = serde_json::from_slice(&f.body).unwrap();
+    assert_eq!(v["manifests"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        v["manifests"][0]["artifactType"],
+        "application/vnd.example.sbom+json"
+    );
+    let none = api
+        .call(
+            "GET",
+            &format!("/v2/app/referrers/sha256:{}", "6".repeat(64)),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(none.status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&none.body).unwrap()["manifests"],
+        json!([])
+    );
+    let bad = api
+        .call("GET", "/v2/app/referrers/nope", &[], Bytes::new())
+        .await;
+    assert_eq!(bad.oci_code(), "DIGEST_INVALID");
+}
+
+#[tokio::test]
+async fn deletes_of_manifests_tags_and_blobs() {
+    let api = Api::start().await;
+    let (_, d) = api.image("app", "v1", "a").await;
+    api.put_manifest(
+        "app",
+        "v2",
+        OCI_MANIFEST,
+        &api.call("GET", "/v2/app/manifests/v1", &[], Bytes::new())
+            .await
+            .body,
+    )
+    .await;
+    // Tag delete removes only the tag.
+    assert_eq!(
+        api.call("DELETE", "/v2/app/manifests/v2", &[], Bytes::new())
+            .await
+            .status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        api.call("GET", "/v2/app/manifests/v2", &[], Bytes::new())
+            .await
+            .oci_code(),
+        "MANIFEST_UNKNOWN"
+    );
+    assert_eq!(
+        api.call("GET", "/v2/app/manifests/v1", &[], Bytes::new())
+            .await
+            .status,
+        200
+    );
+    // Digest delete removes the revision and the tags on it.
+    assert_eq!(
+        api.call(
+            "DELETE",
+            &format!("/v2/app/manifests/{d}"),
+            &[],
+            Bytes::new()
+        )
+        .await
+        .status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        api.call("GET", &format!("/v2/app/manifests/{d}"), &[], Bytes::new())
+            .await
+            .oci_code(),
+        "MANIFEST_UNKNOWN"
+    );
+    assert_eq!(
+        api.call("GET", "/v2/app/manifests/v1", &[], Bytes::new())
+            .await
+            .oci_code(),
+        "MANIFEST_UNKNOWN"
+    );
+    assert_eq!(
+        api.call(
+            "DELETE",
+            &format!("/v2/app/manifests/{d}"),
+            &[],
+            Bytes::new()
+        )
+        .await
+        .status,
+        404
+    );
+
+    let b = api.push_blob("app", b"to delete").await;
+    assert_eq!(
+        api.call("DELETE", &format!("/v2/app/blobs/{b}"), &[], Bytes::new())
+            .await
+            .status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        api.call("GET", &format!("/v2/app/blobs/{b}"), &[], Bytes::new())
+            .await
+            .oci_code(),
+        "BLOB_UNKNOWN"
+    );
+    assert_eq!(
+        api.call("DELETE", &format!("/v2/app/blobs/{b}"), &[], Bytes::new())
+            .await
+            .oci_code(),
+        "BLOB_UNKNOWN"
+    );
+}
+
+#[tokio::test]
+async fn delete_false_answers_405_unsupported() {
+    let mut opts = Options::registry();
+    opts.backend_toml = Some("[registry]\nroot = \"data\"\ndelete = false\n".into());
+    let api = Api::with(opts).await;
+    let (_, d) = api.image("app", "v1", "a").await;
+    for path in [
+        format!("/v2/app/manifests/{d}"),
+        "/v2/app/manifests/v1".into(),
+        format!("/v2/app/blobs/{d}"),
+    ] {
+        let a = api.call("DELETE", &path, &[], Bytes::new()).await;
+        assert_eq!(
+            (a.status, a.oci_code().as_str()),
+            (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        api.call("GET", "/v2/app/manifests/v1", &[], Bytes::new())
+            .await
+            .status,
+        200
+    );
+    // Cancelling an upload is not a deletion of content: still allowed.
+    let s = api
+        .call("POST", "/v2/app/blobs/uploads/", &[], Bytes::new())
+        .await;
+    assert_eq!(
+        api.call("DELETE", s.header("location"), &[], Bytes::new())
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn an_upload_begun_on_one_instance_finishes_on_another() {
+    let shared = tempfile::tempdir().unwrap();
+    let backend = format!(
+        "[registry]\nroot = \"{}\"\nsecret = \"shared-secret\"\n",
+        shared.path().display()
+    );
+    let mut o1 = Options::registry();
+    o1.backend_toml = Some(backend.clone());
+    let mut o2 = Options::registry();
+    o2.backend_toml = Some(backend);
+    let a = Api::with(o1).await;
+    let b = Api::with(o2).await;
+    let s = a
+        .call("POST", "/v2/ha/blobs/uploads/", &[], Bytes::new())
+        .await;
+    let loc = s.header("location").to_string();
+    let p = a
+        .call(
+            "PATCH",
+            &loc,
+            &[("content-range", "0-4")],
+            b"hello".to_vec(),
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::ACCEPTED);
+    // Same path and state on the other instance (different port).
+    let path = &loc[loc.find("/v2/").unwrap()..];
+    let status = b.call("GET", path, &[], Bytes::new()).await;
+    assert_eq!(status.header("range"), "0-4");
+    let p = b
+        .call(
+            "PATCH",
+            path,
+            &[("content-range", "5-10")],
+            b" world".to_vec(),
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::ACCEPTED, "{}", p.text());
+    let d = format!("sha256:{}", sha256_hex(b"hello world"));
+    let put = a
+        .call("PUT", &format!("{path}&digest={d}"), &[], Bytes::new())
+        .await;
+    assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
+    assert_eq!(
+        b.call("GET", &format!("/v2/ha/blobs/{d}"), &[], Bytes::new())
+            .await
+            .body,
+        "hello world"
+    );
+}
