@@ -66,11 +66,21 @@ impl DockerRegistry {
     }
 
     pub fn start_on(port: u16) -> DockerRegistry {
+        DockerRegistry::launch(port, None)
+    }
+
+    /// A registry whose storage is `root` (distribution's `rootdirectory`).
+    pub fn start_with_root(root: &Path) -> DockerRegistry {
+        DockerRegistry::launch(free_port(), Some(root))
+    }
+
+    fn launch(port: u16, root: Option<&Path>) -> DockerRegistry {
         let bin = require("docker-registry");
         let dir = tempfile::tempdir().expect("tempdir");
+        let root = root.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: portcullis-test-secret\n",
-            dir.path().join("data").display()
+            root.display()
         );
         let cfg = dir.path().join("config.yml");
         std::fs::write(&cfg, config).expect("write registry config");
@@ -386,6 +396,8 @@ pub fn request(method: &str, url: &str, user: Option<(&str, &str)>) -> http::req
     }
     b
 }
+
+pub mod oci;
 
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
