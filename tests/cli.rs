@@ -410,3 +410,62 @@ async fn first_start_with_the_shipped_config() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Keys in every PEM form people have: PKCS#8 (rcgen), SEC1 (`openssl ec`), PKCS#1
+/// (`openssl genrsa -traditional`). All load, and `check` accepts the RSA pair.
+#[tokio::test]
+async fn pkcs8_sec1_and_pkcs1_keys_load() {
+    let dir = good_dir();
+    let d = dir.path();
+    let openssl = require("openssl");
+    let run_openssl = |args: &[&str]| {
+        let o = Command::new(&openssl)
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    // SEC1 form of the generated EC key.
+    run_openssl(&["ec", "-in", "certs/server.key", "-out", "certs/sec1.key"]);
+    assert!(std::fs::read_to_string(d.join("certs/sec1.key"))
+        .unwrap()
+        .contains("BEGIN EC PRIVATE KEY"));
+    portcullis::tls::load_server_config(&d.join("certs/server.crt"), &d.join("certs/sec1.key"))
+        .expect("SEC1 key");
+    portcullis::tls::load_server_config(&d.join("certs/server.crt"), &d.join("certs/server.key"))
+        .expect("PKCS#8 key");
+    // A self-signed RSA certificate with a PKCS#1 key, served for real.
+    run_openssl(&["genrsa", "-traditional", "-out", "certs/rsa.key", "2048"]);
+    assert!(std::fs::read_to_string(d.join("certs/rsa.key"))
+        .unwrap()
+        .contains("BEGIN RSA PRIVATE KEY"));
+    run_openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "certs/rsa.key",
+        "-out",
+        "certs/rsa.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1",
+    ]);
+    let toml = std::fs::read_to_string(d.join("proxy.toml")).unwrap();
+    std::fs::write(
+        d.join("proxy.toml"),
+        toml.replace("server.crt", "rsa.crt")
+            .replace("server.key", "rsa.key"),
+    )
+    .unwrap();
+    let lines = run(&["check", "-c", "proxy.toml"], d);
+    assert!(lines.status.success(), "{}", stderr(&lines));
+}

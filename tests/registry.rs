@@ -895,3 +895,54 @@ async fn an_upload_begun_on_one_instance_finishes_on_another() {
         "hello world"
     );
 }
+
+#[tokio::test]
+async fn concurrent_pushes_of_one_blob_and_one_tag_are_safe() {
+    let api = std::sync::Arc::new(Api::start().await);
+    let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let api = api.clone();
+        let data = data.clone();
+        tasks.push(tokio::spawn(
+            async move { api.push_blob("race", &data).await },
+        ));
+    }
+    let mut digests = Vec::new();
+    for t in tasks {
+        digests.push(t.await.unwrap());
+    }
+    digests.dedup();
+    assert_eq!(digests.len(), 1);
+    let got = api
+        .call(
+            "GET",
+            &format!("/v2/race/blobs/{}", digests[0]),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(got.body.to_vec(), data);
+
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            api.image("race", "latest", &format!("seed{i}")).await
+        }));
+    }
+    let mut pushed = Vec::new();
+    for t in tasks {
+        pushed.push(t.await.unwrap());
+    }
+    // The tag ends on one of the pushed manifests, whole, with its digest.
+    let cur = api
+        .call("GET", "/v2/race/manifests/latest", &[], Bytes::new())
+        .await;
+    assert_eq!(cur.status, StatusCode::OK);
+    let d = cur.header("docker-content-digest").to_string();
+    assert_eq!(format!("sha256:{}", sha256_hex(&cur.body)), d);
+    assert!(pushed
+        .iter()
+        .any(|(m, pd)| *pd == d && *m == cur.body.to_vec()));
+}
