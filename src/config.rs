@@ -74,6 +74,16 @@ pub enum Balance {
 pub struct Upstream {
     pub balance: Balance,
     pub servers: Vec<UpstreamServer>,
+    pub health_check: Option<HealthCheck>,
+    /// CA bundle for https:// upstreams.
+    pub ca: Option<PathBuf>,
+}
+
+/// Active health checks: `GET path` every `interval`; 200 or 401 is healthy.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub interval: Duration,
+    pub path: String,
 }
 
 #[derive(Debug, Clone)]
@@ -281,6 +291,8 @@ impl Validator {
                 Backend::Upstream(Upstream {
                     balance: Balance::RoundRobin,
                     servers: Vec::new(),
+                    health_check: None,
+                    ca: None,
                 })
             }
         };
@@ -457,17 +469,9 @@ impl Validator {
     fn upstream(&mut self, u: file::Upstream) -> Upstream {
         let balance = match u.balance.as_deref() {
             None | Some("round_robin") => Balance::RoundRobin,
-            Some(m @ ("ip_hash" | "least_conn" | "repository_hash")) => {
-                self.problem(
-                    "upstream.balance",
-                    format!("{m:?} is not available in this version yet; use \"round_robin\""),
-                );
-                match m {
-                    "ip_hash" => Balance::IpHash,
-                    "least_conn" => Balance::LeastConn,
-                    _ => Balance::RepositoryHash,
-                }
-            }
+            Some("ip_hash") => Balance::IpHash,
+            Some("least_conn") => Balance::LeastConn,
+            Some("repository_hash") => Balance::RepositoryHash,
             Some(other) => {
                 self.problem(
                     "upstream.balance",
@@ -487,7 +491,7 @@ impl Validator {
         let mut servers = Vec::new();
         for (i, s) in u.server.into_iter().enumerate() {
             let key = |k: &str| format!("upstream.server[{i}].{k}");
-            let url = match parse_upstream_url(&s.url) {
+            let url = match parse_upstream_url(&s.url, u.ca.is_some()) {
                 Ok(u) => u,
                 Err(e) => {
                     self.problem(&key("url"), e);
@@ -527,7 +531,34 @@ impl Validator {
                 "every server is a backup; at least one must be a primary",
             );
         }
-        Upstream { balance, servers }
+        let health_check = u.health_check.map(|h| {
+            let interval = self.duration(
+                "upstream.health_check.interval",
+                h.interval.as_deref(),
+                Duration::from_secs(5),
+            );
+            if interval.is_zero() {
+                self.problem(
+                    "upstream.health_check.interval",
+                    "must be greater than zero",
+                );
+            }
+            let path = h.path.unwrap_or_else(|| "/v2/".to_string());
+            if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
+                self.problem(
+                    "upstream.health_check.path",
+                    format!("{path:?} is not a path such as \"/v2/\""),
+                );
+            }
+            HealthCheck { interval, path }
+        });
+        let ca = u.ca.map(|c| self.path(&c));
+        Upstream {
+            balance,
+            servers,
+            health_check,
+            ca,
+        }
     }
 
     fn registry(&mut self, r: file::Registry) -> Registry {
@@ -548,18 +579,19 @@ impl Validator {
     }
 }
 
-fn parse_upstream_url(s: &str) -> Result<Uri, String> {
+fn parse_upstream_url(s: &str, have_ca: bool) -> Result<Uri, String> {
     let uri: Uri = s
         .parse()
         .map_err(|_| format!("{s:?} is not a URL such as \"http://127.0.0.1:5000\""))?;
     match uri.scheme_str() {
         Some("http") => {}
+        Some("https") if have_ca => {}
         Some("https") => {
             return Err(format!(
-                "{s:?}: https upstreams are not supported yet; use http:// on a trusted network"
+                "{s:?}: an https upstream needs upstream.ca, the PEM CA bundle that signed its certificate"
             ))
         }
-        _ => return Err(format!("{s:?} must start with http://")),
+        _ => return Err(format!("{s:?} must start with http:// or https://")),
     }
     if uri.host().is_none() {
         return Err(format!("{s:?} has no host"));

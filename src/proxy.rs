@@ -17,7 +17,7 @@ use std::time::Instant;
 
 /// Where authorised requests are dispatched.
 pub enum Backend {
-    Upstream(Box<Pool>),
+    Upstream(Arc<Pool>),
     /// The bundled registry, served in-process (no loopback hop).
     Registry(Registry<Fs>),
 }
@@ -40,6 +40,8 @@ pub enum BuildError {
     Certs(#[from] crate::certs::CertsError),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    #[error(transparent)]
+    UpstreamCa(#[from] crate::upstream::CaError),
     #[error("{file}: registry.root: {path}: {words}")]
     Storage {
         file: String,
@@ -59,7 +61,9 @@ impl State {
         )?);
         let backend = match &config.backend {
             BackendConfig::Upstream(u) => {
-                Backend::Upstream(Box::new(Pool::new(u, config.server.read_timeout)))
+                let pool = Arc::new(Pool::new(u, config.server.read_timeout)?);
+                pool.start_health_checks();
+                Backend::Upstream(pool)
             }
             BackendConfig::Registry(r) => {
                 let secret = registry_secret(r).map_err(|e| BuildError::Storage {
@@ -118,14 +122,14 @@ where
     let route = clients::route(&path);
     let mut user = None;
     let mut upstream = None;
-    let mut retries = 0;
+    let mut retries = Vec::new();
     let mut resp = match route {
         Route::Other => oci_error(StatusCode::NOT_FOUND, Code::NotFound, "not found"),
         Route::V2NoSlash => redirect_to_v2(&req),
         Route::Ping => {
             let (r, o) = dispatch(&state, req, peer).await;
             upstream = o.upstream;
-            retries = o.retries.len();
+            retries = o.retries;
             r
         }
         Route::V2 => {
@@ -141,7 +145,7 @@ where
                         user = Some(u);
                         let (r, o) = dispatch(&state, req, peer).await;
                         upstream = o.upstream;
-                        retries = o.retries.len();
+                        retries = o.retries;
                         r
                     }
                     Outcome::Missing => state.auth.challenge(),
@@ -162,7 +166,8 @@ where
         path = %path,
         status = resp.status().as_u16(),
         upstream = upstream.as_deref().unwrap_or("-"),
-        retries,
+        retries = retries.len(),
+        retry_reasons = %retries.join("; "),
         ms = started.elapsed().as_secs_f64() * 1000.0,
     );
     resp

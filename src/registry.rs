@@ -87,6 +87,19 @@ fn route(rest: &str) -> Option<Endpoint<'_>> {
     }
 }
 
+/// The repository a `/v2/...` path addresses, if any (for `repository_hash` and logs).
+pub fn repository_of(path: &str) -> Option<&str> {
+    match route(path.strip_prefix("/v2/")?)? {
+        Endpoint::Base | Endpoint::Catalog => None,
+        Endpoint::Tags(n)
+        | Endpoint::Manifest(n, _)
+        | Endpoint::Blob(n, _)
+        | Endpoint::Uploads(n)
+        | Endpoint::Upload(n, _)
+        | Endpoint::Referrers(n, _) => Some(n).filter(|n| names::valid_repository(n)),
+    }
+}
+
 fn err(status: StatusCode, code: &str, message: impl AsRef<str>) -> Resp {
     oci(status, code, message.as_ref())
 }

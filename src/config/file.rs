@@ -62,6 +62,16 @@ pub struct Upstream {
     pub balance: Option<String>,
     #[serde(default)]
     pub server: Vec<UpstreamServer>,
+    pub health_check: Option<HealthCheck>,
+    /// PEM CA bundle trusted for https:// upstreams.
+    pub ca: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub interval: Option<String>,
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,14 +3,15 @@
 //! dropped both ways, bodies streamed both ways with an idle timeout, and failover to
 //! the next peer while nothing has been sent.
 
+use super::balance::{Balancer, RequestKey};
 use super::{Peer, Pool};
 use crate::body::{self, Body, Idle};
 use crate::error::{oci_error, Code};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body::Body as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What the forwarding did, for the access log.
@@ -53,64 +54,159 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// The request body, shared by the attempts of one request: an attempt takes it on
+/// its first poll. Until then a failed attempt (connect refused, say) leaves it in
+/// place for the next peer; once taken, bytes may have left and no retry is allowed.
+struct Slot {
+    body: std::sync::Mutex<Option<Body>>,
+    taken: std::sync::atomic::AtomicBool,
+}
+
+/// The body one attempt sends.
+struct AttemptBody {
+    slot: Arc<Slot>,
+    inner: Option<Body>,
+    end: bool,
+    hint: http_body::SizeHint,
+}
+
+impl http_body::Body for AttemptBody {
+    type Data = bytes::Bytes;
+    type Error = body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, body::BoxError>>> {
+        let this = &mut *self;
+        if this.inner.is_none() {
+            let taken = this
+                .slot
+                .body
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            this.slot
+                .taken
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            match taken {
+                Some(b) => this.inner = Some(b),
+                None => return std::task::Poll::Ready(None),
+            }
+        }
+        match this.inner.as_mut() {
+            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.end
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.hint.clone()
+    }
+}
+
+/// Releases the peer's connection count when the response body is done or dropped,
+/// so `least_conn` and `max_conns` count whole transfers, not just response heads.
+struct Release<B> {
+    inner: B,
+    balancer: Arc<Balancer>,
+    peer: usize,
+}
+
+impl<B> Drop for Release<B> {
+    fn drop(&mut self) {
+        self.balancer.release(self.peer);
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Release<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 impl Pool {
-    /// Send `req` to the group. `peer` is the client's address.
+    /// Send `req` to the group; `client` is the client's address. Tries peers in the
+    /// balancer's order: on a connect error, a timeout or an invalid response head the
+    /// next peer gets the request, as long as no request body byte has gone out
+    /// (nothing has gone to the client yet: we hold no response).
     pub async fn forward(
         &self,
         req: Request<Body>,
         client: SocketAddr,
     ) -> (Response<Body>, Outcome) {
         let (parts, body) = req.into_parts();
-        // A request without a body can be replayed on the next peer; one with a body
-        // only as long as none of it has been sent, which we cannot know once hyper
-        // has it, so it gets exactly one attempt (DESIGN.md: POST/PATCH rule).
-        let replayable = body.is_end_stream();
-        let mut body = Some(body);
+        let end = http_body::Body::is_end_stream(&body);
+        let hint = http_body::Body::size_hint(&body);
+        let slot = Arc::new(Slot {
+            body: std::sync::Mutex::new(Some(body)),
+            taken: std::sync::atomic::AtomicBool::new(false),
+        });
         let headers = upstream_headers(&parts, client);
+        let key = RequestKey {
+            client: client.ip(),
+            repository: crate::registry::repository_of(parts.uri.path()),
+        };
         let mut outcome = Outcome::default();
-        let mut selection = self.balancer.select();
+        let mut selection = self.balancer.select(key);
         let mut last_status = StatusCode::BAD_GATEWAY;
         while let Some(i) = selection.next_at(Instant::now()) {
             let peer = &self.peers[i];
             outcome.upstream = Some(peer.label.clone());
-            let b = if replayable {
-                body::empty()
-            } else {
-                match body.take() {
-                    Some(b) => b,
-                    None => break,
-                }
-            };
-            let upstream_req = build_request(&parts, &headers, peer, b);
+            let attempt_body = body::boxed(AttemptBody {
+                slot: slot.clone(),
+                inner: None,
+                end,
+                hint: hint.clone(),
+            });
+            let upstream_req = build_request(&parts, &headers, peer, attempt_body);
             let attempt =
                 tokio::time::timeout(self.read_timeout, self.client.request(upstream_req)).await;
-            match attempt {
+            let why = match attempt {
                 Ok(Ok(resp)) => {
-                    self.balancer.finish(i, false, Instant::now());
+                    self.balancer.report(i, false, Instant::now());
                     let (mut rparts, rbody) = resp.into_parts();
                     strip_hop_by_hop(&mut rparts.headers);
                     rparts.version = Version::default();
-                    let rbody = body::boxed(Idle::new(rbody, self.read_timeout));
+                    let rbody = body::boxed(Release {
+                        inner: Idle::new(rbody, self.read_timeout),
+                        balancer: self.balancer.clone(),
+                        peer: i,
+                    });
                     return (Response::from_parts(rparts, rbody), outcome);
                 }
                 Ok(Err(e)) => {
-                    self.balancer.finish(i, true, Instant::now());
-                    let why = describe(&e);
-                    tracing::warn!(upstream = %peer.label, error = %why, "upstream request failed");
-                    outcome.retries.push(format!("{}: {why}", peer.label));
                     last_status = StatusCode::BAD_GATEWAY;
+                    describe(&e)
                 }
                 Err(_) => {
-                    self.balancer.finish(i, true, Instant::now());
-                    tracing::warn!(upstream = %peer.label, timeout = ?self.read_timeout, "upstream timed out");
-                    outcome.retries.push(format!(
-                        "{}: no response head within {:?}",
-                        peer.label, self.read_timeout
-                    ));
                     last_status = StatusCode::GATEWAY_TIMEOUT;
+                    format!("no response head within {:?}", self.read_timeout)
                 }
-            }
-            if !replayable {
+            };
+            self.balancer.finish(i, true, Instant::now());
+            tracing::warn!(upstream = %peer.label, reason = %why, "upstream attempt failed");
+            outcome.retries.push(format!("{}: {why}", peer.label));
+            if slot.taken.load(std::sync::atomic::Ordering::SeqCst) {
+                // Body bytes may have gone to this peer: replaying is not safe.
                 break;
             }
         }
@@ -127,7 +223,7 @@ impl Pool {
 }
 
 /// Put an error chain in a few words without leaking anything but the cause.
-fn describe(e: &hyper_util::client::legacy::Error) -> String {
+pub fn describe(e: &hyper_util::client::legacy::Error) -> String {
     use std::error::Error as _;
     let mut s = if e.is_connect() {
         "connect failed".to_string()
