@@ -105,7 +105,7 @@ impl http_body::Body for AttemptBody {
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.hint.clone()
+        self.hint
     }
 }
 
@@ -175,7 +175,7 @@ impl Pool {
                 slot: slot.clone(),
                 inner: None,
                 end,
-                hint: hint.clone(),
+                hint,
             });
             let upstream_req = build_request(&parts, &headers, peer, attempt_body);
             let attempt =
