@@ -3,14 +3,21 @@
 
     report.py results.tsv > latest.md
 
-Every ratio in the table is oriented so that > 1 means Portcullis is better
-(nginx/portcullis for costs and times, portcullis/nginx for throughputs).
+Every ratio in the tables is oriented so that > 1 means Portcullis is better
+(other/portcullis for costs and times, portcullis/other for throughputs).
+The proxy suite's table is written when its figures are there (keys without the
+"rs." prefix), the registry (all-in-one) suite's table when "rs.*" keys are there.
 """
 import statistics
 import sys
 
 PUSH_TOLERANCE = 0.10   # "no slower than direct" allows this much run-to-run noise
 RSS_LIMIT_MIB = 32
+# registry (all-in-one) suite targets, against the anchor (docker-registry alone, TLS + htpasswd)
+RS_CPU_FRACTION = 0.10      # Portcullis CPU per request <= 1/10 of the anchor's
+RS_TIME_FRACTION = 0.80     # push / pull time <= 0.8x the anchor's
+RS_RSS_PUSHPULL_MIB = 32    # peak RSS over the push/pull runs
+RS_RSS_STREAMS_MIB = 64     # peak RSS under 32 connections x 10 HTTP/2 streams
 
 
 def load(path):
@@ -26,6 +33,9 @@ def load(path):
 
 R = load(sys.argv[1])
 PORT_OK = R.get("portcullis.status") == "ok"
+HAVE_PROXY = "nginx.status" in R
+HAVE_RS = "rs.aio.status" in R
+AIO_OK = R.get("rs.aio.status") == "ok"
 
 
 def num(key):
@@ -179,26 +189,167 @@ p = kib2mib("portcullis.rss_kib") if PORT_OK else None
 target("Portcullis peak RSS ≤ %d MiB" % RSS_LIMIT_MIB, None if p is None else p <= RSS_LIMIT_MIB,
        "%s MiB" % fmt_or_na(p, mib))
 
+# ------------------------------------------------------------------ registry (all-in-one) suite
+# Stacks: "native" = the anchor (docker-registry alone, TLS + htpasswd), "nginx" = nginx +
+# docker-registry (parts summed), "aio" = Portcullis all-in-one.
+RS_PARTS = {"native": ["registry"], "nginx": ["nginx", "registry"], "aio": ["portcullis"]}
+rs_rows = []
+rs_targets = []
+
+
+def rs_runs(stack, what):
+    return runs("rs.%s.%s.runs" % (stack, what))
+
+
+def rs_value(stack, suffix, how):
+    """how: 'num' for rs.STACK.SUFFIX, 'best' / 'median' for a .runs list, 'mib' for KiB -> MiB."""
+    if stack == "aio" and not AIO_OK:
+        return None
+    if how in ("best", "median"):
+        xs = rs_runs(stack, suffix)
+        if not xs:
+            return None
+        return min(xs) if how == "best" else statistics.median(xs)
+    v = num("rs.%s.%s" % (stack, suffix))
+    if v is not None and how == "mib":
+        v /= 1024
+    return v
+
+
+def rs_cell(stack, value, fmt, errkey, parts_suffix=None, how="num"):
+    if stack == "aio" and not AIO_OK:
+        return "n/a"
+    if errkey and any(("rs.%s.%s.error" % (stack, e)) in R for e in errkey.split("|")):
+        return "FAIL"
+    if value is None:
+        return "n/a"
+    text = fmt(value)
+    if parts_suffix and len(RS_PARTS[stack]) > 1:
+        ps = [rs_value(stack, parts_suffix.replace("@", p), how) for p in RS_PARTS[stack]]
+        if all(x is not None for x in ps):
+            text += " (%s)" % " + ".join(fmt(x) for x in ps)
+    return text
+
+
+def rs_row(label, suffix, fmt, lower, errkey, how="num", parts_suffix=None):
+    """suffix: key after rs.STACK.; parts_suffix: the same with @ for the part name."""
+    a, n, p = (rs_value(s, suffix, how) for s in ("native", "nginx", "aio"))
+    rs_rows.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+        label, rs_cell("native", a, fmt, errkey), rs_cell("nginx", n, fmt, errkey, parts_suffix, how),
+        rs_cell("aio", p, fmt, errkey), ratio(a, p, lower), ratio(n, p, lower), "lower" if lower else "higher"))
+
+
+def rs_section(title):
+    rs_rows.append("| **%s** | | | | | | |" % title)
+
+
+RS_CASES = [("head", "HEAD manifest by tag"), ("blob", "GET 1 KiB blob")]
+if HAVE_RS:
+    for proto, title in (("h1", "HTTP/1.1 keep-alive (%s)" % R.get("meta.rs.h1", "?")),
+                         ("h2", "HTTP/2, %s" % R.get("meta.rs.h2", "?"))):
+        rs_section(title)
+        for c, label in RS_CASES:
+            rs_row("server CPU µs/request, " + label, "%s.%s.cpu_us" % (proto, c), us, True, "%s.%s" % (proto, c),
+                   parts_suffix="%s.%s.@_cpu_us" % (proto, c))
+        for c, label in RS_CASES:
+            rs_row("requests/s, " + label, "%s.%s.rps" % (proto, c), rate, False, "%s.%s" % (proto, c))
+    rs_section("skopeo push, then pull into a fresh oci: dir, %s (best run)" % R.get("meta.rs.push", "?"))
+    rs_row("push seconds", "push", sec, True, "push|pull", how="best")
+    rs_row("pull seconds", "pull", sec, True, "push|pull", how="best")
+    rs_row("peak RSS MiB over the push/pull runs (fresh processes)", "pp.hwm_kib", mib, True, "push|pull|restart",
+           how="mib", parts_suffix="pp.@_hwm_kib")
+    rs_section("%d connections × %d HTTP/2 streams, %s, fresh processes" % (
+        int(num("meta.rs.rss_clients") or 32), int(num("meta.rs.rss_streams") or 10), R.get("meta.rs.rss", "?")))
+    for c, label in (("blob", "GET 1 KiB blob"), ("head", "HEAD manifest by tag")):
+        rs_row("peak RSS MiB, " + label, "rss.%s.hwm_kib" % c, mib, True, "rss.%s|h2.%s|restart" % (c, c),
+               how="mib", parts_suffix="rss.%s.@_hwm_kib" % c)
+    for c, label in (("blob", "GET 1 KiB blob"), ("head", "HEAD manifest by tag")):
+        rs_row("server CPU µs/request, " + label, "rss.%s.cpu_us" % c, us, True, "rss.%s|h2.%s|restart" % (c, c),
+               parts_suffix="rss.%s.@_cpu_us" % c)
+    for c, label in (("blob", "GET 1 KiB blob"), ("head", "HEAD manifest by tag")):
+        rs_row("requests/s, " + label, "rss.%s.rps" % c, rate, False, "rss.%s|h2.%s|restart" % (c, c))
+
+
+def rs_target(name, ok, detail):
+    verdict = "n/a" if ok is None else ("PASS" if ok else "MISS")
+    rs_targets.append("| %s | %s | %s |" % (name, verdict, detail))
+
+
+if HAVE_RS:
+    for proto, pname in (("h1", "HTTP/1.1"), ("h2", "HTTP/2")):
+        for c, label in RS_CASES:
+            a = rs_value("native", "%s.%s.cpu_us" % (proto, c), "num")
+            p = rs_value("aio", "%s.%s.cpu_us" % (proto, c), "num")
+            if ("rs.aio.%s.%s.error" % (proto, c)) in R:
+                p = None
+            rs_target("Portcullis CPU per request ≤ 1/10 of the anchor's (%s, %s)" % (label, pname),
+                      None if a is None or p is None else p <= a * RS_CPU_FRACTION,
+                      "portcullis %s µs vs anchor %s µs (limit %s µs)%s" % (
+                          fmt_or_na(p, us), fmt_or_na(a, us), fmt_or_na(None if a is None else a * RS_CPU_FRACTION, us),
+                          "" if a is None or p is None else "; anchor ÷ portcullis = %s" % ratio(a, p, True)))
+    for what in ("push", "pull"):
+        a = rs_value("native", what, "best")
+        p = rs_value("aio", what, "best")
+        rs_target("%s time ≤ %.1f× the anchor's (best of runs)" % (what, RS_TIME_FRACTION),
+                  None if a is None or p is None else p <= a * RS_TIME_FRACTION,
+                  "portcullis %s s vs anchor %s s (limit %s s)%s" % (
+                      fmt_or_na(p, sec), fmt_or_na(a, sec), fmt_or_na(None if a is None else a * RS_TIME_FRACTION, sec),
+                      "" if a is None or p is None else "; portcullis ÷ anchor = %.2f" % (p / a)))
+    p = rs_value("aio", "pp.hwm_kib", "mib")
+    rs_target("Portcullis peak RSS over the push/pull runs ≤ %d MiB" % RS_RSS_PUSHPULL_MIB,
+              None if p is None else p <= RS_RSS_PUSHPULL_MIB, "%s MiB" % fmt_or_na(p, mib))
+    ps = [rs_value("aio", "rss.%s.hwm_kib" % c, "mib") for c in ("blob", "head")]
+    ps = [x for x in ps if x is not None]
+    p = max(ps) if ps else None
+    rs_target("Portcullis peak RSS under %s ≤ %d MiB (higher of GET blob and HEAD manifest)" % (
+        R.get("meta.rs.rss", "?"), RS_RSS_STREAMS_MIB),
+              None if p is None else p <= RS_RSS_STREAMS_MIB, "%s MiB" % fmt_or_na(p, mib))
+
 # ------------------------------------------------------------------ output
 out = []
 out.append("# Portcullis vs the nginx + registry:2 recipe (%s run, %s)" % (R.get("meta.mode", "?"), R.get("meta.date", "?")))
 out.append("")
-if not PORT_OK:
-    out.append("**Portcullis columns are n/a:** %s" % R.get("portcullis.status", "not run")[len("n/a: "):])
+if HAVE_PROXY:
+    if not PORT_OK:
+        out.append("**Portcullis columns are n/a:** %s" % R.get("portcullis.status", "not run")[len("n/a: "):])
+        out.append("")
+    out.append("Ratio column: > 1 means Portcullis is better (nginx ÷ portcullis where lower is better, "
+               "portcullis ÷ nginx where higher is better). Both proxies front the same Debian docker-registry.")
     out.append("")
-out.append("Ratio column: > 1 means Portcullis is better (nginx ÷ portcullis where lower is better, "
-           "portcullis ÷ nginx where higher is better). Both proxies front the same Debian docker-registry.")
-out.append("")
-out.append("| measure | nginx + registry | portcullis + registry | ratio (>1 = Portcullis better) | better | registry direct |")
-out.append("|---|---:|---:|---:|---|---:|")
-out.extend(rows)
-out.append("")
-out.append("## Targets")
-out.append("")
-out.append("| target | result | figures |")
-out.append("|---|---|---|")
-out.extend(targets)
-out.append("")
+    out.append("| measure | nginx + registry | portcullis + registry | ratio (>1 = Portcullis better) | better | registry direct |")
+    out.append("|---|---:|---:|---:|---|---:|")
+    out.extend(rows)
+    out.append("")
+    out.append("## Targets")
+    out.append("")
+    out.append("| target | result | figures |")
+    out.append("|---|---|---|")
+    out.extend(targets)
+    out.append("")
+if HAVE_RS:
+    out.append("## All-in-one: Portcullis with its bundled registry vs docker-registry alone vs nginx + docker-registry")
+    out.append("")
+    if not AIO_OK:
+        out.append("**Portcullis all-in-one column is n/a:** %s" % R.get("rs.aio.status", "not run")[len("n/a: "):])
+        out.append("")
+    out.append("Three complete registries behind TLS + Basic auth, same certificate, same htpasswd "
+               "(bcrypt cost 5 user only), each measured the same way. **Anchor** = Debian docker-registry "
+               "alone with its own TLS + htpasswd. **nginx + registry** = the recipe; its CPU and RSS are "
+               "nginx (master + workers) + registry summed, the two parts in brackets. "
+               "Ratios: > 1 means Portcullis is better (other ÷ portcullis where lower is better, "
+               "portcullis ÷ other where higher is better). Server CPU counts every process of the stack.")
+    out.append("")
+    out.append("| measure | anchor: registry TLS + htpasswd | nginx + registry (nginx + registry) | portcullis all-in-one "
+               "| ratio vs anchor (>1 = Portcullis better) | ratio vs nginx + registry | better |")
+    out.append("|---|---:|---:|---:|---:|---:|---|")
+    out.extend(rs_rows)
+    out.append("")
+    out.append("### Targets (all-in-one)")
+    out.append("")
+    out.append("| target | result | figures |")
+    out.append("|---|---|---|")
+    out.extend(rs_targets)
+    out.append("")
 out.append("## Run")
 out.append("")
 for k, label in (("meta.host", "machine"), ("meta.loadavg_start", "load average at start"),
@@ -222,6 +373,20 @@ if "nginx.rss_detail" in R:
 for t in ("nginx", "portcullis", "registry"):
     if t + ".cpu_total_s" in R:
         out.append("- %s CPU over the whole run: %.1f s" % (t, float(R[t + ".cpu_total_s"])))
+if HAVE_RS:
+    if "meta.rs.push_bytes" in R:
+        out.append("- registry suite, pushed image bytes: %s" % R["meta.rs.push_bytes"])
+    names = {"native": "anchor", "nginx": "nginx + registry", "aio": "portcullis all-in-one"}
+    for what in ("push", "pull"):
+        for st in ("native", "nginx", "aio"):
+            if R.get("rs.%s.%s.runs" % (st, what)):
+                out.append("- registry suite, %s seconds, %s: %s" % (
+                    what, names[st], " ".join("%.2f" % x for x in rs_runs(st, what))))
+    for st in ("native", "nginx", "aio"):
+        if "rs.%s.tls" % st in R:
+            out.append("- registry suite, TLS negotiated with %s (h2load): %s" % (names[st], R["rs.%s.tls" % st]))
+    if "meta.rs.perf" in R:
+        out.append("- registry suite: %s" % R["meta.rs.perf"])
 problems = [(k, v) for k, v in sorted(R.items()) if k.endswith(".error") or k.endswith(".socket_errors")]
 if problems:
     out.append("")

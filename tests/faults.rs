@@ -24,6 +24,8 @@ enum Mode {
     Reset,
     /// Promise 1 MB, send 1 KB, then go silent.
     StallBody,
+    /// Read the request and its body (Content-Length), then close without answering.
+    Swallow,
 }
 
 /// A stub upstream; returns its URL and a count of requests it received.
@@ -68,6 +70,22 @@ async fn serve_stub(mut s: TcpStream, mode: Mode, count: Arc<AtomicUsize>) {
             }
             Mode::Stall => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
+                return;
+            }
+            Mode::Swallow => {
+                let text = String::from_utf8_lossy(&this).to_ascii_lowercase();
+                let len: usize = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                let mut got = head.len();
+                while got < len {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got += n,
+                    }
+                }
                 return;
             }
             Mode::Reset | Mode::StallBody => {
@@ -197,5 +215,120 @@ async fn upstream_silent_mid_body_hits_the_read_timeout() {
     assert!(
         t.elapsed() < Duration::from_secs(10),
         "cut after the read timeout"
+    );
+}
+
+fn two(first: String, second: String) -> Options {
+    let mut o = Options::upstream(first);
+    o.upstreams.push(second);
+    o
+}
+
+#[tokio::test]
+async fn refused_connection_fails_over_to_the_next_peer() {
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let (echo, seen) = stub(Mode::Echo).await;
+    let p = Portcullis::start(two(dead, echo)).await;
+    let c = Client::h1(&p.ca());
+    // The first pick is the dead peer: a request body not yet sent moves on with the
+    // request to the next one (POST/PATCH rule).
+    let a = c
+        .send(
+            request("PATCH", &p.url("/v2/x/blobs/uploads/u"), ALICE)
+                .body(body::full(vec![1u8; 10_000]))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert!(a.text().starts_with("PATCH "), "the echo got the request");
+    for _ in 0..3 {
+        let a = c.get(&p.url("/v2/"), ALICE).await;
+        assert_eq!(a.status, StatusCode::OK);
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 4);
+    let pool = match &p.state.load().backend {
+        portcullis::proxy::Backend::Upstream(pool) => pool.clone(),
+        _ => unreachable!(),
+    };
+    assert_eq!(
+        pool.balancer().fails(0),
+        1,
+        "the refusal counted toward max_fails"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_peer_times_out_and_the_next_one_answers() {
+    let (stall, stalled) = stub(Mode::Stall).await;
+    let (echo, _) = stub(Mode::Echo).await;
+    let mut o = two(stall, echo);
+    o.read_timeout = "1s";
+    let p = Portcullis::start(o).await;
+    let c = Client::h1(&p.ca());
+    let t = Instant::now();
+    let a = c.get(&p.url("/v2/"), ALICE).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "went to the stalled peer first"
+    );
+    assert_eq!(stalled.load(Ordering::SeqCst), 1);
+    // The stalled peer is now failed for fail_timeout: the next request goes straight on.
+    let t = Instant::now();
+    assert_eq!(c.get(&p.url("/v2/"), ALICE).await.status, StatusCode::OK);
+    assert!(t.elapsed() < Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn no_retry_once_response_bytes_reached_the_client() {
+    let (reset, _) = stub(Mode::Reset).await;
+    let (echo, echoed) = stub(Mode::Echo).await;
+    let p = Portcullis::start(two(reset, echo)).await;
+    let c = Client::h1(&p.ca());
+    let r = read_all_body(&c, &p.url("/v2/x/blobs/sha256:00")).await;
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(
+        echoed.load(Ordering::SeqCst),
+        0,
+        "a response already under way is never replayed"
+    );
+}
+
+#[tokio::test]
+async fn no_retry_once_request_body_bytes_were_sent() {
+    let (swallow, swallowed) = stub(Mode::Swallow).await;
+    let (echo, echoed) = stub(Mode::Echo).await;
+    let p = Portcullis::start(two(swallow, echo)).await;
+    let c = Client::h1(&p.ca());
+    let a = c
+        .send(
+            request("PATCH", &p.url("/v2/x/blobs/uploads/u"), ALICE)
+                .body(body::full(vec![2u8; 100_000]))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(a.oci_code(), "UNAVAILABLE");
+    assert_eq!(swallowed.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        echoed.load(Ordering::SeqCst),
+        0,
+        "the body was sent once; it is not replayed"
+    );
+}
+
+#[tokio::test]
+async fn all_peers_failed_is_502_naming_each() {
+    let d1 = format!("http://127.0.0.1:{}", free_port());
+    let d2 = format!("http://127.0.0.1:{}", free_port());
+    let p = Portcullis::start(two(d1, d2)).await;
+    let a = Client::h1(&p.ca()).get(&p.url("/v2/"), ALICE).await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(a.oci_code(), "UNAVAILABLE");
+    assert_eq!(
+        a.text().matches("connect failed").count(),
+        2,
+        "{}",
+        a.text()
     );
 }

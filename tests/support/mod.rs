@@ -74,12 +74,26 @@ impl DockerRegistry {
         DockerRegistry::launch(free_port(), Some(root))
     }
 
+    /// Native TLS (`http.tls`) with the given PEM certificate chain and key.
+    pub fn start_tls(cert: &Path, key: &Path) -> DockerRegistry {
+        let tls = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        );
+        DockerRegistry::launch_with(free_port(), None, &tls)
+    }
+
     fn launch(port: u16, root: Option<&Path>) -> DockerRegistry {
+        DockerRegistry::launch_with(port, root, "")
+    }
+
+    fn launch_with(port: u16, root: Option<&Path>, http_extra: &str) -> DockerRegistry {
         let bin = require("docker-registry");
         let dir = tempfile::tempdir().expect("tempdir");
         let root = root.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: portcullis-test-secret\n",
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: portcullis-test-secret\n{http_extra}",
             root.display()
         );
         let cfg = dir.path().join("config.yml");
