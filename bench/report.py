@@ -256,6 +256,10 @@ if HAVE_RS:
     rs_section("skopeo push, then pull into a fresh oci: dir, %s (best run)" % R.get("meta.rs.push", "?"))
     rs_row("push seconds", "push", sec, True, "push|pull", how="best")
     rs_row("pull seconds", "pull", sec, True, "push|pull", how="best")
+    rs_row("server CPU seconds per push (median run)", "push_cpu", sec, True, "push|pull", how="median")
+    rs_row("server CPU seconds per pull (median run)", "pull_cpu", sec, True, "push|pull", how="median")
+    rs_row("skopeo's own CPU seconds per push (client side, context)", "push_client", sec, True, "push|pull", how="median")
+    rs_row("skopeo's own CPU seconds per pull (client side, context)", "pull_client", sec, True, "push|pull", how="median")
     rs_row("peak RSS MiB over the push/pull runs (fresh processes)", "pp.hwm_kib", mib, True, "push|pull|restart",
            how="mib", parts_suffix="pp.@_hwm_kib")
     rs_section("%d connections × %d HTTP/2 streams, %s, fresh processes" % (

@@ -351,12 +351,26 @@ for c in "${RS_CASES[@]}"; do
 done
 
 # ---------------------------------------------------------------- push + pull with skopeo
+RS_CHILD_CPU=0
+rs_child_cpu() { # -> RS_CHILD_CPU = user+sys seconds of every child this shell has waited for
+    # (the builtin `times` must run in this shell, not in a $(...) subshell)
+    times >"$RS/times.txt"
+    RS_CHILD_CPU=$(awk 'NR == 2 { n = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); n += a[1] * 60 + a[2] } print n }' "$RS/times.txt")
+}
+rs_dt_s() { # STACK -> server CPU seconds in RS_DT, all parts summed
+    local p sum=0
+    for p in $(rs_parts "$1"); do sum=$((sum + RS_DT[$p])); done
+    calc "$sum / $HZ"
+}
+
 rs_pushpull() { # STACK RUN: fresh random image, timed push, then timed pull into a fresh oci: dir
-    local s=$1 r=$2 img=$RS/img-$1-$2 pulled=$RS/pull-$1-$2 ref bytes t0 t1 t2 t3 code
+    local s=$1 r=$2 img=$RS/img-$1-$2 pulled=$RS/pull-$1-$2 ref bytes t0 t1 t2 t3 code c0 push_cpu pull_cpu push_cl pull_cl
     rs_ok "$s" push && rs_ok "$s" pull || return 0
     bytes=$(python3 "$HERE/mkoci.py" "$img" --layers-mib "$LAYERS_MIB") || die "mkoci.py could not build $img"
     sync
     ref=127.0.0.1:$(rs_port "$s")/bench/push-$s-$r:latest
+    rs_ticks_start "$s" || { rm -rf "$img"; rs_fail "$s" push "a server process is gone (crashed?)"; return 0; }
+    rs_child_cpu; c0=$RS_CHILD_CPU
     t0=$(date +%s.%N)
     if ! bounded timeout 900 skopeo --insecure-policy copy --retry-times 0 \
         --dest-creds "$RS_USER:$RS_PASS" --dest-cert-dir "$SKOPEO_CERTS" \
@@ -365,10 +379,15 @@ rs_pushpull() { # STACK RUN: fresh random image, timed push, then timed pull int
         rs_fail "$s" push "skopeo copy to docker://$ref failed"; return 0
     fi
     t1=$(date +%s.%N)
+    rs_child_cpu; push_cl=$(calc "$RS_CHILD_CPU - $c0")
+    rs_ticks_end "$s" || { rm -rf "$img"; rs_fail "$s" push "a server process exited during the push (crashed?)"; return 0; }
+    push_cpu=$(rs_dt_s "$s")
     code=$(rs_curl --head -H "Accept: $RS_ACCEPT" -o /dev/null -w '%{http_code}' \
         "$(rs_url "$s" "/v2/bench/push-$s-$r/manifests/latest")" 2>&1) || true
     [[ $code == 200 ]] || { rm -rf "$img"; rs_fail "$s" push "after the push, HEAD of its manifest answers '$code' (want 200)"; return 0; }
     sync
+    rs_ticks_start "$s" || { rm -rf "$img"; rs_fail "$s" pull "a server process is gone (crashed?)"; return 0; }
+    rs_child_cpu; c0=$RS_CHILD_CPU
     t2=$(date +%s.%N)
     if ! bounded timeout 900 skopeo --insecure-policy copy --retry-times 0 \
         --src-creds "$RS_USER:$RS_PASS" --src-cert-dir "$SKOPEO_CERTS" \
@@ -377,6 +396,9 @@ rs_pushpull() { # STACK RUN: fresh random image, timed push, then timed pull int
         rs_fail "$s" pull "skopeo copy from docker://$ref failed"; return 0
     fi
     t3=$(date +%s.%N)
+    rs_child_cpu; pull_cl=$(calc "$RS_CHILD_CPU - $c0")
+    rs_ticks_end "$s" || { rm -rf "$img" "$pulled"; rs_fail "$s" pull "a server process exited during the pull (crashed?)"; return 0; }
+    pull_cpu=$(rs_dt_s "$s")
     # the pulled layout must hold exactly the blobs that were pushed (names = sha256 digests)
     if [[ $(ls "$img/blobs/sha256" | sort) != "$(ls "$pulled/blobs/sha256" 2>/dev/null | sort)" ]]; then
         rm -rf "$img" "$pulled"
@@ -385,8 +407,10 @@ rs_pushpull() { # STACK RUN: fresh random image, timed push, then timed pull int
     rm -rf "$img" "$pulled"
     calc "$t1 - $t0" >>"$RS/push.$s"
     calc "$t3 - $t2" >>"$RS/pull.$s"
+    echo "$push_cpu" >>"$RS/push_cpu.$s"; echo "$pull_cpu" >>"$RS/pull_cpu.$s"
+    echo "$push_cl" >>"$RS/push_client.$s"; echo "$pull_cl" >>"$RS/pull_client.$s"
     put meta.rs.push_bytes "$bytes"
-    log "  $(rs_label "$s") (run $r): push $(calc "round($t1 - $t0, 2)") s, pull $(calc "round($t3 - $t2, 2)") s"
+    log "  $(rs_label "$s") (run $r): push $(calc "round($t1 - $t0, 2)") s (server CPU $(calc "round($push_cpu, 2)") s, skopeo CPU $(calc "round($push_cl, 2)") s), pull $(calc "round($t3 - $t2, 2)") s (server CPU $(calc "round($pull_cpu, 2)") s, skopeo CPU $(calc "round($pull_cl, 2)") s)"
 }
 
 rs_restart_all "push/pull phase"
@@ -395,8 +419,9 @@ for ((r = 1; r <= RS_RUNS; r++)); do
     for s in $(rs_stacks); do rs_pushpull "$s" "$r"; done
 done
 for s in $(rs_stacks); do
-    [[ -s $RS/push.$s ]] && put "rs.$s.push.runs" "$(paste -sd' ' "$RS/push.$s")"
-    [[ -s $RS/pull.$s ]] && put "rs.$s.pull.runs" "$(paste -sd' ' "$RS/pull.$s")"
+    for f in push pull push_cpu pull_cpu push_client pull_client; do
+        [[ -s $RS/$f.$s ]] && put "rs.$s.$f.runs" "$(paste -sd' ' "$RS/$f.$s")"
+    done
     if rs_ok "$s" push && rs_ok "$s" pull; then
         hwm=$(rs_put_hwm "$s" "rs.$s.pp") || { rs_fail "$s" push "a server process is gone after the push/pull runs"; continue; }
         log "  peak RSS over push/pull, $(rs_label "$s"): $hwm"

@@ -171,6 +171,7 @@ impl Authenticator {
         let loaded = self.loaded.load_full();
         let key = cache_key(loaded.generation, &user, &password);
         if self.cache.hit(&key, Instant::now()) {
+            crate::metrics::get().auth_cache_hits.inc();
             return Outcome::Allowed(user);
         }
         let file = loaded.file.clone();

@@ -152,6 +152,7 @@ fn serve(path: &Path) -> Result<(), Failure> {
         .map_err(|e| Failure(format!("cannot start the runtime: {e}")))?;
     rt.block_on(async move {
         let listen = config.server.listen.clone();
+        let metrics_listen = config.metrics_listen;
         if let Some(password) = crate::ensure_htpasswd(&config).map_err(Failure)? {
             // Printed once, to the terminal only: it is stored nowhere in the clear.
             eprintln!(
@@ -162,28 +163,59 @@ fn serve(path: &Path) -> Result<(), Failure> {
             );
         }
         let state = crate::State::build(config)?;
-        let mut listeners = Vec::new();
-        for addr in &listen {
-            let l = bind(*addr).map_err(|e| {
+        let listeners = match crate::service::inherited_listeners()
+            .map_err(|e| Failure(format!("socket activation (LISTEN_FDS): {e}")))?
+        {
+            Some(l) => {
+                tracing::info!(count = l.len(), "using listeners from systemd socket activation");
+                l
+            }
+            None => {
+                let mut ls = Vec::new();
+                for addr in &listen {
+                    let l = bind(*addr).map_err(|e| {
+                        Failure(format!(
+                            "{}: server.listen: cannot listen on {addr}: {}",
+                            path.display(),
+                            crate::io_error_words(&e)
+                        ))
+                    })?;
+                    ls.push(l);
+                }
+                ls
+            }
+        };
+        let metrics_listener = match metrics_listen {
+            Some(addr) => Some(bind(addr).map_err(|e| {
                 Failure(format!(
-                    "{}: server.listen: cannot listen on {addr}: {}",
+                    "{}: metrics.listen: cannot listen on {addr}: {}",
                     path.display(),
                     crate::io_error_words(&e)
                 ))
-            })?;
-            listeners.push(l);
-        }
-        let backend = match &state.backend {
-            crate::proxy::Backend::Upstream(p) => p
-                .peers()
-                .iter()
-                .map(|p| p.label.clone())
-                .collect::<Vec<_>>()
-                .join(", "),
-            crate::proxy::Backend::Registry(r) => format!("bundled registry on {}", r.storage().root().display()),
+            })?),
+            None => None,
         };
-        tracing::info!(listen = ?listen, backend = %backend, users = state.auth.users(), "portcullis ready");
-        crate::run(crate::shared(state), listeners, shutdown_signal()).await;
+        let status = crate::service::status_line(&state);
+        let shared = crate::shared(state);
+        let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some(l) = metrics_listener {
+            tokio::spawn(crate::metrics::serve(l, shared.clone(), async move {
+                let _ = metrics_stopped.await;
+            }));
+        }
+        tracing::info!(%status, "portcullis ready");
+        crate::service::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status),
+        ]);
+        crate::service::start_watchdog();
+        crate::run(
+            shared.clone(),
+            listeners,
+            crate::service::until_stopped(path.to_path_buf(), shared),
+        )
+        .await;
+        let _ = stop_metrics.send(());
         tracing::info!("stopped");
         Ok(())
     })
@@ -198,21 +230,6 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListen
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-    }
 }
 
 /// `check`: every problem, one line each; exit 1 if any.

@@ -22,6 +22,10 @@ pub struct Config {
     pub auth: Auth,
     pub clients: Clients,
     pub backend: Backend,
+    /// `[metrics] listen`: where /metrics, /healthz, /readyz are served (plain HTTP).
+    pub metrics_listen: Option<SocketAddr>,
+    /// `[log] format` of the access log.
+    pub log_format: crate::access::Format,
 }
 
 #[derive(Debug, Clone)]
@@ -296,6 +300,27 @@ impl Validator {
                 })
             }
         };
+        let metrics_listen = f.metrics.and_then(|m| {
+            let a = m.listen.unwrap_or_else(|| "127.0.0.1:9090".to_string());
+            match a.parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.problem(
+                        "metrics.listen",
+                        format!("{a:?} is not an address:port such as \"127.0.0.1:9090\""),
+                    );
+                    None
+                }
+            }
+        });
+        let log_format = match f.log.and_then(|l| l.format).as_deref() {
+            None | Some("text") => crate::access::Format::Text,
+            Some("json") => crate::access::Format::Json,
+            Some(other) => {
+                self.problem("log.format", format!("{other:?} is not one of text, json"));
+                crate::access::Format::Text
+            }
+        };
         Config {
             path: self.file.clone(),
             server,
@@ -303,6 +328,8 @@ impl Validator {
             auth,
             clients,
             backend,
+            metrics_listen,
+            log_format,
         }
     }
 

@@ -2,6 +2,7 @@
 //! Basic auth and the nginx-recipe rules in front of upstream registries.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod auth;
 pub mod body;
 pub mod certs;
@@ -10,8 +11,10 @@ pub mod clients;
 pub mod config;
 pub mod error;
 pub mod listener;
+pub mod metrics;
 pub mod proxy;
 pub mod registry;
+pub mod service;
 pub mod tls;
 pub mod upstream;
 

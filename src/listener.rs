@@ -14,6 +14,15 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+/// Runs a closure when dropped (connection gauge, whatever way the task ends).
+struct Defer<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
 /// Most ciphertext buffered per TLS connection before writes push back.
 const TLS_SEND_BUFFER: usize = 256 << 10;
 
@@ -80,18 +89,29 @@ pub async fn serve(
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
+                let shared = state.clone();
                 let state = state.load_full();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
+                    let m = crate::metrics::get();
+                    m.connections.inc();
+                    let _open = Defer(|| {
+                        crate::metrics::get().connections.dec();
+                    });
                     let header_timeout = state.config.server.header_timeout;
                     let mut tls =
                         match tokio::time::timeout(header_timeout, state.tls.accept(tcp)).await {
-                            Ok(Ok(tls)) => tls,
+                            Ok(Ok(tls)) => {
+                                m.tls_handshakes.inc();
+                                tls
+                            }
                             Ok(Err(e)) => {
+                                m.tls_failures.inc();
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
                                 return;
                             }
                             Err(_) => {
+                                m.tls_failures.inc();
                                 tracing::debug!(%peer, "TLS handshake timed out");
                                 return;
                             }
@@ -101,9 +121,9 @@ pub async fn serve(
                     // batch; a larger bound halves the syscalls per MiB. It is a
                     // ceiling, not an allocation: only a slow reader fills it.
                     tls.get_mut().1.set_buffer_limit(Some(TLS_SEND_BUFFER));
-                    let svc_state = state.clone();
+                    drop(state);
                     let svc = service_fn(move |req| {
-                        let st = svc_state.clone();
+                        let st = shared.clone();
                         async move { Ok::<_, Infallible>(proxy::handle(st, peer, req).await) }
                     });
                     let b = builder(header_timeout);

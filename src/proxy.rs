@@ -12,6 +12,7 @@ use crate::registry::Registry;
 use crate::upstream::Pool;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -108,28 +109,37 @@ fn registry_secret(r: &crate::config::Registry) -> std::io::Result<Vec<u8>> {
     std::fs::read(&path)
 }
 
-/// Handle one request from `peer`.
-pub async fn handle<B>(state: Arc<State>, peer: SocketAddr, req: Request<B>) -> Response<Body>
+/// Handle one request from `peer`, on the configuration current when it arrives (a
+/// reload applies to the next request, even on a kept-alive connection; this one
+/// finishes on the state it began with).
+pub async fn handle<B>(shared: crate::Shared, peer: SocketAddr, req: Request<B>) -> Response<Body>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<body::BoxError>,
 {
+    let state = shared.load_full();
     let started = Instant::now();
+    let time = std::time::SystemTime::now();
     let read_timeout = state.config.server.read_timeout;
-    let req = req.map(|b| body::boxed(Idle::new(b, read_timeout)));
+    let bytes_in = Arc::new(AtomicU64::new(0));
+    let req = req.map(|b| {
+        body::boxed(Counting {
+            inner: Idle::new(b, read_timeout),
+            n: bytes_in.clone(),
+        })
+    });
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let route = clients::route(&path);
+    let m = crate::metrics::get();
     let mut user = None;
-    let mut upstream = None;
-    let mut retries = Vec::new();
+    let mut outcome = crate::upstream::forward::Outcome::default();
     let mut resp = match route {
         Route::Other => oci_error(StatusCode::NOT_FOUND, Code::NotFound, "not found"),
         Route::V2NoSlash => redirect_to_v2(&req),
         Route::Ping => {
             let (r, o) = dispatch(&state, req, peer).await;
-            upstream = o.upstream;
-            retries = o.retries;
+            outcome = o;
             r
         }
         Route::V2 => {
@@ -142,14 +152,15 @@ where
                     .await
                 {
                     Outcome::Allowed(u) => {
+                        m.auth_successes.inc();
                         user = Some(u);
                         let (r, o) = dispatch(&state, req, peer).await;
-                        upstream = o.upstream;
-                        retries = o.retries;
+                        outcome = o;
                         r
                     }
                     Outcome::Missing => state.auth.challenge(),
                     Outcome::Refused(u) => {
+                        m.auth_failures.inc();
                         tracing::info!(%peer, user = %u, "authentication failed");
                         state.auth.challenge()
                     }
@@ -158,19 +169,165 @@ where
         }
     };
     finish_headers(route, &method, &mut resp);
-    tracing::info!(
-        target: "access",
-        %peer,
-        user = user.as_deref().unwrap_or("-"),
-        %method,
-        path = %path,
-        status = resp.status().as_u16(),
-        upstream = upstream.as_deref().unwrap_or("-"),
-        retries = retries.len(),
-        retry_reasons = %retries.join("; "),
-        ms = started.elapsed().as_secs_f64() * 1000.0,
-    );
-    resp
+    let entry = crate::access::Entry {
+        time,
+        peer,
+        user,
+        method: method.to_string(),
+        repository: crate::registry::repository_of(&path).map(str::to_string),
+        path,
+        status: resp.status().as_u16(),
+        bytes_in: 0,
+        bytes_out: 0,
+        duration: std::time::Duration::ZERO,
+        upstream: outcome.upstream,
+        retries: outcome.retries,
+    };
+    resp.map(|b| {
+        body::boxed(Completion {
+            inner: b,
+            out: 0,
+            bytes_in,
+            started,
+            format: state.config.log_format,
+            entry: Some(entry),
+        })
+    })
+}
+
+/// Counts request body bytes as they stream through.
+struct Counting<B> {
+    inner: B,
+    n: Arc<AtomicU64>,
+}
+
+impl<B> http_body::Body for Counting<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+{
+    type Data = bytes::Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, B::Error>>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                self.n.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The response body on its way out: counts bytes, and when it ends (or the client
+/// goes away) records the request in the metrics and the access log.
+struct Completion {
+    inner: Body,
+    out: u64,
+    bytes_in: Arc<AtomicU64>,
+    started: Instant,
+    format: crate::access::Format,
+    entry: Option<crate::access::Entry>,
+}
+
+impl http_body::Body for Completion {
+    type Data = bytes::Bytes;
+    type Error = body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, body::BoxError>>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                self.out += d.len() as u64;
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let Some(mut e) = self.entry.take() else {
+            return;
+        };
+        e.duration = self.started.elapsed();
+        e.bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        e.bytes_out = self.out;
+        let m = crate::metrics::get();
+        let route = crate::registry::route_class(&e.path);
+        m.requests
+            .get_or_create(&crate::metrics::RequestLabels {
+                method: e.method.clone(),
+                route,
+                status: e.status,
+            })
+            .inc();
+        m.latency
+            .get_or_create(&crate::metrics::RouteLabels { route })
+            .observe(e.duration.as_secs_f64());
+        m.bytes_in.inc_by(e.bytes_in);
+        m.bytes_out.inc_by(e.bytes_out);
+        crate::access::emit(&e, self.format);
+    }
+}
+
+/// `/readyz`: can the backend take requests? Upstreams: at least one answers a TCP
+/// connect within a second. Bundled registry: its storage folder is there.
+pub async fn backend_ready(state: &State) -> Result<(), String> {
+    match &state.backend {
+        Backend::Upstream(pool) => {
+            for peer in pool.peers() {
+                let host = peer
+                    .base
+                    .host()
+                    .unwrap_or("")
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .to_string();
+                let port =
+                    peer.base
+                        .port_u16()
+                        .unwrap_or(if peer.base.scheme_str() == Some("https") {
+                            443
+                        } else {
+                            80
+                        });
+                let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+                if let Ok(Ok(_)) =
+                    tokio::time::timeout(std::time::Duration::from_secs(1), connect).await
+                {
+                    return Ok(());
+                }
+            }
+            Err("no upstream accepts connections".into())
+        }
+        Backend::Registry(r) => match tokio::fs::metadata(r.storage().root()).await {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err("storage root is not a folder".into()),
+            Err(e) => Err(format!("storage root: {}", crate::io_error_words(&e))),
+        },
+    }
 }
 
 /// Phase: the nginx-recipe user-agent rule (404, before authentication, as nginx's

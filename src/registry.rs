@@ -100,6 +100,24 @@ pub fn repository_of(path: &str) -> Option<&str> {
     }
 }
 
+/// The route class of a path, for metrics: blob, manifest, upload, tags, catalog,
+/// ping or other.
+pub fn route_class(path: &str) -> &'static str {
+    match path {
+        "/_ping" | "/v1/_ping" | "/v2" | "/v2/" => return "ping",
+        _ => {}
+    }
+    match path.strip_prefix("/v2/").and_then(route) {
+        Some(Endpoint::Blob(..)) => "blob",
+        Some(Endpoint::Manifest(..)) | Some(Endpoint::Referrers(..)) => "manifest",
+        Some(Endpoint::Uploads(..)) | Some(Endpoint::Upload(..)) => "upload",
+        Some(Endpoint::Tags(..)) => "tags",
+        Some(Endpoint::Catalog) => "catalog",
+        Some(Endpoint::Base) => "ping",
+        None => "other",
+    }
+}
+
 fn err(status: StatusCode, code: &str, message: impl AsRef<str>) -> Resp {
     oci(status, code, message.as_ref())
 }
@@ -109,6 +127,7 @@ fn not_found() -> Resp {
 }
 
 fn storage_error(e: std::io::Error) -> Resp {
+    crate::metrics::get().storage_errors.inc();
     tracing::error!(error = %e, "registry storage error");
     err(
         StatusCode::INTERNAL_SERVER_ERROR,

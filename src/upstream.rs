@@ -116,6 +116,15 @@ impl Pool {
             // Upstreams are HTTP/1.1 registries; h2 clients are multiplexed onto this
             // pool, as nginx does with proxy_http_version 1.1 + keepalive.
             .build(connector(cfg.ca.as_deref())?);
+        for p in &peers {
+            let p: &Peer = p;
+            crate::metrics::get()
+                .upstream_healthy
+                .get_or_create(&crate::metrics::UpstreamLabels {
+                    upstream: p.label.clone(),
+                })
+                .set(1);
+        }
         Ok(Pool {
             peers,
             balancer: Arc::new(balancer),
@@ -179,6 +188,12 @@ impl Pool {
         };
         let healthy = verdict.is_ok();
         let was = self.balancer.set_healthy(i, healthy);
+        crate::metrics::get()
+            .upstream_healthy
+            .get_or_create(&crate::metrics::UpstreamLabels {
+                upstream: peer.label.clone(),
+            })
+            .set(i64::from(healthy));
         match (was, verdict) {
             (true, Err(why)) => {
                 tracing::warn!(upstream = %peer.label, reason = %why, "health check failed; upstream taken out")

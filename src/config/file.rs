@@ -14,6 +14,20 @@ pub struct File {
     pub clients: Clients,
     pub upstream: Option<Upstream>,
     pub registry: Option<Registry>,
+    pub metrics: Option<Metrics>,
+    pub log: Option<Log>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    pub format: Option<String>,
 }
 
 /// `listen` accepts one address or a list of them.

@@ -171,6 +171,13 @@ impl Pool {
         while let Some(i) = selection.next_at(Instant::now()) {
             let peer = &self.peers[i];
             outcome.upstream = Some(peer.label.clone());
+            let labels = crate::metrics::UpstreamLabels {
+                upstream: peer.label.clone(),
+            };
+            crate::metrics::get()
+                .upstream_selections
+                .get_or_create(&labels)
+                .inc();
             let attempt_body = body::boxed(AttemptBody {
                 slot: slot.clone(),
                 inner: None,
@@ -203,6 +210,10 @@ impl Pool {
                 }
             };
             self.balancer.finish(i, true, Instant::now());
+            crate::metrics::get()
+                .upstream_failures
+                .get_or_create(&labels)
+                .inc();
             tracing::warn!(upstream = %peer.label, reason = %why, "upstream attempt failed");
             outcome.retries.push(format!("{}: {why}", peer.label));
             if slot.taken.load(std::sync::atomic::Ordering::SeqCst) {

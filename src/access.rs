@@ -1,0 +1,131 @@
+//! The access log: one line per request, written when its response body ends (so the
+//! byte counts and duration cover the whole transfer), as text or JSON. It never holds
+//! a password, an Authorization header or a storage credential: only the user name.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// What one line says.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub time: SystemTime,
+    pub peer: SocketAddr,
+    pub user: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub repository: Option<String>,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub duration: Duration,
+    pub upstream: Option<String>,
+    /// One reason per failed attempt before the answer.
+    pub retries: Vec<String>,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Entry {
+    pub fn line(&self, format: Format) -> String {
+        match format {
+            Format::Json => serde_json::json!({
+                "time": rfc3339(self.time),
+                "peer": self.peer.to_string(),
+                "user": self.user,
+                "method": self.method,
+                "path": self.path,
+                "repository": self.repository,
+                "status": self.status,
+                "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out,
+                "duration_ms": (self.duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+                "upstream": self.upstream,
+                "retries": self.retries.len(),
+                "retry_reasons": self.retries,
+            })
+            .to_string(),
+            Format::Text => {
+                let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+                let mut s = format!(
+                    "{} {} {} \"{} {}\" {} in={} out={} {:.3}ms repo={} upstream={} retries={}",
+                    rfc3339(self.time),
+                    self.peer,
+                    dash(&self.user),
+                    self.method,
+                    self.path,
+                    self.status,
+                    self.bytes_in,
+                    self.bytes_out,
+                    self.duration.as_secs_f64() * 1000.0,
+                    dash(&self.repository),
+                    dash(&self.upstream),
+                    self.retries.len(),
+                );
+                if !self.retries.is_empty() {
+                    s.push_str(&format!(" retry_reasons={:?}", self.retries.join("; ")));
+                }
+                s
+            }
+        }
+    }
+}
+
+/// Write one line to standard output (the journal under systemd).
+pub fn emit(entry: &Entry, format: Format) {
+    let mut line = entry.line(format);
+    line.push('\n');
+    let _ = std::io::stdout().lock().write_all(line.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            peer: "127.0.0.1:5555".parse().unwrap(),
+            user: Some("alice".into()),
+            method: "GET".into(),
+            path: "/v2/a/b/manifests/v1".into(),
+            repository: Some("a/b".into()),
+            status: 200,
+            bytes_in: 0,
+            bytes_out: 512,
+            duration: Duration::from_micros(1500),
+            upstream: Some("127.0.0.1:5000".into()),
+            retries: vec!["127.0.0.1:5001: connect failed".into()],
+        }
+    }
+
+    #[test]
+    fn text_line() {
+        assert_eq!(
+            entry().line(Format::Text),
+            "2023-11-14T22:13:20Z 127.0.0.1:5555 alice \"GET /v2/a/b/manifests/v1\" 200 in=0 out=512 1.500ms repo=a/b upstream=127.0.0.1:5000 retries=1 retry_reasons=\"127.0.0.1:5001: connect failed\""
+        );
+    }
+
+    #[test]
+    fn json_line() {
+        let v: serde_json::Value = serde_json::from_str(&entry().line(Format::Json)).unwrap();
+        assert_eq!(v["user"], "alice");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["bytes_out"], 512);
+        assert_eq!(v["duration_ms"], 1.5);
+        assert_eq!(v["retries"], 1);
+        assert_eq!(v["repository"], "a/b");
+    }
+}

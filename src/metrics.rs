@@ -1,0 +1,237 @@
+//! Metrics: process-wide Prometheus counters (they outlive configuration reloads) and
+//! the separate plain-HTTP listener serving `/metrics`, `/healthz` and `/readyz`.
+
+use crate::body::{self, Body};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::convert::Infallible;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    pub route: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms to ~65 s: API calls at the bottom, layer transfers at the top.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// Every metric Portcullis exports.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub connections: Gauge,
+    pub tls_handshakes: Counter,
+    pub tls_failures: Counter,
+    pub auth_successes: Counter,
+    pub auth_failures: Counter,
+    pub auth_cache_hits: Counter,
+    pub upstream_selections: Family<UpstreamLabels, Counter>,
+    pub upstream_failures: Family<UpstreamLabels, Counter>,
+    pub upstream_healthy: Family<UpstreamLabels, Gauge>,
+    pub storage_errors: Counter,
+    pub reloads: Counter,
+    pub reload_failures: Counter,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("portcullis");
+        let m = Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            connections: Gauge::default(),
+            tls_handshakes: Counter::default(),
+            tls_failures: Counter::default(),
+            auth_successes: Counter::default(),
+            auth_failures: Counter::default(),
+            auth_cache_hits: Counter::default(),
+            upstream_selections: Family::default(),
+            upstream_failures: Family::default(),
+            upstream_healthy: Family::default(),
+            storage_errors: Counter::default(),
+            reloads: Counter::default(),
+            reload_failures: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Requests answered, by method, route class and status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to the end of the response body, by route class",
+            m.latency.clone(),
+        );
+        registry.register(
+            "received_bytes",
+            "Request body bytes received from clients",
+            m.bytes_in.clone(),
+        );
+        registry.register(
+            "sent_bytes",
+            "Response body bytes sent to clients",
+            m.bytes_out.clone(),
+        );
+        registry.register(
+            "active_connections",
+            "Client connections open now",
+            m.connections.clone(),
+        );
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes completed",
+            m.tls_handshakes.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes failed or timed out",
+            m.tls_failures.clone(),
+        );
+        registry.register(
+            "auth_successes",
+            "Requests with valid credentials",
+            m.auth_successes.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Requests with credentials that were refused",
+            m.auth_failures.clone(),
+        );
+        registry.register(
+            "auth_cache_hits",
+            "Verified credentials answered from the cache (no password hash)",
+            m.auth_cache_hits.clone(),
+        );
+        registry.register(
+            "upstream_selections",
+            "Attempts sent to each upstream",
+            m.upstream_selections.clone(),
+        );
+        registry.register(
+            "upstream_failures",
+            "Failed attempts (connect error, timeout, bad response head) per upstream",
+            m.upstream_failures.clone(),
+        );
+        registry.register(
+            "upstream_healthy",
+            "1 when the upstream passes its health check (or has none), else 0",
+            m.upstream_healthy.clone(),
+        );
+        registry.register(
+            "registry_storage_errors",
+            "Storage errors in the bundled registry",
+            m.storage_errors.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Configuration reloads applied (SIGHUP)",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "reload_failures",
+            "Configuration reloads refused (old configuration kept)",
+            m.reload_failures.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The process's metrics.
+pub fn get() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+fn text(status: StatusCode, content_type: &'static str, s: String) -> Response<Body> {
+    let mut r = Response::new(body::full(s));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// Serve `/metrics`, `/healthz` (alive) and `/readyz` (listeners bound and backend
+/// reachable) on a plain-HTTP listener until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: crate::Shared,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            _ = &mut shutdown => return,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let state = state.clone();
+                async move {
+                    let r = match req.uri().path() {
+                        "/metrics" => text(
+                            StatusCode::OK,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            get().encode(),
+                        ),
+                        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+                        "/readyz" => match crate::proxy::backend_ready(&state.load_full()).await {
+                            Ok(()) => text(StatusCode::OK, "text/plain", "ready\n".into()),
+                            Err(why) => text(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "text/plain",
+                                format!("not ready: {why}\n"),
+                            ),
+                        },
+                        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+                    };
+                    Ok::<_, Infallible>(r)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
