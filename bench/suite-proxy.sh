@@ -288,9 +288,10 @@ if [[ $PORTCULLIS_OK == 1 ]] && ! alive "$PORTCULLIS_PID"; then
 fi
 
 # ---------------------------------------------------------------- stop this suite's processes
-# so that the next suite runs on a quiet machine; its registry data (GBs of pushes) goes too.
+# so that the next suite runs on a quiet machine; its registry data (GBs of pushes) goes too
+# (unless --keep).
 for p in "$PORTCULLIS_PID" "$NGINX_PID" "$REGISTRY_PID"; do
     [[ -n $p ]] && { stop_pid "$p"; forget_pid "$p"; }
 done
-rm -rf "$WORK/registry-data"
+[[ $KEEP == 1 ]] || rm -rf "$WORK/registry-data"
 log "proxy suite done"

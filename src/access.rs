@@ -82,11 +82,51 @@ impl Entry {
     }
 }
 
-/// Write one line to standard output (the journal under systemd).
+/// Lines waiting for the writer thread; beyond this the log drops lines rather than
+/// stall request handling behind a slow or blocked standard output.
+const QUEUE: usize = 16_384;
+
+fn writer() -> &'static std::sync::mpsc::SyncSender<String> {
+    static TX: std::sync::OnceLock<std::sync::mpsc::SyncSender<String>> =
+        std::sync::OnceLock::new();
+    TX.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || {
+                let mut out = std::io::BufWriter::new(std::io::stdout());
+                while let Ok(line) = rx.recv() {
+                    let _ = out.write_all(line.as_bytes());
+                    // Write in batches, but never sit on a line when the queue is idle.
+                    while let Ok(more) = rx.try_recv() {
+                        let _ = out.write_all(more.as_bytes());
+                    }
+                    let _ = out.flush();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the access log writer");
+        }
+        tx
+    })
+}
+
+/// Lines dropped because standard output could not keep up.
+pub fn dropped() -> u64 {
+    DROPPED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Queue one line for standard output (the journal under systemd). Never blocks.
 pub fn emit(entry: &Entry, format: Format) {
     let mut line = entry.line(format);
     line.push('\n');
-    let _ = std::io::stdout().lock().write_all(line.as_bytes());
+    if writer().try_send(line).is_err()
+        && DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10_000 == 0
+    {
+        tracing::warn!("access log: standard output is not keeping up; dropping lines");
+    }
 }
 
 #[cfg(test)]

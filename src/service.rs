@@ -54,9 +54,21 @@ pub fn inherited_listeners() -> std::io::Result<Option<Vec<tokio::net::TcpListen
 
 /// Send WATCHDOG=1 at half the interval systemd asked for (`WatchdogSec=`).
 pub fn start_watchdog() {
-    let mut usec = 0u64;
-    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
-        return;
+    // sd_watchdog_enabled(3): WATCHDOG_USEC set, and WATCHDOG_PID either unset or ours.
+    let usec: u64 = match std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(u) if u > 0 => u,
+        _ => return,
+    };
+    if let Some(pid) = std::env::var("WATCHDOG_PID")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        if pid != std::process::id() {
+            return;
+        }
     }
     let every = Duration::from_micros(usec / 2).max(Duration::from_millis(100));
     tokio::spawn(async move {
