@@ -518,3 +518,35 @@ async fn reqwest_like_get(port: u16, path: &str) -> String {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     body.to_string()
 }
+
+/// Socket activation: systemd (here `systemd-socket-activate`) binds the port and hands
+/// it over in LISTEN_FDS; Portcullis serves on it instead of binding its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_activation_serves_on_the_inherited_listener() {
+    let activate = require("systemd-socket-activate");
+    let dir = tempfile::tempdir().unwrap();
+    // The config names a port nobody will listen on; the inherited socket is another.
+    let config = write_config(
+        dir.path(),
+        &Options::registry(),
+        &format!("127.0.0.1:{}", free_port()),
+    );
+    let port = free_port();
+    let mut child = Command::new(activate)
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "-c"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, "systemd-socket-activate");
+    let c = Client::h1(&dir.path().join("certs/ca.crt"));
+    let a = c.get(&format!("https://127.0.0.1:{port}/v2/"), ALICE).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let _ = child.kill();
+    let _ = child.wait();
+}
