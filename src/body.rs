@@ -96,6 +96,74 @@ where
     }
 }
 
+/// A body passed through unchanged while someone watches it: `on_data` sees the size
+/// of every data frame, `on_drop` runs once when the body is finished with (ended,
+/// failed or abandoned by a client that went away). Byte counts, connection release
+/// and the access log all hang on this one wrapper.
+pub struct Watched<B> {
+    inner: B,
+    on_data: Option<Box<dyn FnMut(usize) + Send>>,
+    on_drop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl<B> Watched<B> {
+    pub fn new(inner: B) -> Self {
+        Watched {
+            inner,
+            on_data: None,
+            on_drop: None,
+        }
+    }
+
+    pub fn on_data(mut self, f: impl FnMut(usize) + Send + 'static) -> Self {
+        self.on_data = Some(Box::new(f));
+        self
+    }
+
+    pub fn on_drop(mut self, f: impl FnOnce() + Send + 'static) -> Self {
+        self.on_drop = Some(Box::new(f));
+        self
+    }
+}
+
+impl<B> Drop for Watched<B> {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_drop.take() {
+            f();
+        }
+    }
+}
+
+impl<B> HttpBody for Watched<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(f))), Some(cb)) = (&r, this.on_data.as_mut()) {
+            if let Some(d) = f.data_ref() {
+                cb(d.len());
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +192,26 @@ mod tests {
         assert_eq!(f.into_data().unwrap(), "b");
         let err = body.frame().await.unwrap().unwrap_err();
         assert!(err.is::<IdleTimeout>(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn watched_body_counts_and_reports_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let seen = Arc::new(AtomicUsize::new(0));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let (s, d) = (seen.clone(), dropped.clone());
+        let mut b = Watched::new(full("hello"))
+            .on_data(move |n| {
+                s.fetch_add(n, Ordering::SeqCst);
+            })
+            .on_drop(move || {
+                d.fetch_add(1, Ordering::SeqCst);
+            });
+        while b.frame().await.is_some() {}
+        assert_eq!(seen.load(Ordering::SeqCst), 5);
+        assert_eq!(dropped.load(Ordering::SeqCst), 0);
+        drop(b);
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
     }
 }

@@ -3,7 +3,7 @@
 //! each is testable without sockets (CONVENTIONS.md §4).
 
 use crate::auth::{Authenticator, Outcome};
-use crate::body::{self, Body, Idle};
+use crate::body::{self, Body, Idle, Watched};
 use crate::clients::{self, Route};
 use crate::config::{Backend as BackendConfig, Config};
 use crate::error::{oci_error, Code, API_VERSION, API_VERSION_HEADER};
@@ -122,11 +122,11 @@ where
     let time = std::time::SystemTime::now();
     let read_timeout = state.config.server.read_timeout;
     let bytes_in = Arc::new(AtomicU64::new(0));
+    let counter = bytes_in.clone();
     let req = req.map(|b| {
-        body::boxed(Counting {
-            inner: Idle::new(b, read_timeout),
-            n: bytes_in.clone(),
-        })
+        body::boxed(Watched::new(Idle::new(b, read_timeout)).on_data(move |n| {
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+        }))
     });
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -183,114 +183,43 @@ where
         upstream: outcome.upstream,
         retries: outcome.retries,
     };
+    let format = state.config.log_format;
+    let bytes_out = Arc::new(AtomicU64::new(0));
+    let counter = bytes_out.clone();
     resp.map(|b| {
-        body::boxed(Completion {
-            inner: b,
-            out: 0,
-            bytes_in,
-            started,
-            format: state.config.log_format,
-            entry: Some(entry),
-        })
+        body::boxed(
+            Watched::new(b)
+                .on_data(move |n| {
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                })
+                .on_drop(move || {
+                    let mut e = entry;
+                    e.duration = started.elapsed();
+                    e.bytes_in = bytes_in.load(Ordering::Relaxed);
+                    e.bytes_out = bytes_out.load(Ordering::Relaxed);
+                    record(&e, format);
+                }),
+        )
     })
 }
 
-/// Counts request body bytes as they stream through.
-struct Counting<B> {
-    inner: B,
-    n: Arc<AtomicU64>,
-}
-
-impl<B> http_body::Body for Counting<B>
-where
-    B: http_body::Body<Data = bytes::Bytes> + Unpin,
-{
-    type Data = bytes::Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, B::Error>>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(Some(Ok(f))) = &r {
-            if let Some(d) = f.data_ref() {
-                self.n.fetch_add(d.len() as u64, Ordering::Relaxed);
-            }
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// The response body on its way out: counts bytes, and when it ends (or the client
-/// goes away) records the request in the metrics and the access log.
-struct Completion {
-    inner: Body,
-    out: u64,
-    bytes_in: Arc<AtomicU64>,
-    started: Instant,
-    format: crate::access::Format,
-    entry: Option<crate::access::Entry>,
-}
-
-impl http_body::Body for Completion {
-    type Data = bytes::Bytes;
-    type Error = body::BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, body::BoxError>>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(Some(Ok(f))) = &r {
-            if let Some(d) = f.data_ref() {
-                self.out += d.len() as u64;
-            }
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Completion {
-    fn drop(&mut self) {
-        let Some(mut e) = self.entry.take() else {
-            return;
-        };
-        e.duration = self.started.elapsed();
-        e.bytes_in = self.bytes_in.load(Ordering::Relaxed);
-        e.bytes_out = self.out;
-        let m = crate::metrics::get();
-        let route = crate::registry::route_class(&e.path);
-        m.requests
-            .get_or_create(&crate::metrics::RequestLabels {
-                method: e.method.clone(),
-                route,
-                status: e.status,
-            })
-            .inc();
-        m.latency
-            .get_or_create(&crate::metrics::RouteLabels { route })
-            .observe(e.duration.as_secs_f64());
-        m.bytes_in.inc_by(e.bytes_in);
-        m.bytes_out.inc_by(e.bytes_out);
-        crate::access::emit(&e, self.format);
-    }
+/// The end of a request: metrics and the access log line.
+fn record(e: &crate::access::Entry, format: crate::access::Format) {
+    let m = crate::metrics::get();
+    let route = crate::registry::route_class(&e.path);
+    m.requests
+        .get_or_create(&crate::metrics::RequestLabels {
+            method: e.method.clone(),
+            route,
+            status: e.status,
+        })
+        .inc();
+    m.latency
+        .get_or_create(&crate::metrics::RouteLabels { route })
+        .observe(e.duration.as_secs_f64());
+    m.bytes_in.inc_by(e.bytes_in);
+    m.bytes_out.inc_by(e.bytes_out);
+    crate::access::emit(e, format);
 }
 
 /// `/readyz`: can the backend take requests? Upstreams: at least one answers a TCP

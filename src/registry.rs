@@ -87,17 +87,26 @@ fn route(rest: &str) -> Option<Endpoint<'_>> {
     }
 }
 
+impl<'a> Endpoint<'a> {
+    /// The repository name in the path, unvalidated.
+    fn name(&self) -> Option<&'a str> {
+        match *self {
+            Endpoint::Base | Endpoint::Catalog => None,
+            Endpoint::Tags(n)
+            | Endpoint::Manifest(n, _)
+            | Endpoint::Blob(n, _)
+            | Endpoint::Uploads(n)
+            | Endpoint::Upload(n, _)
+            | Endpoint::Referrers(n, _) => Some(n),
+        }
+    }
+}
+
 /// The repository a `/v2/...` path addresses, if any (for `repository_hash` and logs).
 pub fn repository_of(path: &str) -> Option<&str> {
-    match route(path.strip_prefix("/v2/")?)? {
-        Endpoint::Base | Endpoint::Catalog => None,
-        Endpoint::Tags(n)
-        | Endpoint::Manifest(n, _)
-        | Endpoint::Blob(n, _)
-        | Endpoint::Uploads(n)
-        | Endpoint::Upload(n, _)
-        | Endpoint::Referrers(n, _) => Some(n).filter(|n| names::valid_repository(n)),
-    }
+    route(path.strip_prefix("/v2/")?)?
+        .name()
+        .filter(|n| names::valid_repository(n))
 }
 
 /// The route class of a path, for metrics: blob, manifest, upload, tags, catalog,
@@ -293,16 +302,7 @@ impl<S: Storage> Registry<S> {
         let Some(endpoint) = route(rest) else {
             return not_found();
         };
-        let name = match &endpoint {
-            Endpoint::Base | Endpoint::Catalog => None,
-            Endpoint::Tags(n)
-            | Endpoint::Manifest(n, _)
-            | Endpoint::Blob(n, _)
-            | Endpoint::Uploads(n)
-            | Endpoint::Upload(n, _)
-            | Endpoint::Referrers(n, _) => Some(*n),
-        };
-        if let Some(n) = name {
+        if let Some(n) = endpoint.name() {
             if !names::valid_repository(n) {
                 return err(
                     StatusCode::BAD_REQUEST,

@@ -3,9 +3,9 @@
 //! dropped both ways, bodies streamed both ways with an idle timeout, and failover to
 //! the next peer while nothing has been sent.
 
-use super::balance::{Balancer, RequestKey};
+use super::balance::RequestKey;
 use super::{Peer, Pool};
-use crate::body::{self, Body, Idle};
+use crate::body::{self, Body, Idle, Watched};
 use crate::error::{oci_error, Code};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
@@ -109,40 +109,6 @@ impl http_body::Body for AttemptBody {
     }
 }
 
-/// Releases the peer's connection count when the response body is done or dropped,
-/// so `least_conn` and `max_conns` count whole transfers, not just response heads.
-struct Release<B> {
-    inner: B,
-    balancer: Arc<Balancer>,
-    peer: usize,
-}
-
-impl<B> Drop for Release<B> {
-    fn drop(&mut self) {
-        self.balancer.release(self.peer);
-    }
-}
-
-impl<B: http_body::Body + Unpin> http_body::Body for Release<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 impl Pool {
     /// Send `req` to the group; `client` is the client's address. Tries peers in the
     /// balancer's order: on a connect error, a timeout or an invalid response head the
@@ -193,11 +159,13 @@ impl Pool {
                     let (mut rparts, rbody) = resp.into_parts();
                     strip_hop_by_hop(&mut rparts.headers);
                     rparts.version = Version::default();
-                    let rbody = body::boxed(Release {
-                        inner: Idle::new(rbody, self.read_timeout),
-                        balancer: self.balancer.clone(),
-                        peer: i,
-                    });
+                    // The peer's connection count drops when the transfer ends, so
+                    // least_conn and max_conns count whole transfers, not just heads.
+                    let balancer = self.balancer.clone();
+                    let rbody = body::boxed(
+                        Watched::new(Idle::new(rbody, self.read_timeout))
+                            .on_drop(move || balancer.release(i)),
+                    );
                     return (Response::from_parts(rparts, rbody), outcome);
                 }
                 Ok(Err(e)) => {
