@@ -9,8 +9,8 @@
 #   all:      both, one after the other (the default)
 #
 # Everything runs on 127.0.0.1 inside a temp dir under /tmp that is removed on exit
-# (every process this script started is stopped first). The markdown table goes to
-# stdout and to bench/results/latest.md; raw figures to bench/results/latest.tsv.
+# (every process this script started is stopped first). The markdown tables go to
+# stdout and to bench/results/latest.md (one table per suite); raw figures to latest.tsv.
 # See bench/README.md for what every figure means and the knobs (environment variables).
 set -euo pipefail
 
@@ -27,7 +27,7 @@ while (($#)); do
         --suite) (($# >= 2)) || { echo "run.sh: --suite needs a value: proxy, registry or all" >&2; exit 64; }
                  SUITE=$2; shift ;;
         --suite=*) SUITE=${1#--suite=} ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument '$1' (try --help)" >&2; exit 64 ;;
     esac
     shift
