@@ -82,51 +82,69 @@ impl Entry {
     }
 }
 
-/// Lines waiting for the writer thread; beyond this the log drops lines rather than
-/// stall request handling behind a slow or blocked standard output.
-const QUEUE: usize = 16_384;
+/// Most bytes of log lines held between two writes; beyond this the log drops lines
+/// rather than stall request handling behind a slow or blocked standard output.
+const BUFFER_LIMIT: usize = 8 << 20;
+/// How often the writer thread empties the buffer. Requests only append to a buffer
+/// under a lock: no thread is woken per request, which would cost more CPU than the
+/// line itself.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
-fn writer() -> &'static std::sync::mpsc::SyncSender<String> {
-    static TX: std::sync::OnceLock<std::sync::mpsc::SyncSender<String>> =
-        std::sync::OnceLock::new();
-    TX.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(QUEUE);
+struct Pending {
+    bytes: std::sync::Mutex<Vec<u8>>,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+fn pending() -> &'static Pending {
+    static P: std::sync::OnceLock<Pending> = std::sync::OnceLock::new();
+    P.get_or_init(|| {
         let spawned = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || {
-                let mut out = std::io::BufWriter::new(std::io::stdout());
-                while let Ok(line) = rx.recv() {
-                    let _ = out.write_all(line.as_bytes());
-                    // Write in batches, but never sit on a line when the queue is idle.
-                    while let Ok(more) = rx.try_recv() {
-                        let _ = out.write_all(more.as_bytes());
-                    }
-                    let _ = out.flush();
-                }
+            .spawn(|| loop {
+                std::thread::sleep(FLUSH_EVERY);
+                flush();
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the access log writer");
         }
-        tx
+        Pending {
+            bytes: std::sync::Mutex::new(Vec::new()),
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        }
     })
+}
+
+/// Write out whatever lines are waiting (the writer thread does this every 50 ms;
+/// shutdown calls it once more so the last requests are not lost).
+pub fn flush() {
+    let p = pending();
+    let out = std::mem::take(&mut *p.bytes.lock().unwrap_or_else(|e| e.into_inner()));
+    if !out.is_empty() {
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(&out);
+        let _ = stdout.flush();
+    }
 }
 
 /// Lines dropped because standard output could not keep up.
 pub fn dropped() -> u64 {
-    DROPPED.load(std::sync::atomic::Ordering::Relaxed)
+    pending().dropped.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-static DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Queue one line for standard output (the journal under systemd). Never blocks.
+/// Queue one line for standard output (the journal under systemd). Never blocks on I/O.
 pub fn emit(entry: &Entry, format: Format) {
-    let mut line = entry.line(format);
-    line.push('\n');
-    if writer().try_send(line).is_err()
-        && DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10_000 == 0
-    {
-        tracing::warn!("access log: standard output is not keeping up; dropping lines");
+    let line = entry.line(format);
+    let p = pending();
+    let mut buf = p.bytes.lock().unwrap_or_else(|e| e.into_inner());
+    if buf.len() + line.len() + 1 > BUFFER_LIMIT {
+        drop(buf);
+        if p.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10_000 == 0 {
+            tracing::warn!("access log: standard output is not keeping up; dropping lines");
+        }
+        return;
     }
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
 }
 
 #[cfg(test)]

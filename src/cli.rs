@@ -216,6 +216,7 @@ fn serve(path: &Path) -> Result<(), Failure> {
         )
         .await;
         let _ = stop_metrics.send(());
+        crate::access::flush();
         tracing::info!("stopped");
         Ok(())
     })
