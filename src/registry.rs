@@ -999,9 +999,11 @@ impl<S: Storage> Registry<S> {
             }
             self.write_link(&paths::revision_link(name, &d), &d).await?;
             if !by_digest {
-                self.write_link(&paths::tag_index_link(name, reference, &d), &d)
-                    .await?;
+                // `current` first: a tag folder then never exists without it, so a crash
+                // here cannot list a tag that resolves to nothing.
                 self.write_link(&paths::tag_current_link(name, reference), &d)
+                    .await?;
+                self.write_link(&paths::tag_index_link(name, reference, &d), &d)
                     .await?;
             }
             Ok::<_, std::io::Error>(())
