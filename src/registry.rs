@@ -131,6 +131,11 @@ fn err(status: StatusCode, code: &str, message: impl AsRef<str>) -> Resp {
     oci(status, code, message.as_ref())
 }
 
+/// A digest from the client, or the spec's DIGEST_INVALID answer.
+fn parse_digest(s: &str) -> Result<Digest, Resp> {
+    Digest::parse(s).map_err(|e| err(StatusCode::BAD_REQUEST, "DIGEST_INVALID", e.0))
+}
+
 fn not_found() -> Resp {
     err(StatusCode::NOT_FOUND, "NOT_FOUND", "not found")
 }
@@ -374,9 +379,9 @@ impl<S: Storage> Registry<S> {
     // ---- blobs ----
 
     async fn get_blob(&self, name: &str, digest: &str, req: &Parts) -> Resp {
-        let d = match Digest::parse(digest) {
+        let d = match parse_digest(digest) {
             Ok(d) => d,
-            Err(e) => return err(StatusCode::BAD_REQUEST, "DIGEST_INVALID", e.0),
+            Err(r) => return r,
         };
         let size = match self.blob_in_repo(name, &d).await {
             Ok(Some(s)) => s,
@@ -439,9 +444,9 @@ impl<S: Storage> Registry<S> {
         if let Some(r) = self.deletes_refused() {
             return r;
         }
-        let d = match Digest::parse(digest) {
+        let d = match parse_digest(digest) {
             Ok(d) => d,
-            Err(e) => return err(StatusCode::BAD_REQUEST, "DIGEST_INVALID", e.0),
+            Err(r) => return r,
         };
         let link = paths::layer_link(name, &d);
         match self.read_link(&link).await {
@@ -515,6 +520,11 @@ impl<S: Storage> Registry<S> {
                 }
             }
         }
+        let monolithic = match q.get("digest").map(|d| parse_digest(d)) {
+            Some(Ok(d)) => Some(d),
+            Some(Err(r)) => return r,
+            None => None,
+        };
         let id = uuid::Uuid::new_v4().to_string();
         let started = httpdate_rfc3339();
         if let Err(e) = self
@@ -524,15 +534,8 @@ impl<S: Storage> Registry<S> {
         {
             return storage_error(e);
         }
-        if let Some(digest) = q.get("digest") {
+        if let Some(d) = monolithic {
             // Monolithic upload: the whole blob in this POST.
-            let d = match Digest::parse(digest) {
-                Ok(d) => d,
-                Err(e) => {
-                    let _ = self.store.delete(&paths::upload_dir(name, &id)).await;
-                    return err(StatusCode::BAD_REQUEST, "DIGEST_INVALID", e.0);
-                }
-            };
             return self.finish_upload(name, &id, d, body, &base).await;
         }
         empty(
@@ -592,9 +595,9 @@ impl<S: Storage> Registry<S> {
             }
             Method::PATCH => self.patch_upload(name, id, req, body, &base).await,
             Method::PUT => {
-                let d = match q.get("digest").map(|d| Digest::parse(d)) {
+                let d = match q.get("digest").map(|d| parse_digest(d)) {
                     Some(Ok(d)) => d,
-                    Some(Err(e)) => return err(StatusCode::BAD_REQUEST, "DIGEST_INVALID", e.0),
+                    Some(Err(r)) => return r,
                     None => {
                         return err(
                             StatusCode::BAD_REQUEST,
@@ -862,8 +865,7 @@ impl<S: Storage> Registry<S> {
             )
         };
         let d = if reference.contains(':') {
-            Digest::parse(reference)
-                .map_err(|e| err(StatusCode::BAD_REQUEST, "DIGEST_INVALID", e.0))?
+            parse_digest(reference)?
         } else {
             if !names::valid_tag(reference) {
                 return Err(err(
@@ -925,9 +927,9 @@ impl<S: Storage> Registry<S> {
     async fn put_manifest(&self, name: &str, reference: &str, req: &Parts, body: Body) -> Resp {
         let by_digest = reference.contains(':');
         let expected = if by_digest {
-            match Digest::parse(reference) {
+            match parse_digest(reference) {
                 Ok(d) => Some(d),
-                Err(e) => return err(StatusCode::BAD_REQUEST, "DIGEST_INVALID", e.0),
+                Err(r) => return r,
             }
         } else if !names::valid_tag(reference) {
             return err(
@@ -1155,9 +1157,9 @@ impl<S: Storage> Registry<S> {
     }
 
     async fn referrers(&self, name: &str, digest: &str, req: &Parts) -> Resp {
-        let d = match Digest::parse(digest) {
+        let d = match parse_digest(digest) {
             Ok(d) => d,
-            Err(e) => return err(StatusCode::BAD_REQUEST, "DIGEST_INVALID", e.0),
+            Err(r) => return r,
         };
         let filter = query(req).get("artifactType").cloned();
         let mut manifests = Vec::new();
