@@ -42,6 +42,15 @@ pub enum Command {
         #[command(subcommand)]
         action: Passwd,
     },
+    /// Garbage-collect the bundled registry's storage: delete blobs no manifest
+    /// references and that are older than `[registry.gc] grace` (default 1h).
+    Gc {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Say what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Create a private CA and a server certificate signed by it.
     Certs {
         /// Output folder for ca.crt, ca.key, server.crt, server.key.
@@ -130,6 +139,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Check(c) => check(&c.config),
         Command::Passwd { action } => passwd(action),
         Command::Certs { out, hosts, force } => certs(&out, &hosts, force),
+        Command::Gc { config, dry_run } => gc(&config.config, dry_run),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -468,6 +478,47 @@ fn write_htpasswd(path: &Path, text: &str) -> Result<(), Failure> {
         })?;
     }
     crate::certs::write_atomic(path, text.as_bytes(), true)?;
+    Ok(())
+}
+
+fn gc(path: &Path, dry_run: bool) -> Result<(), Failure> {
+    init_tracing();
+    let config = Config::load(path)?;
+    let crate::config::Backend::Registry(r) = &config.backend else {
+        return Err(Failure(format!(
+            "{}: gc needs the bundled registry ([registry]); this configuration fronts upstreams",
+            path.display()
+        )));
+    };
+    let store = crate::registry::storage::fs::Fs::new(&r.root);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure(format!("cannot start the runtime: {e}")))?;
+    let report = rt
+        .block_on(crate::registry::gc::collect(&store, r.gc_grace, dry_run))
+        .map_err(|e| {
+            Failure(format!(
+                "{}: registry.root: {}: {}",
+                path.display(),
+                r.root.display(),
+                crate::io_error_words(&e)
+            ))
+        })?;
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    for (d, size) in &report.swept {
+        println!("{verb} {d} ({size} bytes)");
+    }
+    println!(
+        "{} repositories, {} manifests, {} blobs in use, {} unreferenced but younger than {:?}; {verb} {} blobs, {} bytes",
+        report.repositories,
+        report.manifests,
+        report.marked,
+        report.young,
+        r.gc_grace,
+        report.swept.len(),
+        report.bytes()
+    );
     Ok(())
 }
 

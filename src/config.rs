@@ -109,6 +109,10 @@ pub struct Registry {
     pub root: PathBuf,
     pub delete: bool,
     pub secret: Option<String>,
+    /// `[registry.gc] interval`: online collection while serving; None = off.
+    pub gc_interval: Option<Duration>,
+    /// `[registry.gc] grace`: never delete a blob younger than this (default 1h).
+    pub gc_grace: Duration,
 }
 
 /// One configuration problem, displayed as `file: key: problem`.
@@ -285,6 +289,7 @@ impl Validator {
                     root: None,
                     delete: None,
                     secret: None,
+                    gc: None,
                 }))
             }
             (None, None) => {
@@ -597,11 +602,30 @@ impl Validator {
             );
         }
         let root = self.path(r.root.as_deref().unwrap_or("data"));
+        let (gc_interval, gc_grace) = match r.gc {
+            None => (None, Duration::from_secs(3600)),
+            Some(g) => {
+                let interval = g.interval.as_deref().map(|i| {
+                    self.duration("registry.gc.interval", Some(i), Duration::from_secs(86400))
+                });
+                if interval.is_some_and(|i| i.is_zero()) {
+                    self.problem("registry.gc.interval", "must be greater than zero");
+                }
+                let grace = self.duration(
+                    "registry.gc.grace",
+                    g.grace.as_deref(),
+                    Duration::from_secs(3600),
+                );
+                (interval, grace)
+            }
+        };
         Registry {
             storage,
             root,
             delete: r.delete.unwrap_or(true),
             secret: r.secret,
+            gc_interval,
+            gc_grace,
         }
     }
 }

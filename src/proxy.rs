@@ -72,7 +72,11 @@ impl State {
                     path: r.root.display().to_string(),
                     words: crate::io_error_words(&e),
                 })?;
-                Backend::Registry(Registry::new(Fs::new(&r.root), r.delete, secret))
+                let registry = Registry::new(Fs::new(&r.root), r.delete, secret);
+                if let Some(every) = r.gc_interval {
+                    registry.start_gc(every, r.gc_grace);
+                }
+                Backend::Registry(registry)
             }
         };
         Ok(State {

@@ -7,6 +7,7 @@
 // request phase); boxing it would only add an allocation to the error path.
 #![allow(clippy::result_large_err)]
 
+pub mod gc;
 pub mod manifest;
 pub mod names;
 pub mod paths;
@@ -38,6 +39,21 @@ pub struct Registry<S: Storage> {
     delete: bool,
     secret: Vec<u8>,
     uploads: Mutex<HashMap<String, UploadLock>>,
+    /// Online garbage collection; stops when this registry is dropped (reload).
+    gc_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl<S: Storage> Drop for Registry<S> {
+    fn drop(&mut self) {
+        if let Some(t) = self
+            .gc_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            t.abort();
+        }
+    }
 }
 
 /// Which API endpoint a `/v2/...` path names.
@@ -129,6 +145,33 @@ pub fn route_class(path: &str) -> &'static str {
 
 fn err(status: StatusCode, code: &str, message: impl AsRef<str>) -> Resp {
     oci(status, code, message.as_ref())
+}
+
+/// Every repository name under the storage root.
+pub async fn list_repositories<S: Storage>(store: &S) -> std::io::Result<Vec<String>> {
+    let root = paths::repositories();
+    let mut repos = Vec::new();
+    let mut stack = vec![String::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = if rel.is_empty() {
+            root.clone()
+        } else {
+            format!("{root}/{rel}")
+        };
+        for c in store.list(&dir).await? {
+            if c == "_manifests" {
+                repos.push(rel.clone());
+            } else if !c.starts_with('_') && !c.starts_with('.') {
+                stack.push(if rel.is_empty() {
+                    c
+                } else {
+                    format!("{rel}/{c}")
+                });
+            }
+        }
+    }
+    repos.sort();
+    Ok(repos)
 }
 
 /// A digest from the client, or the spec's DIGEST_INVALID answer.
@@ -290,7 +333,39 @@ impl<S: Storage> Registry<S> {
             delete,
             secret,
             uploads: Mutex::new(HashMap::new()),
+            gc_task: Mutex::new(None),
         }
+    }
+
+    /// Collect garbage every `every` while serving, sparing blobs younger than `grace`.
+    pub fn start_gc(&self, every: std::time::Duration, grace: std::time::Duration)
+    where
+        S: Clone,
+    {
+        let store = self.store.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await; // not at start-up: the first run is one interval in
+            loop {
+                tick.tick().await;
+                match gc::collect(&store, grace, false).await {
+                    Ok(r) => tracing::info!(
+                        manifests = r.manifests,
+                        kept = r.marked,
+                        young = r.young,
+                        deleted = r.swept.len(),
+                        bytes = r.bytes(),
+                        "garbage collection done"
+                    ),
+                    Err(e) => {
+                        crate::metrics::get().storage_errors.inc();
+                        tracing::error!(error = %e, "garbage collection failed");
+                    }
+                }
+            }
+        });
+        *self.gc_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
     }
 
     pub fn storage(&self) -> &S {
@@ -1117,31 +1192,10 @@ impl<S: Storage> Registry<S> {
             Ok(p) => p,
             Err(r) => return r,
         };
-        let mut repos = Vec::new();
-        let mut stack = vec![String::new()];
-        let root = paths::repositories();
-        while let Some(rel) = stack.pop() {
-            let dir = if rel.is_empty() {
-                root.clone()
-            } else {
-                format!("{root}/{rel}")
-            };
-            let children = match self.store.list(&dir).await {
-                Ok(c) => c,
-                Err(e) => return storage_error(e),
-            };
-            for c in children {
-                if c == "_manifests" {
-                    repos.push(rel.clone());
-                } else if !c.starts_with('_') && !c.starts_with('.') {
-                    stack.push(if rel.is_empty() {
-                        c
-                    } else {
-                        format!("{rel}/{c}")
-                    });
-                }
-            }
-        }
+        let repos = match list_repositories(&self.store).await {
+            Ok(r) => r,
+            Err(e) => return storage_error(e),
+        };
         let (page, more) = paginate(repos, n, last.as_deref());
         let mut r = json(
             StatusCode::OK,

@@ -946,3 +946,180 @@ async fn concurrent_pushes_of_one_blob_and_one_tag_are_safe() {
         .iter()
         .any(|(m, pd)| *pd == d && *m == cur.body.to_vec()));
 }
+
+fn portcullis_gc(config: &std::path::Path, dry_run: bool) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    cmd.arg("gc").arg("-c").arg(config).env("RUST_LOG", "warn");
+    if dry_run {
+        cmd.arg("--dry-run");
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_deletes_only_what_no_manifest_references() {
+    let mut opts = Options::registry();
+    opts.backend_toml = Some("[registry]\nroot = \"data\"\n[registry.gc]\ngrace = \"0s\"\n".into());
+    let api = Api::with(opts).await;
+    let (keep_m, _) = api.image("gc/app", "keep", "kept").await;
+    let (_, drop_d) = api.image("gc/app", "drop", "dropped").await;
+    let orphan = api.push_blob("gc/app", b"pushed, never referenced").await;
+    let drop_manifest = api
+        .call(
+            "GET",
+            &format!("/v2/gc/app/manifests/{drop_d}"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    let drop_json: serde_json::Value = serde_json::from_slice(&drop_manifest.body).unwrap();
+    let drop_layer = drop_json["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        api.call(
+            "DELETE",
+            &format!("/v2/gc/app/manifests/{drop_d}"),
+            &[],
+            Bytes::new()
+        )
+        .await
+        .status,
+        202
+    );
+
+    let config = api.p.dir.path().join("proxy.toml");
+    let data = api
+        .p
+        .dir
+        .path()
+        .join("data/docker/registry/v2/blobs/sha256");
+    let blob_file = |d: &str| data.join(&d[7..9]).join(&d[7..]).join("data");
+    let dry = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || portcullis_gc(&config, true)
+    })
+    .await
+    .unwrap();
+    assert!(dry.contains(&format!("would delete {orphan}")), "{dry}");
+    assert!(dry.contains(&format!("would delete {drop_layer}")), "{dry}");
+    assert!(dry.contains(&format!("would delete {drop_d}")), "{dry}");
+    assert!(dry.contains("would delete 4 blobs"), "{dry}");
+    assert!(blob_file(&orphan).exists(), "a dry run deletes nothing");
+
+    let real = tokio::task::spawn_blocking(move || portcullis_gc(&config, false))
+        .await
+        .unwrap();
+    assert!(real.contains("deleted 4 blobs"), "{real}");
+    for gone in [&orphan, &drop_layer, &drop_d] {
+        assert!(!blob_file(gone).exists(), "{gone} should be gone");
+    }
+    assert_eq!(
+        api.call(
+            "GET",
+            &format!("/v2/gc/app/blobs/{orphan}"),
+            &[],
+            Bytes::new()
+        )
+        .await
+        .oci_code(),
+        "BLOB_UNKNOWN"
+    );
+    // What the kept tag needs is all there.
+    let kept = api
+        .call("GET", "/v2/gc/app/manifests/keep", &[], Bytes::new())
+        .await;
+    assert_eq!(kept.body.to_vec(), keep_m);
+    let kept_json: serde_json::Value = serde_json::from_slice(&keep_m).unwrap();
+    for d in [
+        &kept_json["config"]["digest"],
+        &kept_json["layers"][0]["digest"],
+    ] {
+        let a = api
+            .call(
+                "GET",
+                &format!("/v2/gc/app/blobs/{}", d.as_str().unwrap()),
+                &[],
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_spares_young_blobs_by_default() {
+    let api = Api::start().await;
+    let orphan = api
+        .push_blob("gc/young", b"an upload whose manifest is still coming")
+        .await;
+    let config = api.p.dir.path().join("proxy.toml");
+    let out = tokio::task::spawn_blocking(move || portcullis_gc(&config, false))
+        .await
+        .unwrap();
+    assert!(
+        out.contains("1 unreferenced but younger than 3600s; deleted 0 blobs"),
+        "{out}"
+    );
+    assert_eq!(
+        api.call(
+            "GET",
+            &format!("/v2/gc/young/blobs/{orphan}"),
+            &[],
+            Bytes::new()
+        )
+        .await
+        .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn online_gc_runs_on_its_interval_while_serving() {
+    let mut opts = Options::registry();
+    opts.backend_toml = Some(
+        "[registry]\nroot = \"data\"\n[registry.gc]\ninterval = \"300ms\"\ngrace = \"1s\"\n".into(),
+    );
+    let api = Api::with(opts).await;
+    // Grace 1 s: the image's blobs are referenced long before they are that old, so
+    // the collector can never catch them between upload and manifest.
+    let (_, kept) = api.image("online/gc", "v1", "k").await;
+    let orphan = api.push_blob("online/gc", b"nobody wants me").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let a = api
+            .call(
+                "GET",
+                &format!("/v2/online/gc/blobs/{orphan}"),
+                &[],
+                Bytes::new(),
+            )
+            .await;
+        if a.status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "online collection never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        api.call(
+            "GET",
+            &format!("/v2/online/gc/manifests/{kept}"),
+            &[],
+            Bytes::new()
+        )
+        .await
+        .status,
+        200
+    );
+}

@@ -107,4 +107,12 @@ pub struct Registry {
     pub root: Option<String>,
     pub delete: Option<bool>,
     pub secret: Option<String>,
+    pub gc: Option<Gc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gc {
+    pub interval: Option<String>,
+    pub grace: Option<String>,
 }
