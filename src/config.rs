@@ -595,7 +595,13 @@ impl Validator {
 
     fn registry(&mut self, r: file::Registry) -> Registry {
         let storage = r.storage.unwrap_or_else(|| "fs".to_string());
-        if storage != "fs" && storage != "s3" {
+        if storage == "s3" {
+            // The storage trait is ready for it; the object-store backend is not built yet.
+            self.problem(
+                "registry.storage",
+                "\"s3\" is not available in this version yet; use \"fs\"",
+            );
+        } else if storage != "fs" {
             self.problem(
                 "registry.storage",
                 format!("{storage:?} is not one of fs, s3"),
@@ -827,6 +833,18 @@ down = true
             .any(|l| l.contains("both [upstream] and [registry]")));
         let none = GOOD.split("[upstream]").next().unwrap();
         assert!(problems(none).iter().any(|l| l.contains("no backend")));
+    }
+
+    #[test]
+    fn s3_storage_is_refused_until_it_exists() {
+        let text =
+            GOOD.split("[upstream]").next().unwrap().to_string() + "[registry]\nstorage = \"s3\"\n";
+        let p = problems(&text);
+        assert!(
+            p.iter()
+                .any(|l| l.contains("registry.storage: \"s3\" is not available")),
+            "{p:?}"
+        );
     }
 
     #[test]
