@@ -113,6 +113,9 @@ pub struct Registry {
     pub gc_interval: Option<Duration>,
     /// `[registry.gc] grace`: never delete a blob younger than this (default 1h).
     pub gc_grace: Duration,
+    /// `[registry.upload_purge]`: (age, interval) of abandoned-upload removal; None = off.
+    /// On by default with distribution's values, 168h and 24h.
+    pub upload_purge: Option<(Duration, Duration)>,
 }
 
 /// One configuration problem, displayed as `file: key: problem`.
@@ -290,6 +293,7 @@ impl Validator {
                     delete: None,
                     secret: None,
                     gc: None,
+                    upload_purge: None,
                 }))
             }
             (None, None) => {
@@ -625,6 +629,24 @@ impl Validator {
                 (interval, grace)
             }
         };
+        let week = Duration::from_secs(168 * 3600);
+        let day = Duration::from_secs(24 * 3600);
+        let upload_purge = match r.upload_purge {
+            None => Some((week, day)),
+            Some(p) if p.enabled == Some(false) => None,
+            Some(p) => {
+                let age = self.duration("registry.upload_purge.age", p.age.as_deref(), week);
+                let interval =
+                    self.duration("registry.upload_purge.interval", p.interval.as_deref(), day);
+                if interval.is_zero() {
+                    self.problem(
+                        "registry.upload_purge.interval",
+                        "must be greater than zero",
+                    );
+                }
+                Some((age, interval))
+            }
+        };
         Registry {
             storage,
             root,
@@ -632,6 +654,7 @@ impl Validator {
             secret: r.secret,
             gc_interval,
             gc_grace,
+            upload_purge,
         }
     }
 }

@@ -73,9 +73,10 @@ impl State {
                     words: crate::io_error_words(&e),
                 })?;
                 let registry = Registry::new(Fs::new(&r.root), r.delete, secret);
-                if let Some(every) = r.gc_interval {
-                    registry.start_gc(every, r.gc_grace);
-                }
+                registry.start_maintenance(
+                    r.gc_interval.map(|every| (every, r.gc_grace)),
+                    r.upload_purge,
+                );
                 Backend::Registry(registry)
             }
         };

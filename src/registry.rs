@@ -337,30 +337,62 @@ impl<S: Storage> Registry<S> {
         }
     }
 
-    /// Collect garbage every `every` while serving, sparing blobs younger than `grace`.
-    pub fn start_gc(&self, every: std::time::Duration, grace: std::time::Duration)
-    where
+    /// Background upkeep while serving: garbage collection every `gc.0` sparing blobs
+    /// younger than `gc.1`, and removal of uploads abandoned for `purge.0`, checked
+    /// every `purge.1`. Stops when this registry is dropped (a reload builds a new one).
+    pub fn start_maintenance(
+        &self,
+        gc: Option<(std::time::Duration, std::time::Duration)>,
+        purge: Option<(std::time::Duration, std::time::Duration)>,
+    ) where
         S: Clone,
     {
+        if gc.is_none() && purge.is_none() {
+            return;
+        }
         let store = self.store.clone();
         let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await; // not at start-up: the first run is one interval in
+            let start = tokio::time::Instant::now();
+            let mut next_gc = gc.map(|(every, _)| start + every);
+            let mut next_purge = purge.map(|(_, every)| start + every);
             loop {
-                tick.tick().await;
-                match gc::collect(&store, grace, false).await {
-                    Ok(r) => tracing::info!(
-                        manifests = r.manifests,
-                        kept = r.marked,
-                        young = r.young,
-                        deleted = r.swept.len(),
-                        bytes = r.bytes(),
-                        "garbage collection done"
-                    ),
-                    Err(e) => {
-                        crate::metrics::get().storage_errors.inc();
-                        tracing::error!(error = %e, "garbage collection failed");
+                let Some(wake) = [next_gc, next_purge].into_iter().flatten().min() else {
+                    return;
+                };
+                tokio::time::sleep_until(wake).await;
+                let now = tokio::time::Instant::now();
+                if let (Some(at), Some((every, grace))) = (next_gc, gc) {
+                    if at <= now {
+                        next_gc = Some(now + every);
+                        match gc::collect(&store, grace, false).await {
+                            Ok(r) => tracing::info!(
+                                manifests = r.manifests,
+                                kept = r.marked,
+                                young = r.young,
+                                deleted = r.swept.len(),
+                                bytes = r.bytes(),
+                                "garbage collection done"
+                            ),
+                            Err(e) => {
+                                crate::metrics::get().storage_errors.inc();
+                                tracing::error!(error = %e, "garbage collection failed");
+                            }
+                        }
+                    }
+                }
+                if let (Some(at), Some((age, every))) = (next_purge, purge) {
+                    if at <= now {
+                        next_purge = Some(now + every);
+                        match gc::purge_uploads(&store, age, false).await {
+                            Ok(p) if !p.is_empty() => {
+                                tracing::info!(count = p.len(), "purged abandoned uploads")
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                crate::metrics::get().storage_errors.inc();
+                                tracing::error!(error = %e, "upload purge failed");
+                            }
+                        }
                     }
                 }
             }

@@ -1123,3 +1123,51 @@ async fn online_gc_runs_on_its_interval_while_serving() {
         200
     );
 }
+
+#[tokio::test]
+async fn abandoned_uploads_are_purged_after_their_age() {
+    let mut opts = Options::registry();
+    opts.backend_toml = Some(
+        "[registry]\nroot = \"data\"\n[registry.upload_purge]\nage = \"1s\"\ninterval = \"300ms\"\n".into(),
+    );
+    let api = Api::with(opts).await;
+    let s = api
+        .call("POST", "/v2/purge/me/blobs/uploads/", &[], Bytes::new())
+        .await;
+    let loc = s.header("location").to_string();
+    assert_eq!(
+        api.call("PATCH", &loc, &[("content-range", "0-2")], b"abc".to_vec())
+            .await
+            .status,
+        202
+    );
+    let dir = api
+        .p
+        .dir
+        .path()
+        .join("data/docker/registry/v2/repositories/purge/me/_uploads");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if api.call("GET", &loc, &[], Bytes::new()).await.status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned upload was never purged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    // A fresh upload is younger than the age and survives the next rounds.
+    let fresh = api
+        .call("POST", "/v2/purge/me/blobs/uploads/", &[], Bytes::new())
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(
+        api.call("GET", fresh.header("location"), &[], Bytes::new())
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+}

@@ -108,6 +108,15 @@ pub struct Registry {
     pub delete: Option<bool>,
     pub secret: Option<String>,
     pub gc: Option<Gc>,
+    pub upload_purge: Option<UploadPurge>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadPurge {
+    pub enabled: Option<bool>,
+    pub age: Option<String>,
+    pub interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -120,3 +120,66 @@ pub async fn collect<S: Storage>(store: &S, grace: Duration, dry_run: bool) -> i
     report.swept = doomed;
     Ok(report)
 }
+
+/// Upload sessions abandoned for longer than `age` (distribution's "upload purging":
+/// by default a week): their `_uploads/<id>` folders are removed. Returns the
+/// `repository/id` of each one purged (or that would be, on a dry run).
+pub async fn purge_uploads<S: Storage>(
+    store: &S,
+    age: Duration,
+    dry_run: bool,
+) -> io::Result<Vec<String>> {
+    let root = paths::repositories();
+    let now = SystemTime::now();
+    let mut purged = Vec::new();
+    // Walk every repository folder, including those whose first push is still in
+    // progress (they have `_uploads` but no `_manifests` yet).
+    let mut stack = vec![String::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = if rel.is_empty() {
+            root.clone()
+        } else {
+            format!("{root}/{rel}")
+        };
+        for c in store.list(&dir).await? {
+            if c == "_uploads" {
+                for id in store.list(&format!("{dir}/_uploads")).await? {
+                    let started = paths::upload_started_at(&rel, &id);
+                    let started_at = match store.read(&started).await? {
+                        Some(b) => time::OffsetDateTime::parse(
+                            String::from_utf8_lossy(&b).trim(),
+                            &time::format_description::well_known::Rfc3339,
+                        )
+                        .ok()
+                        .map(SystemTime::from),
+                        None => None,
+                    };
+                    // No readable start time: fall back to the folder's own age.
+                    let started_at = match started_at {
+                        Some(t) => Some(t),
+                        None => store
+                            .stat(&paths::upload_data(&rel, &id))
+                            .await?
+                            .and_then(|m| m.modified),
+                    };
+                    let old = started_at
+                        .and_then(|t| now.duration_since(t).ok())
+                        .is_some_and(|a| a > age);
+                    if old {
+                        if !dry_run {
+                            store.delete(&paths::upload_dir(&rel, &id)).await?;
+                        }
+                        purged.push(format!("{rel}/{id}"));
+                    }
+                }
+            } else if !c.starts_with('_') && !c.starts_with('.') {
+                stack.push(if rel.is_empty() {
+                    c
+                } else {
+                    format!("{rel}/{c}")
+                });
+            }
+        }
+    }
+    Ok(purged)
+}
