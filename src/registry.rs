@@ -147,8 +147,16 @@ fn err(status: StatusCode, code: &str, message: impl AsRef<str>) -> Resp {
     oci(status, code, message.as_ref())
 }
 
-/// Every repository name under the storage root.
+/// Every repository name under the storage root (a folder holding `_manifests`).
 pub async fn list_repositories<S: Storage>(store: &S) -> std::io::Result<Vec<String>> {
+    repositories_with(store, "_manifests").await
+}
+
+/// Every repository folder that holds `marker` (`_manifests`, `_uploads`, ...).
+pub async fn repositories_with<S: Storage>(
+    store: &S,
+    marker: &str,
+) -> std::io::Result<Vec<String>> {
     let root = paths::repositories();
     let mut repos = Vec::new();
     let mut stack = vec![String::new()];
@@ -159,7 +167,7 @@ pub async fn list_repositories<S: Storage>(store: &S) -> std::io::Result<Vec<Str
             format!("{root}/{rel}")
         };
         for c in store.list(&dir).await? {
-            if c == "_manifests" {
+            if c == marker {
                 repos.push(rel.clone());
             } else if !c.starts_with('_') && !c.starts_with('.') {
                 stack.push(if rel.is_empty() {

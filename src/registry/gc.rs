@@ -129,55 +129,38 @@ pub async fn purge_uploads<S: Storage>(
     age: Duration,
     dry_run: bool,
 ) -> io::Result<Vec<String>> {
-    let root = paths::repositories();
     let now = SystemTime::now();
     let mut purged = Vec::new();
-    // Walk every repository folder, including those whose first push is still in
-    // progress (they have `_uploads` but no `_manifests` yet).
-    let mut stack = vec![String::new()];
-    while let Some(rel) = stack.pop() {
-        let dir = if rel.is_empty() {
-            root.clone()
-        } else {
-            format!("{root}/{rel}")
-        };
-        for c in store.list(&dir).await? {
-            if c == "_uploads" {
-                for id in store.list(&format!("{dir}/_uploads")).await? {
-                    let started = paths::upload_started_at(&rel, &id);
-                    let started_at = match store.read(&started).await? {
-                        Some(b) => time::OffsetDateTime::parse(
-                            String::from_utf8_lossy(&b).trim(),
-                            &time::format_description::well_known::Rfc3339,
-                        )
-                        .ok()
-                        .map(SystemTime::from),
-                        None => None,
-                    };
-                    // No readable start time: fall back to the folder's own age.
-                    let started_at = match started_at {
-                        Some(t) => Some(t),
-                        None => store
-                            .stat(&paths::upload_data(&rel, &id))
-                            .await?
-                            .and_then(|m| m.modified),
-                    };
-                    let old = started_at
-                        .and_then(|t| now.duration_since(t).ok())
-                        .is_some_and(|a| a > age);
-                    if old {
-                        if !dry_run {
-                            store.delete(&paths::upload_dir(&rel, &id)).await?;
-                        }
-                        purged.push(format!("{rel}/{id}"));
-                    }
+    // Every repository folder with uploads, including those whose first push is still
+    // in progress (they have `_uploads` but no `_manifests` yet).
+    for repo in super::repositories_with(store, "_uploads").await? {
+        let dir = format!("{}/{repo}/_uploads", paths::repositories());
+        for id in store.list(&dir).await? {
+            let started = match store.read(&paths::upload_started_at(&repo, &id)).await? {
+                Some(b) => time::OffsetDateTime::parse(
+                    String::from_utf8_lossy(&b).trim(),
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .ok()
+                .map(SystemTime::from),
+                None => None,
+            };
+            // No readable start time: fall back to the data's own age.
+            let started = match started {
+                Some(t) => Some(t),
+                None => store
+                    .stat(&paths::upload_data(&repo, &id))
+                    .await?
+                    .and_then(|m| m.modified),
+            };
+            let old = started
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|a| a > age);
+            if old {
+                if !dry_run {
+                    store.delete(&paths::upload_dir(&repo, &id)).await?;
                 }
-            } else if !c.starts_with('_') && !c.starts_with('.') {
-                stack.push(if rel.is_empty() {
-                    c
-                } else {
-                    format!("{rel}/{c}")
-                });
+                purged.push(format!("{repo}/{id}"));
             }
         }
     }
