@@ -210,6 +210,12 @@ impl Authenticator {
     }
 }
 
+/// Write an htpasswd file: it holds password hashes, so 0600 when created, and it is
+/// replaced atomically so a running server never reads half of it.
+pub fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
+    crate::files::write_atomic(path, text.as_bytes(), 0o600)
+}
+
 fn read(path: &Path) -> Result<(Htpasswd, Stamp), AuthError> {
     let err = |e: std::io::Error| AuthError {
         path: path.to_path_buf(),

@@ -5,7 +5,6 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
 };
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// What was written, for the log and the terminal.
@@ -87,16 +86,6 @@ pub fn generate(layout: &Layout, hosts: &[String], force: bool) -> Result<Genera
             if p.exists() {
                 return Err(CertsError::Exists { path: p.clone() });
             }
-        }
-    }
-    for p in [
-        &layout.ca_cert,
-        &layout.ca_key,
-        &layout.server_cert,
-        &layout.server_key,
-    ] {
-        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io(dir))?;
         }
     }
     let rc = |e: rcgen::Error| CertsError::Rcgen(e.to_string());
@@ -183,34 +172,7 @@ fn validity(days: i64) -> (time::OffsetDateTime, time::OffsetDateTime) {
     )
 }
 
-/// Write a file so that it is either absent or complete: temporary name, fsync,
-/// rename. Keys are created with mode 0600 before any byte is written.
-pub fn write_atomic(path: &Path, data: &[u8], secret: bool) -> Result<(), CertsError> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(if secret { 0o600 } else { 0o644 });
-    }
-    let result = (|| {
-        let mut f = opts.open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(path)(e));
-    }
-    Ok(())
+/// Keys 0600 before any byte is written, certificates 0644; atomically.
+fn write_atomic(path: &Path, data: &[u8], secret: bool) -> Result<(), CertsError> {
+    crate::files::write_atomic(path, data, if secret { 0o600 } else { 0o644 }).map_err(io(path))
 }

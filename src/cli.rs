@@ -465,20 +465,14 @@ fn passwd(action: Passwd) -> Result<(), Failure> {
     }
 }
 
-/// htpasswd files hold password hashes: 0600 when we create them, and replaced
-/// atomically so a running server never reads half a file.
 fn write_htpasswd(path: &Path, text: &str) -> Result<(), Failure> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Failure(format!(
-                "{}: cannot create: {}",
-                dir.display(),
-                crate::io_error_words(&e)
-            ))
-        })?;
-    }
-    crate::certs::write_atomic(path, text.as_bytes(), true)?;
-    Ok(())
+    crate::auth::write_file(path, text).map_err(|e| {
+        Failure(format!(
+            "{}: cannot write: {}",
+            path.display(),
+            crate::io_error_words(&e)
+        ))
+    })
 }
 
 fn gc(path: &Path, dry_run: bool) -> Result<(), Failure> {

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clients;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
@@ -113,12 +114,8 @@ pub fn ensure_htpasswd(config: &Config) -> Result<Option<String>, String> {
         .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
         .collect();
     let hash = auth::htpasswd::hash_bcrypt(&password, 10)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("{}: cannot create: {}", dir.display(), io_error_words(&e)))?;
-    }
-    certs::write_atomic(path, format!("admin:{hash}\n").as_bytes(), true)
-        .map_err(|e| e.to_string())?;
+    auth::write_file(path, &format!("admin:{hash}\n"))
+        .map_err(|e| format!("{}: cannot write: {}", path.display(), io_error_words(&e)))?;
     Ok(Some(password))
 }
 

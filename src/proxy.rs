@@ -108,8 +108,7 @@ fn registry_secret(r: &crate::config::Registry) -> std::io::Result<Vec<u8>> {
     let mut key = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut key);
     let text = hex::encode(key);
-    crate::certs::write_atomic(&path, text.as_bytes(), true)
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    crate::files::write_atomic(&path, text.as_bytes(), 0o600)?;
     // Another instance may have won the race to create it: use what is on disk.
     std::fs::read(&path)
 }

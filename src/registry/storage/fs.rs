@@ -49,27 +49,6 @@ async fn sync_dir(dir: &Path) {
     }
 }
 
-/// Write to a temporary name in the same folder, fsync, rename over `path`.
-async fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    tokio::fs::create_dir_all(dir).await?;
-    let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
-    let result = async {
-        let mut f = tokio::fs::File::create(&tmp).await?;
-        f.write_all(data).await?;
-        f.sync_all().await?;
-        drop(f);
-        tokio::fs::rename(&tmp, path).await
-    }
-    .await;
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
-    result?;
-    sync_dir(dir).await;
-    Ok(())
-}
-
 /// Appends go to the file in pieces of this size: each file write is a hop to a
 /// blocking thread, and a pushed layer arrives in 16 KiB HTTP/2 frames. Batching turns
 /// ~16 hops per 256 KiB into one; the buffer is the only memory an upload holds.
@@ -117,7 +96,11 @@ impl Storage for Fs {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> io::Result<()> {
-        write_atomic(&self.path(key), &data).await
+        // One hop to a blocking thread for the whole write, not one per file call.
+        let path = self.path(key);
+        tokio::task::spawn_blocking(move || crate::files::write_atomic(&path, &data, 0o644))
+            .await
+            .map_err(io::Error::other)?
     }
 
     async fn stat(&self, key: &str) -> io::Result<Option<Meta>> {
