@@ -31,7 +31,8 @@ pub struct Entry {
     pub retries: Vec<String>,
 }
 
-fn rfc3339(t: SystemTime) -> String {
+/// RFC 3339 UTC time, as in the log and in distribution's `startedat` files.
+pub fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()

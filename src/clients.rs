@@ -24,6 +24,15 @@ pub fn route(path: &str) -> Route {
     }
 }
 
+/// The host the client addressed, port included: `Host` (nginx's `$http_host`), or
+/// `:authority` for HTTP/2. It goes upstream unchanged and into absolute `Location`s.
+pub fn host<'a>(headers: &'a http::HeaderMap, uri: &'a http::Uri) -> Option<&'a str> {
+    headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+}
+
 /// The recipe's rule, `if ($http_user_agent ~ "^(docker\/1\.(3|4|5(?!\.[0-9]-dev))|Go ).*$")
 /// { return 404; }`, without the look-ahead Rust's `regex` lacks.
 ///

@@ -286,12 +286,7 @@ pub fn client_rule<B>(config: &Config, req: &Request<B>) -> Option<Response<Body
 /// nginx's answer to `/v2` for a `location /v2/` with proxy_pass: 301 to the same
 /// URI with the slash, absolute, built from the client's Host.
 pub fn redirect_to_v2<B>(req: &Request<B>) -> Response<Body> {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let host = clients::host(req.headers(), req.uri());
     let query = req
         .uri()
         .query()

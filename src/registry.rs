@@ -263,11 +263,7 @@ fn query(req: &Parts) -> HashMap<String, String> {
 /// `https://host[:port]` as the client addressed us, for absolute Location URLs
 /// (what distribution builds from Host + X-Forwarded-Proto behind the recipe's nginx).
 fn base_url(headers: &HeaderMap, uri: &http::Uri) -> String {
-    headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| uri.authority().map(|a| a.to_string()))
+    crate::clients::host(headers, uri)
         .map(|h| format!("https://{h}"))
         .unwrap_or_default()
 }
@@ -641,7 +637,7 @@ impl<S: Storage> Registry<S> {
             None => None,
         };
         let id = uuid::Uuid::new_v4().to_string();
-        let started = httpdate_rfc3339();
+        let started = crate::access::rfc3339(std::time::SystemTime::now());
         if let Err(e) = self
             .store
             .put(&paths::upload_started_at(name, &id), Bytes::from(started))
@@ -672,9 +668,9 @@ impl<S: Storage> Registry<S> {
                 format!("upload {id} unknown"),
             )
         };
-        let token_ok = q
-            .get("_state")
-            .is_some_and(|t| constant_time_eq(t.as_bytes(), self.state_token(name, id).as_bytes()));
+        let token_ok = q.get("_state").is_some_and(|t| {
+            crate::auth::htpasswd::ct_eq(t.as_bytes(), self.state_token(name, id).as_bytes())
+        });
         if !token_ok || uuid::Uuid::parse_str(id).is_err() {
             return unknown();
         }
@@ -1343,22 +1339,11 @@ async fn read_limited(mut body: Body, limit: usize) -> Result<Bytes, Resp> {
     Ok(Bytes::from(buf))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// HMAC takes keys of any length, so `new_from_slice` cannot fail; were it ever to,
 /// a fixed all-zero key keeps the type total (tokens would then not verify across
 /// instances, which fails safe).
 fn unreachable_hmac() -> hmac::Hmac<sha2::Sha256> {
     <hmac::Hmac<sha2::Sha256> as hmac::digest::KeyInit>::new(&Default::default())
-}
-
-/// Current UTC time as RFC 3339, what distribution writes into `startedat`.
-fn httpdate_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -609,8 +609,8 @@ fn encode_crypt64(mut v: u32, out: &mut [u8]) {
 }
 
 /// Equality whose running time depends only on the lengths, which are fixed
-/// per scheme and therefore public.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+/// per scheme and therefore public. (The registry compares upload tokens with it too.)
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -227,12 +227,10 @@ fn upstream_headers(parts: &Parts, client: SocketAddr) -> HeaderMap {
     // `proxy_set_header Host $http_host`: the client's Host, port included, so the
     // registry builds absolute Location URLs that point back at us. HTTP/2 clients
     // send it as :authority.
-    if !h.contains_key(header::HOST) {
-        if let Some(a) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                h.insert(header::HOST, v);
-            }
-        }
+    if let Some(v) = crate::clients::host(&parts.headers, &parts.uri)
+        .and_then(|host| HeaderValue::from_str(host).ok())
+    {
+        h.insert(header::HOST, v);
     }
     let ip = client.ip().to_canonical().to_string();
     // `$proxy_add_x_forwarded_for`: the incoming list (all headers joined) + our peer.
