@@ -128,9 +128,11 @@ pub fn repository_of(path: &str) -> Option<&str> {
 /// The route class of a path, for metrics: blob, manifest, upload, tags, catalog,
 /// ping or other.
 pub fn route_class(path: &str) -> &'static str {
-    match path {
-        "/_ping" | "/v1/_ping" | "/v2" | "/v2/" => return "ping",
-        _ => {}
+    use crate::clients::Route;
+    match crate::clients::route(path) {
+        Route::Ping | Route::V2NoSlash => return "ping",
+        Route::Other => return "other",
+        Route::V2 => {}
     }
     match path.strip_prefix("/v2/").and_then(route) {
         Some(Endpoint::Blob(..)) => "blob",
@@ -145,6 +147,19 @@ pub fn route_class(path: &str) -> &'static str {
 
 fn err(status: StatusCode, code: &str, message: impl AsRef<str>) -> Resp {
     oci(status, code, message.as_ref())
+}
+
+/// The digests of a folder of `<alg>/<hex>` entries (manifest revisions, layer links).
+pub async fn digests_under<S: Storage>(store: &S, dir: &str) -> std::io::Result<Vec<Digest>> {
+    let mut out = Vec::new();
+    for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+        for hex in store.list(&format!("{dir}/{}", alg.name())).await? {
+            if let Ok(d) = Digest::parse(&format!("{}:{hex}", alg.name())) {
+                out.push(d);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Every repository name under the storage root (a folder holding `_manifests`).
@@ -185,6 +200,11 @@ pub async fn repositories_with<S: Storage>(
 /// A digest from the client, or the spec's DIGEST_INVALID answer.
 fn parse_digest(s: &str) -> Result<Digest, Resp> {
     Digest::parse(s).map_err(|e| err(StatusCode::BAD_REQUEST, "DIGEST_INVALID", e.0))
+}
+
+/// 404 with a spec code (BLOB_UNKNOWN, MANIFEST_UNKNOWN, ...).
+fn unknown(code: &str, what: String) -> Resp {
+    err(StatusCode::NOT_FOUND, code, what)
 }
 
 fn not_found() -> Resp {
@@ -497,8 +517,7 @@ impl<S: Storage> Registry<S> {
         let size = match self.blob_in_repo(name, &d).await {
             Ok(Some(s)) => s,
             Ok(None) => {
-                return err(
-                    StatusCode::NOT_FOUND,
+                return unknown(
                     "BLOB_UNKNOWN",
                     format!("blob {d} unknown to repository {name}"),
                 )
@@ -534,13 +553,7 @@ impl<S: Storage> Registry<S> {
         }
         let stream = match self.store.get(&paths::blob_data(&d), range).await {
             Ok(Some(s)) => s,
-            Ok(None) => {
-                return err(
-                    StatusCode::NOT_FOUND,
-                    "BLOB_UNKNOWN",
-                    format!("blob {d} unknown"),
-                )
-            }
+            Ok(None) => return unknown("BLOB_UNKNOWN", format!("blob {d} unknown")),
             Err(e) => return storage_error(e),
         };
         let body = http_body_util::StreamBody::new(
@@ -563,8 +576,7 @@ impl<S: Storage> Registry<S> {
         match self.read_link(&link).await {
             Ok(Some(l)) if l == d => {}
             Ok(_) => {
-                return err(
-                    StatusCode::NOT_FOUND,
+                return unknown(
                     "BLOB_UNKNOWN",
                     format!("blob {d} unknown to repository {name}"),
                 )
@@ -596,6 +608,44 @@ impl<S: Storage> Registry<S> {
             "{base}/v2/{name}/blobs/uploads/{id}?_state={}",
             self.state_token(name, id)
         )
+    }
+
+    /// An answer about an upload's progress: where to continue, and what is stored
+    /// (`Range: 0-<size-1>`; distribution says `0-0` for an empty upload).
+    fn upload_progress(
+        &self,
+        status: StatusCode,
+        base: &str,
+        name: &str,
+        id: &str,
+        size: u64,
+    ) -> Resp {
+        empty(
+            status,
+            &[
+                ("location", self.upload_location(base, name, id)),
+                ("range", format!("0-{}", size.saturating_sub(1))),
+                ("docker-upload-uuid", id.to_string()),
+            ],
+        )
+    }
+
+    /// Bytes stored so far in an upload (its offset).
+    async fn upload_size(&self, key: &str) -> std::io::Result<u64> {
+        Ok(self.store.stat(key).await?.map_or(0, |m| m.size))
+    }
+
+    /// Hash the first `size` stored bytes of `key`.
+    async fn hash_stored(&self, key: &str, size: u64, alg: Algorithm) -> std::io::Result<Hasher> {
+        let mut h = Hasher::new(alg);
+        if size > 0 {
+            if let Some(mut s) = self.store.get(key, Some((0, size))).await? {
+                while let Some(chunk) = s.next().await {
+                    h.update(&chunk?);
+                }
+            }
+        }
+        Ok(h)
     }
 
     fn lock_for(&self, id: &str) -> UploadLock {
@@ -649,14 +699,7 @@ impl<S: Storage> Registry<S> {
             // Monolithic upload: the whole blob in this POST.
             return self.finish_upload(name, &id, d, body, &base).await;
         }
-        empty(
-            StatusCode::ACCEPTED,
-            &[
-                ("location", self.upload_location(&base, name, &id)),
-                ("range", "0-0".to_string()),
-                ("docker-upload-uuid", id.clone()),
-            ],
-        )
+        self.upload_progress(StatusCode::ACCEPTED, &base, name, &id, 0)
     }
 
     async fn upload(&self, name: &str, id: &str, method: Method, req: &Parts, body: Body) -> Resp {
@@ -682,18 +725,10 @@ impl<S: Storage> Registry<S> {
         let base = base_url(&req.headers, &req.uri);
         match method {
             Method::GET | Method::HEAD => {
-                let size = match self.store.stat(&paths::upload_data(name, id)).await {
-                    Ok(m) => m.map_or(0, |m| m.size),
-                    Err(e) => return storage_error(e),
-                };
-                empty(
-                    StatusCode::NO_CONTENT,
-                    &[
-                        ("location", self.upload_location(&base, name, id)),
-                        ("range", format!("0-{}", size.saturating_sub(1))),
-                        ("docker-upload-uuid", id.to_string()),
-                    ],
-                )
+                match self.upload_size(&paths::upload_data(name, id)).await {
+                    Ok(size) => self.upload_progress(StatusCode::NO_CONTENT, &base, name, id, size),
+                    Err(e) => storage_error(e),
+                }
             }
             Method::DELETE => {
                 let lock = self.lock_for(id);
@@ -740,15 +775,7 @@ impl<S: Storage> Registry<S> {
                 return Ok(h);
             }
         }
-        let mut h = Hasher::new(Algorithm::Sha256);
-        if size > 0 {
-            if let Some(mut s) = self.store.get(key, Some((0, size))).await? {
-                while let Some(chunk) = s.next().await {
-                    h.update(&chunk?);
-                }
-            }
-        }
-        Ok(h)
+        self.hash_stored(key, size, Algorithm::Sha256).await
     }
 
     /// Append a request body to an upload, hashing as it streams.
@@ -830,8 +857,8 @@ impl<S: Storage> Registry<S> {
         let key = paths::upload_data(name, id);
         let lock = self.lock_for(id);
         let mut slot = lock.lock().await;
-        let size = match self.store.stat(&key).await {
-            Ok(m) => m.map_or(0, |m| m.size),
+        let size = match self.upload_size(&key).await {
+            Ok(s) => s,
             Err(e) => return storage_error(e),
         };
         let range_header = req
@@ -856,13 +883,12 @@ impl<S: Storage> Registry<S> {
             };
             // Chunks must arrive in order, each exactly once (spec: 416 otherwise).
             if start != size {
-                return empty(
+                return self.upload_progress(
                     StatusCode::RANGE_NOT_SATISFIABLE,
-                    &[
-                        ("location", self.upload_location(base, name, id)),
-                        ("range", format!("0-{}", size.saturating_sub(1))),
-                        ("docker-upload-uuid", id.to_string()),
-                    ],
+                    base,
+                    name,
+                    id,
+                    size,
                 );
             }
             let len = end - start + 1;
@@ -882,14 +908,7 @@ impl<S: Storage> Registry<S> {
             limit = Some(len);
         }
         match self.append_body(&key, body, &mut slot, size, limit).await {
-            Ok(new_size) => empty(
-                StatusCode::ACCEPTED,
-                &[
-                    ("location", self.upload_location(base, name, id)),
-                    ("range", format!("0-{}", new_size.saturating_sub(1))),
-                    ("docker-upload-uuid", id.to_string()),
-                ],
-            ),
+            Ok(new_size) => self.upload_progress(StatusCode::ACCEPTED, base, name, id, new_size),
             Err(r) => r,
         }
     }
@@ -900,8 +919,8 @@ impl<S: Storage> Registry<S> {
         let key = paths::upload_data(name, id);
         let lock = self.lock_for(id);
         let mut slot = lock.lock().await;
-        let size = match self.store.stat(&key).await {
-            Ok(m) => m.map_or(0, |m| m.size),
+        let size = match self.upload_size(&key).await {
+            Ok(s) => s,
             Err(e) => return storage_error(e),
         };
         let size = match self.append_body(&key, body, &mut slot, size, None).await {
@@ -910,23 +929,11 @@ impl<S: Storage> Registry<S> {
         };
         let actual = match (d.algorithm, slot.take()) {
             (Algorithm::Sha256, Some((off, h))) if off == size => h.finish(),
-            _ => {
-                // sha512 (or a hash we lost): one more pass over the stored bytes.
-                let mut h = Hasher::new(d.algorithm);
-                match self.store.get(&key, Some((0, size))).await {
-                    Ok(Some(mut s)) => {
-                        while let Some(c) = s.next().await {
-                            match c {
-                                Ok(c) => h.update(&c),
-                                Err(e) => return storage_error(e),
-                            }
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => return storage_error(e),
-                }
-                h.finish()
-            }
+            // sha512 (or a hash we lost): one more pass over the stored bytes.
+            _ => match self.hash_stored(&key, size, d.algorithm).await {
+                Ok(h) => h.finish(),
+                Err(e) => return storage_error(e),
+            },
         };
         self.forget(id);
         if actual != d {
@@ -969,8 +976,7 @@ impl<S: Storage> Registry<S> {
     /// Resolve a tag or digest reference to a digest stored in the repository.
     async fn resolve(&self, name: &str, reference: &str) -> Result<Digest, Resp> {
         let unknown = || {
-            err(
-                StatusCode::NOT_FOUND,
+            unknown(
                 "MANIFEST_UNKNOWN",
                 format!("manifest {reference} unknown to repository {name}"),
             )
@@ -1008,13 +1014,7 @@ impl<S: Storage> Registry<S> {
         };
         let bytes = match self.store.read(&paths::blob_data(&d)).await {
             Ok(Some(b)) => b,
-            Ok(None) => {
-                return err(
-                    StatusCode::NOT_FOUND,
-                    "MANIFEST_UNKNOWN",
-                    format!("manifest {d} data missing"),
-                )
-            }
+            Ok(None) => return unknown("MANIFEST_UNKNOWN", format!("manifest {d} data missing")),
             Err(e) => return storage_error(e),
         };
         let media_type = manifest::parse(None, &bytes)
@@ -1156,11 +1156,7 @@ impl<S: Storage> Registry<S> {
                     Ok(()) => empty(StatusCode::ACCEPTED, &[]),
                     Err(e) => storage_error(e),
                 },
-                Ok(None) => err(
-                    StatusCode::NOT_FOUND,
-                    "MANIFEST_UNKNOWN",
-                    format!("tag {reference} unknown"),
-                ),
+                Ok(None) => unknown("MANIFEST_UNKNOWN", format!("tag {reference} unknown")),
                 Err(e) => storage_error(e),
             };
         }
@@ -1252,45 +1248,36 @@ impl<S: Storage> Registry<S> {
             Err(r) => return r,
         };
         let filter = query(req).get("artifactType").cloned();
+        let revisions = match digests_under(&self.store, &paths::revisions_dir(name)).await {
+            Ok(r) => r,
+            Err(e) => return storage_error(e),
+        };
         let mut manifests = Vec::new();
-        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-            let hexes = match self
-                .store
-                .list(&paths::revisions_dir(name, alg.name()))
-                .await
-            {
-                Ok(h) => h,
-                Err(e) => return storage_error(e),
+        for rd in revisions {
+            let Ok(Some(bytes)) = self.store.read(&paths::blob_data(&rd)).await else {
+                continue;
             };
-            for hex in hexes {
-                let Ok(rd) = Digest::parse(&format!("{}:{hex}", alg.name())) else {
-                    continue;
-                };
-                let Ok(Some(bytes)) = self.store.read(&paths::blob_data(&rd)).await else {
-                    continue;
-                };
-                let Ok(m) = manifest::parse(None, &bytes) else {
-                    continue;
-                };
-                if m.subject.as_ref() != Some(&d) {
-                    continue;
-                }
-                if filter.is_some() && m.artifact_type != filter {
-                    continue;
-                }
-                let mut desc = serde_json::json!({
-                    "mediaType": m.media_type,
-                    "digest": rd.to_string(),
-                    "size": bytes.len(),
-                });
-                if let Some(t) = &m.artifact_type {
-                    desc["artifactType"] = serde_json::json!(t);
-                }
-                if let Some(a) = &m.annotations {
-                    desc["annotations"] = serde_json::Value::Object(a.clone());
-                }
-                manifests.push(desc);
+            let Ok(m) = manifest::parse(None, &bytes) else {
+                continue;
+            };
+            if m.subject.as_ref() != Some(&d) {
+                continue;
             }
+            if filter.is_some() && m.artifact_type != filter {
+                continue;
+            }
+            let mut desc = serde_json::json!({
+                "mediaType": m.media_type,
+                "digest": rd.to_string(),
+                "size": bytes.len(),
+            });
+            if let Some(t) = &m.artifact_type {
+                desc["artifactType"] = serde_json::json!(t);
+            }
+            if let Some(a) = &m.annotations {
+                desc["annotations"] = serde_json::Value::Object(a.clone());
+            }
+            manifests.push(desc);
         }
         manifests.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
         let mut r = json(

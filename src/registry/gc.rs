@@ -31,19 +31,6 @@ impl Report {
     }
 }
 
-/// The digests of a folder of `<alg>/<hex>` entries (revisions, layer links).
-async fn digests_under<S: Storage>(store: &S, dir: &str) -> io::Result<Vec<Digest>> {
-    let mut out = Vec::new();
-    for alg in ["sha256", "sha512"] {
-        for hex in store.list(&format!("{dir}/{alg}")).await? {
-            if let Ok(d) = Digest::parse(&format!("{alg}:{hex}")) {
-                out.push(d);
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Mark and sweep. With `dry_run` nothing is deleted and the report says what would be.
 pub async fn collect<S: Storage>(store: &S, grace: Duration, dry_run: bool) -> io::Result<Report> {
     let mut report = Report::default();
@@ -51,11 +38,7 @@ pub async fn collect<S: Storage>(store: &S, grace: Duration, dry_run: bool) -> i
     let repos = super::list_repositories(store).await?;
     report.repositories = repos.len();
     for repo in &repos {
-        let revisions = digests_under(
-            store,
-            &format!("{}/{repo}/_manifests/revisions", paths::repositories()),
-        )
-        .await?;
+        let revisions = super::digests_under(store, &paths::revisions_dir(repo)).await?;
         for d in revisions {
             // Every stored revision is kept, tagged or not, as distribution does by
             // default: a digest someone pulls by must keep working.
@@ -107,8 +90,8 @@ pub async fn collect<S: Storage>(store: &S, grace: Duration, dry_run: bool) -> i
         }
         // A repository's link to a swept blob would only ever answer BLOB_UNKNOWN.
         for repo in &repos {
-            let layers = format!("{}/{repo}/_layers", paths::repositories());
-            for d in digests_under(store, &layers).await? {
+            let layers = paths::layers_dir(repo);
+            for d in super::digests_under(store, &layers).await? {
                 if gone.contains(&d) {
                     store
                         .delete(&format!("{layers}/{}/{}", d.algorithm.name(), d.hex))

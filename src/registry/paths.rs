@@ -45,9 +45,14 @@ pub fn revision_link(name: &str, d: &Digest) -> String {
     )
 }
 
-/// `_manifests/revisions/<alg>`: one folder per stored manifest digest.
-pub fn revisions_dir(name: &str, alg: &str) -> String {
-    format!("{}/_manifests/revisions/{alg}", repo(name))
+/// `_manifests/revisions`: `<alg>/<hex>` folders, one per stored manifest.
+pub fn revisions_dir(name: &str) -> String {
+    format!("{}/_manifests/revisions", repo(name))
+}
+
+/// `_layers`: `<alg>/<hex>` folders, one per blob linked into the repository.
+pub fn layers_dir(name: &str) -> String {
+    format!("{}/_layers", repo(name))
 }
 
 pub fn revision_dir(name: &str, d: &Digest) -> String {
