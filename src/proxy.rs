@@ -135,6 +135,7 @@ where
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let route = clients::route(&path);
+    let repository = crate::registry::repository_of(&path).map(str::to_string);
     let m = crate::metrics::get();
     let mut user = None;
     let mut outcome = crate::upstream::forward::Outcome::default();
@@ -142,7 +143,7 @@ where
         Route::Other => oci_error(StatusCode::NOT_FOUND, Code::NotFound, "not found"),
         Route::V2NoSlash => redirect_to_v2(&req),
         Route::Ping => {
-            let (r, o) = dispatch(&state, req, peer).await;
+            let (r, o) = dispatch(&state, req, peer, repository.as_deref()).await;
             outcome = o;
             r
         }
@@ -158,7 +159,7 @@ where
                     Outcome::Allowed(u) => {
                         m.auth_successes.inc();
                         user = Some(u);
-                        let (r, o) = dispatch(&state, req, peer).await;
+                        let (r, o) = dispatch(&state, req, peer, repository.as_deref()).await;
                         outcome = o;
                         r
                     }
@@ -178,7 +179,7 @@ where
         peer,
         user,
         method: method.to_string(),
-        repository: crate::registry::repository_of(&path).map(str::to_string),
+        repository,
         path,
         status: resp.status().as_u16(),
         bytes_in: 0,
@@ -213,7 +214,7 @@ fn record(e: &crate::access::Entry, format: crate::access::Format) {
     let route = crate::registry::route_class(&e.path);
     m.requests
         .get_or_create(&crate::metrics::RequestLabels {
-            method: e.method.clone(),
+            method: crate::metrics::method_label(&e.method),
             route,
             status: e.status,
         })
@@ -310,9 +311,10 @@ async fn dispatch(
     state: &State,
     req: Request<Body>,
     peer: SocketAddr,
+    repository: Option<&str>,
 ) -> (Response<Body>, crate::upstream::forward::Outcome) {
     match &state.backend {
-        Backend::Upstream(pool) => pool.forward(req, peer).await,
+        Backend::Upstream(pool) => pool.forward(req, peer, repository).await,
         Backend::Registry(r) => (r.handle(req).await, Default::default()),
     }
 }

@@ -12,6 +12,8 @@ use http::Uri;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -22,6 +24,30 @@ pub struct Peer {
     pub base: Uri,
     /// `host:port`, for logs.
     pub label: String,
+    /// This peer's metric series.
+    pub(crate) selections: Counter,
+    pub(crate) failures: Counter,
+    pub(crate) healthy: Gauge,
+}
+
+impl Peer {
+    /// A peer at `base`, with its metric series looked up once (not per request).
+    pub fn new(base: Uri) -> Peer {
+        let label = base.authority().map(|a| a.to_string()).unwrap_or_default();
+        let m = crate::metrics::get();
+        let labels = crate::metrics::UpstreamLabels {
+            upstream: label.clone(),
+        };
+        let healthy = m.upstream_healthy.get_or_create(&labels).clone();
+        healthy.set(1);
+        Peer {
+            selections: m.upstream_selections.get_or_create(&labels).clone(),
+            failures: m.upstream_failures.get_or_create(&labels).clone(),
+            healthy,
+            base,
+            label,
+        }
+    }
 }
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
@@ -85,13 +111,10 @@ fn connector(ca: Option<&std::path::Path>) -> Result<Connector, CaError> {
 
 impl Pool {
     pub fn new(cfg: &config::Upstream, read_timeout: Duration) -> Result<Pool, CaError> {
-        let peers = cfg
+        let peers: Vec<Peer> = cfg
             .servers
             .iter()
-            .map(|s| Peer {
-                base: s.url.clone(),
-                label: s.url.authority().map(|a| a.to_string()).unwrap_or_default(),
-            })
+            .map(|s| Peer::new(s.url.clone()))
             .collect();
         let balancer = Balancer::new(
             cfg.balance,
@@ -116,15 +139,6 @@ impl Pool {
             // Upstreams are HTTP/1.1 registries; h2 clients are multiplexed onto this
             // pool, as nginx does with proxy_http_version 1.1 + keepalive.
             .build(connector(cfg.ca.as_deref())?);
-        for p in &peers {
-            let p: &Peer = p;
-            crate::metrics::get()
-                .upstream_healthy
-                .get_or_create(&crate::metrics::UpstreamLabels {
-                    upstream: p.label.clone(),
-                })
-                .set(1);
-        }
         Ok(Pool {
             peers,
             balancer: Arc::new(balancer),
@@ -188,12 +202,7 @@ impl Pool {
         };
         let healthy = verdict.is_ok();
         let was = self.balancer.set_healthy(i, healthy);
-        crate::metrics::get()
-            .upstream_healthy
-            .get_or_create(&crate::metrics::UpstreamLabels {
-                upstream: peer.label.clone(),
-            })
-            .set(i64::from(healthy));
+        peer.healthy.set(i64::from(healthy));
         match (was, verdict) {
             (true, Err(why)) => {
                 tracing::warn!(upstream = %peer.label, reason = %why, "health check failed; upstream taken out")

@@ -113,11 +113,13 @@ impl Pool {
     /// Send `req` to the group; `client` is the client's address. Tries peers in the
     /// balancer's order: on a connect error, a timeout or an invalid response head the
     /// next peer gets the request, as long as no request body byte has gone out
-    /// (nothing has gone to the client yet: we hold no response).
+    /// (nothing has gone to the client yet: we hold no response). `repository` is the
+    /// one the path names, for `repository_hash`.
     pub async fn forward(
         &self,
         req: Request<Body>,
         client: SocketAddr,
+        repository: Option<&str>,
     ) -> (Response<Body>, Outcome) {
         let (parts, body) = req.into_parts();
         let end = http_body::Body::is_end_stream(&body);
@@ -129,7 +131,7 @@ impl Pool {
         let headers = upstream_headers(&parts, client);
         let key = RequestKey {
             client: client.ip(),
-            repository: crate::registry::repository_of(parts.uri.path()),
+            repository,
         };
         let mut outcome = Outcome::default();
         let mut selection = self.balancer.select(key);
@@ -137,13 +139,7 @@ impl Pool {
         while let Some(i) = selection.next_at(Instant::now()) {
             let peer = &self.peers[i];
             outcome.upstream = Some(peer.label.clone());
-            let labels = crate::metrics::UpstreamLabels {
-                upstream: peer.label.clone(),
-            };
-            crate::metrics::get()
-                .upstream_selections
-                .get_or_create(&labels)
-                .inc();
+            peer.selections.inc();
             let attempt_body = body::boxed(AttemptBody {
                 slot: slot.clone(),
                 inner: None,
@@ -178,10 +174,7 @@ impl Pool {
                 }
             };
             self.balancer.finish(i, true, Instant::now());
-            crate::metrics::get()
-                .upstream_failures
-                .get_or_create(&labels)
-                .inc();
+            peer.failures.inc();
             tracing::warn!(upstream = %peer.label, reason = %why, "upstream attempt failed");
             outcome.retries.push(format!("{}: {why}", peer.label));
             if slot.taken.load(std::sync::atomic::Ordering::SeqCst) {
@@ -317,10 +310,7 @@ mod tests {
         let h = upstream_headers(&parts, "[::ffff:127.0.0.1]:1".parse().unwrap());
         assert_eq!(h["host"], "localhost:5443");
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
-        let peer = Peer {
-            base: "http://127.0.0.1:5000".parse().unwrap(),
-            label: "127.0.0.1:5000".into(),
-        };
+        let peer = Peer::new("http://127.0.0.1:5000".parse().unwrap());
         let r = build_request(&parts, &h, &peer, body::empty());
         assert_eq!(r.uri(), "http://127.0.0.1:5000/v2/");
         assert_eq!(r.version(), Version::HTTP_11);
