@@ -127,11 +127,6 @@ pub fn flush() {
     }
 }
 
-/// Lines dropped because standard output could not keep up.
-pub fn dropped() -> u64 {
-    pending().dropped.load(std::sync::atomic::Ordering::Relaxed)
-}
-
 /// Queue one line for standard output (the journal under systemd). Never blocks on I/O.
 pub fn emit(entry: &Entry, format: Format) {
     let line = entry.line(format);

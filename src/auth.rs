@@ -89,7 +89,6 @@ pub enum Refresh {
 /// Checks Basic credentials. Cheap to share: one per configuration snapshot.
 pub struct Authenticator {
     path: PathBuf,
-    realm: String,
     challenge: HeaderValue,
     loaded: ArcSwap<Loaded>,
     next_generation: AtomicU64,
@@ -107,7 +106,6 @@ impl Authenticator {
             .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"Registry Realm\""));
         Ok(Authenticator {
             path: path.to_path_buf(),
-            realm: realm.to_string(),
             challenge,
             loaded: ArcSwap::from_pointee(Loaded {
                 file: Arc::new(file),
@@ -121,10 +119,6 @@ impl Authenticator {
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    pub fn realm(&self) -> &str {
-        &self.realm
     }
 
     /// Users in the current file.

@@ -11,23 +11,17 @@ pub const API_VERSION: HeaderValue = HeaderValue::from_static("registry/2.0");
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     Unauthorized,
-    Denied,
     NotFound,
-    Unsupported,
     /// Not in the spec's table; distribution uses it for 503 and so do we for upstream failures.
     Unavailable,
-    TooManyRequests,
 }
 
 impl Code {
     pub fn as_str(self) -> &'static str {
         match self {
             Code::Unauthorized => "UNAUTHORIZED",
-            Code::Denied => "DENIED",
             Code::NotFound => "NOT_FOUND",
-            Code::Unsupported => "UNSUPPORTED",
             Code::Unavailable => "UNAVAILABLE",
-            Code::TooManyRequests => "TOOMANYREQUESTS",
         }
     }
 }

@@ -34,8 +34,6 @@ pub enum TlsError {
 pub struct Identity {
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
-    /// Leaf `notAfter`, for logs and `check`.
-    pub not_after: String,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -83,15 +81,10 @@ pub fn load_identity(cert_path: &Path, key_path: &Path) -> Result<Identity, TlsE
             when: validity.not_before.to_string(),
         });
     }
-    let not_after = validity.not_after.to_string();
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey {
         path: key_path.to_path_buf(),
     })?;
-    Ok(Identity {
-        chain,
-        key,
-        not_after,
-    })
+    Ok(Identity { chain, key })
 }
 
 /// The crypto provider every TLS object in the process uses.

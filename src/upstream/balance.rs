@@ -123,14 +123,6 @@ impl Balancer {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn len(&self) -> usize {
-        self.config.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.config.is_empty()
-    }
-
     /// nginx's `peers->single`: a one-server group is never marked failed.
     fn single(&self) -> bool {
         self.config.len() == 1
