@@ -56,31 +56,14 @@ fn skopeo_round_trip_under_every_strategy() {
             &work.path().join(balance),
             &pair.options(balance, "", "", ""),
         );
-        let trust = server.trust_dir();
         let img = image(
             &work.path().join(format!("src-{balance}")),
             &[2 << 20, 4096],
         );
-        let dest = server.reference(&format!("lb/{balance}:v1"));
-        skopeo(&[
-            "copy",
-            "--dest-creds",
-            CREDS,
-            "--dest-cert-dir",
-            &trust,
-            &img.source(),
-            &dest,
-        ]);
+        let repo = format!("lb/{balance}:v1");
+        server.push(&img, &repo, false);
         let back = work.path().join(format!("back-{balance}"));
-        skopeo(&[
-            "copy",
-            "--src-creds",
-            CREDS,
-            "--src-cert-dir",
-            &trust,
-            &dest,
-            &format!("oci:{}:v1", back.display()),
-        ]);
+        server.pull(&repo, &back, false);
         assert_same_image(&back, &img);
     }
 }
@@ -205,28 +188,10 @@ fn a_push_started_while_one_upstream_is_down_succeeds() {
         &work.path().join("p"),
         &pair.options("round_robin", "", "", ""),
     );
-    let trust = server.trust_dir();
     let img = image(&work.path().join("src"), &[4 << 20, 4096]);
-    let dest = server.reference("down/push:v1");
-    skopeo(&[
-        "copy",
-        "--dest-creds",
-        CREDS,
-        "--dest-cert-dir",
-        &trust,
-        &img.source(),
-        &dest,
-    ]);
+    server.push(&img, "down/push:v1", false);
     let back = work.path().join("back");
-    skopeo(&[
-        "copy",
-        "--src-creds",
-        CREDS,
-        "--src-cert-dir",
-        &trust,
-        &dest,
-        &format!("oci:{}:v1", back.display()),
-    ]);
+    server.pull("down/push:v1", &back, false);
     assert_same_image(&back, &img);
 }
 

@@ -50,6 +50,10 @@ impl Api {
         self.c.send(b.body(body::full(body.into())).unwrap()).await
     }
 
+    async fn get(&self, path: &str) -> Answer {
+        self.call("GET", path, &[], Bytes::new()).await
+    }
+
     /// Monolithic upload; returns the digest.
     async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
         let d = format!("sha256:{}", sha256_hex(data));
@@ -105,7 +109,7 @@ impl Api {
 #[tokio::test]
 async fn base_endpoint_needs_auth_and_answers_json() {
     let api = Api::start().await;
-    let a = api.call("GET", "/v2/", &[], Bytes::new()).await;
+    let a = api.get("/v2/").await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.text(), "{}");
     assert_eq!(a.header("docker-distribution-api-version"), "registry/2.0");
@@ -121,7 +125,7 @@ async fn blob_get_head_range_and_errors() {
     let d = api.push_blob("lib/a", &data).await;
     let url = format!("/v2/lib/a/blobs/{d}");
 
-    let get = api.call("GET", &url, &[], Bytes::new()).await;
+    let get = api.get(&url).await;
     assert_eq!(get.status, StatusCode::OK);
     assert_eq!(&get.body[..], &data[..]);
     assert_eq!(get.header("docker-content-digest"), d);
@@ -158,23 +162,14 @@ async fn blob_get_head_range_and_errors() {
     );
 
     // Content-addressed, but scoped to repositories: not linked into lib/b.
-    let other = api
-        .call("GET", &format!("/v2/lib/b/blobs/{d}"), &[], Bytes::new())
-        .await;
+    let other = api.get(&format!("/v2/lib/b/blobs/{d}")).await;
     assert_eq!(other.status, StatusCode::NOT_FOUND);
     assert_eq!(other.oci_code(), "BLOB_UNKNOWN");
     let unknown = api
-        .call(
-            "GET",
-            &format!("/v2/lib/a/blobs/sha256:{}", "0".repeat(64)),
-            &[],
-            Bytes::new(),
-        )
+        .get(&format!("/v2/lib/a/blobs/sha256:{}", "0".repeat(64)))
         .await;
     assert_eq!(unknown.oci_code(), "BLOB_UNKNOWN");
-    let invalid = api
-        .call("GET", "/v2/lib/a/blobs/sha256:xyz", &[], Bytes::new())
-        .await;
+    let invalid = api.get("/v2/lib/a/blobs/sha256:xyz").await;
     assert_eq!(invalid.status, StatusCode::BAD_REQUEST);
     assert_eq!(invalid.oci_code(), "DIGEST_INVALID");
 }
@@ -194,9 +189,7 @@ async fn sha512_blobs_are_verified() {
         )
         .await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
-    let get = api
-        .call("GET", &format!("/v2/x/blobs/{d}"), &[], Bytes::new())
-        .await;
+    let get = api.get(&format!("/v2/x/blobs/{d}")).await;
     assert_eq!(&get.body[..], &data[..]);
     let wrong = format!("sha512:{}", "a".repeat(128));
     let a = api
@@ -262,7 +255,7 @@ async fn chunked_upload_with_ranges_status_and_416() {
         .await;
     assert_eq!(gap.status, StatusCode::RANGE_NOT_SATISFIABLE);
 
-    let status = api.call("GET", &loc, &[], Bytes::new()).await;
+    let status = api.get(&loc).await;
     assert_eq!(status.status, StatusCode::NO_CONTENT);
     assert_eq!(status.header("range"), "0-999");
     assert_eq!(status.header("docker-upload-uuid"), uuid);
@@ -294,12 +287,10 @@ async fn chunked_upload_with_ranges_status_and_416() {
             api.p.addr.port()
         )
     );
-    let get = api
-        .call("GET", &format!("/v2/up/load/blobs/{d}"), &[], Bytes::new())
-        .await;
+    let get = api.get(&format!("/v2/up/load/blobs/{d}")).await;
     assert_eq!(get.body.to_vec(), all);
     // The session is gone once committed.
-    let gone = api.call("GET", &loc, &[], Bytes::new()).await;
+    let gone = api.get(&loc).await;
     assert_eq!(gone.oci_code(), "BLOB_UPLOAD_UNKNOWN");
 }
 
@@ -321,12 +312,7 @@ async fn post_then_put_digest_mismatch_cancel_and_forged_state() {
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert_eq!(bad.oci_code(), "DIGEST_INVALID");
-    assert_eq!(
-        api.call("GET", &format!("/v2/r/blobs/{wrong}"), &[], Bytes::new())
-            .await
-            .status,
-        404
-    );
+    assert_eq!(api.get(&format!("/v2/r/blobs/{wrong}")).await.status, 404);
 
     let start = api
         .call("POST", "/v2/r/blobs/uploads/", &[], Bytes::new())
@@ -343,10 +329,7 @@ async fn post_then_put_digest_mismatch_cancel_and_forged_state() {
         .await;
     let loc = start.header("location").to_string();
     let forged = loc.split("?_state=").next().unwrap().to_string() + "?_state=AAAA";
-    assert_eq!(
-        api.call("GET", &forged, &[], Bytes::new()).await.oci_code(),
-        "BLOB_UPLOAD_UNKNOWN"
-    );
+    assert_eq!(api.get(&forged).await.oci_code(), "BLOB_UPLOAD_UNKNOWN");
     // Another repository cannot use this session either.
     let elsewhere = loc.replace("/v2/r/", "/v2/s/");
     assert_eq!(
@@ -357,10 +340,7 @@ async fn post_then_put_digest_mismatch_cancel_and_forged_state() {
     );
     let cancel = api.call("DELETE", &loc, &[], Bytes::new()).await;
     assert_eq!(cancel.status, StatusCode::NO_CONTENT);
-    assert_eq!(
-        api.call("GET", &loc, &[], Bytes::new()).await.oci_code(),
-        "BLOB_UPLOAD_UNKNOWN"
-    );
+    assert_eq!(api.get(&loc).await.oci_code(), "BLOB_UPLOAD_UNKNOWN");
     let missing_digest = api.call("PUT", &loc, &[], Bytes::new()).await;
     assert_eq!(missing_digest.status, StatusCode::NOT_FOUND);
 }
@@ -380,9 +360,7 @@ async fn cross_repository_mount_and_fallback() {
     assert_eq!(m.status, StatusCode::CREATED);
     assert_eq!(m.header("docker-content-digest"), d);
     assert_eq!(
-        api.call("GET", &format!("/v2/dst/repo/blobs/{d}"), &[], Bytes::new())
-            .await
-            .body,
+        api.get(&format!("/v2/dst/repo/blobs/{d}")).await.body,
         "shared layer"
     );
     let absent = format!("sha256:{}", "2".repeat(64));
@@ -407,14 +385,7 @@ async fn manifests_by_tag_and_digest_all_four_types() {
     let api = Api::start().await;
     let (m, d) = api.image("app", "v1", "one").await;
     for reference in ["v1", d.as_str()] {
-        let get = api
-            .call(
-                "GET",
-                &format!("/v2/app/manifests/{reference}"),
-                &[],
-                Bytes::new(),
-            )
-            .await;
+        let get = api.get(&format!("/v2/app/manifests/{reference}")).await;
         assert_eq!(get.status, StatusCode::OK);
         assert_eq!(get.body.to_vec(), m);
         assert_eq!(get.header("content-type"), OCI_MANIFEST);
@@ -447,7 +418,7 @@ async fn manifests_by_tag_and_digest_all_four_types() {
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
     let dd = a.header("docker-content-digest").to_string();
     assert_eq!(
-        api.call("GET", "/v2/app/manifests/docker", &[], Bytes::new())
+        api.get("/v2/app/manifests/docker")
             .await
             .header("content-type"),
         DOCKER_MANIFEST
@@ -465,14 +436,7 @@ async fn manifests_by_tag_and_digest_all_four_types() {
         .unwrap();
         let a = api.put_manifest("app", tag, mt, &list).await;
         assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
-        let get = api
-            .call(
-                "GET",
-                &format!("/v2/app/manifests/{tag}"),
-                &[],
-                Bytes::new(),
-            )
-            .await;
+        let get = api.get(&format!("/v2/app/manifests/{tag}")).await;
         assert_eq!(get.header("content-type"), mt);
         assert_eq!(get.body.to_vec(), list);
     }
@@ -482,21 +446,12 @@ async fn manifests_by_tag_and_digest_all_four_types() {
 async fn manifest_errors() {
     let api = Api::start().await;
     let (m, d) = api.image("app", "v1", "x").await;
-    let missing = api
-        .call("GET", "/v2/app/manifests/nope", &[], Bytes::new())
-        .await;
+    let missing = api.get("/v2/app/manifests/nope").await;
     assert_eq!(
         (missing.status, missing.oci_code().as_str()),
         (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
     );
-    let elsewhere = api
-        .call(
-            "GET",
-            &format!("/v2/other/manifests/{d}"),
-            &[],
-            Bytes::new(),
-        )
-        .await;
+    let elsewhere = api.get(&format!("/v2/other/manifests/{d}")).await;
     assert_eq!(elsewhere.oci_code(), "MANIFEST_UNKNOWN");
 
     let unknown_blob = serde_json::to_vec(&json!({
@@ -562,16 +517,14 @@ async fn names_are_validated() {
         "/v2/a//b/tags/list",
         "/v2/-a/manifests/x",
     ] {
-        let a = api.call("GET", path, &[], Bytes::new()).await;
+        let a = api.get(path).await;
         assert_eq!(
             (a.status, a.oci_code().as_str()),
             (StatusCode::BAD_REQUEST, "NAME_INVALID"),
             "{path}"
         );
     }
-    let a = api
-        .call("GET", "/v2/a/manifests/bad%20tag", &[], Bytes::new())
-        .await;
+    let a = api.get("/v2/a/manifests/bad%20tag").await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
 }
 
@@ -587,45 +540,35 @@ async fn tags_and_catalog_paginate_with_link() {
     ] {
         api.image(repo, tag, &format!("{repo}{tag}")).await;
     }
-    let all = api
-        .call("GET", "/v2/b/one/tags/list", &[], Bytes::new())
-        .await;
+    let all = api.get("/v2/b/one/tags/list").await;
     assert_eq!(
         all.text(),
         r#"{"name":"b/one","tags":["latest","v10","v2"]}"#
     );
-    let p1 = api
-        .call("GET", "/v2/b/one/tags/list?n=2", &[], Bytes::new())
-        .await;
+    let p1 = api.get("/v2/b/one/tags/list?n=2").await;
     assert_eq!(p1.text(), r#"{"name":"b/one","tags":["latest","v10"]}"#);
     assert_eq!(
         p1.header("link"),
         r#"</v2/b/one/tags/list?n=2&last=v10>; rel="next""#
     );
-    let p2 = api
-        .call("GET", "/v2/b/one/tags/list?n=2&last=v10", &[], Bytes::new())
-        .await;
+    let p2 = api.get("/v2/b/one/tags/list?n=2&last=v10").await;
     assert_eq!(p2.text(), r#"{"name":"b/one","tags":["v2"]}"#);
     assert!(p2.headers.get("link").is_none());
-    let unknown = api
-        .call("GET", "/v2/nope/tags/list", &[], Bytes::new())
-        .await;
+    let unknown = api.get("/v2/nope/tags/list").await;
     assert_eq!(
         (unknown.status, unknown.oci_code().as_str()),
         (StatusCode::NOT_FOUND, "NAME_UNKNOWN")
     );
 
-    let cat = api.call("GET", "/v2/_catalog", &[], Bytes::new()).await;
+    let cat = api.get("/v2/_catalog").await;
     assert_eq!(cat.text(), r#"{"repositories":["a","b/one","c/d/e"]}"#);
-    let c1 = api.call("GET", "/v2/_catalog?n=1", &[], Bytes::new()).await;
+    let c1 = api.get("/v2/_catalog?n=1").await;
     assert_eq!(c1.text(), r#"{"repositories":["a"]}"#);
     assert_eq!(
         c1.header("link"),
         r#"</v2/_catalog?n=1&last=a>; rel="next""#
     );
-    let c2 = api
-        .call("GET", "/v2/_catalog?n=1&last=b%2Fone", &[], Bytes::new())
-        .await;
+    let c2 = api.get("/v2/_catalog?n=1&last=b%2Fone").await;
     assert_eq!(c2.text(), r#"{"repositories":["c/d/e"]}"#);
 }
 
@@ -658,14 +601,7 @@ async fn artifacts_subject_and_referrers() {
         assert_eq!(a.header("oci-subject"), subject);
         digests.push((kind, d, m.len()));
     }
-    let r = api
-        .call(
-            "GET",
-            &format!("/v2/app/referrers/{subject}"),
-            &[],
-            Bytes::new(),
-        )
-        .await;
+    let r = api.get(&format!("/v2/app/referrers/{subject}")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header("content-type"), OCI_INDEX);
     assert!(r.headers.get("oci-filters-applied").is_none());
@@ -684,14 +620,9 @@ async fn artifacts_subject_and_referrers() {
         assert!(e["annotations"]["org.example.kind"].is_string());
     }
     let f = api
-        .call(
-            "GET",
-            &format!(
-                "/v2/app/referrers/{subject}?artifactType=application/vnd.example.sbom%2Bjson"
-            ),
-            &[],
-            Bytes::new(),
-        )
+        .get(&format!(
+            "/v2/app/referrers/{subject}?artifactType=application/vnd.example.sbom%2Bjson"
+        ))
         .await;
     assert_eq!(f.header("oci-filters-applied"), "artifactType");
     let v: serde_json::Value = serde_json::from_slice(&f.body).unwrap();
@@ -701,21 +632,14 @@ async fn artifacts_subject_and_referrers() {
         "application/vnd.example.sbom+json"
     );
     let none = api
-        .call(
-            "GET",
-            &format!("/v2/app/referrers/sha256:{}", "6".repeat(64)),
-            &[],
-            Bytes::new(),
-        )
+        .get(&format!("/v2/app/referrers/sha256:{}", "6".repeat(64)))
         .await;
     assert_eq!(none.status, StatusCode::OK);
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&none.body).unwrap()["manifests"],
         json!([])
     );
-    let bad = api
-        .call("GET", "/v2/app/referrers/nope", &[], Bytes::new())
-        .await;
+    let bad = api.get("/v2/app/referrers/nope").await;
     assert_eq!(bad.oci_code(), "DIGEST_INVALID");
 }
 
@@ -727,9 +651,7 @@ async fn deletes_of_manifests_tags_and_blobs() {
         "app",
         "v2",
         OCI_MANIFEST,
-        &api.call("GET", "/v2/app/manifests/v1", &[], Bytes::new())
-            .await
-            .body,
+        &api.get("/v2/app/manifests/v1").await.body,
     )
     .await;
     // Tag delete removes only the tag.
@@ -740,17 +662,10 @@ async fn deletes_of_manifests_tags_and_blobs() {
         StatusCode::ACCEPTED
     );
     assert_eq!(
-        api.call("GET", "/v2/app/manifests/v2", &[], Bytes::new())
-            .await
-            .oci_code(),
+        api.get("/v2/app/manifests/v2").await.oci_code(),
         "MANIFEST_UNKNOWN"
     );
-    assert_eq!(
-        api.call("GET", "/v2/app/manifests/v1", &[], Bytes::new())
-            .await
-            .status,
-        200
-    );
+    assert_eq!(api.get("/v2/app/manifests/v1").await.status, 200);
     // Digest delete removes the revision and the tags on it.
     assert_eq!(
         api.call(
@@ -764,15 +679,11 @@ async fn deletes_of_manifests_tags_and_blobs() {
         StatusCode::ACCEPTED
     );
     assert_eq!(
-        api.call("GET", &format!("/v2/app/manifests/{d}"), &[], Bytes::new())
-            .await
-            .oci_code(),
+        api.get(&format!("/v2/app/manifests/{d}")).await.oci_code(),
         "MANIFEST_UNKNOWN"
     );
     assert_eq!(
-        api.call("GET", "/v2/app/manifests/v1", &[], Bytes::new())
-            .await
-            .oci_code(),
+        api.get("/v2/app/manifests/v1").await.oci_code(),
         "MANIFEST_UNKNOWN"
     );
     assert_eq!(
@@ -795,9 +706,7 @@ async fn deletes_of_manifests_tags_and_blobs() {
         StatusCode::ACCEPTED
     );
     assert_eq!(
-        api.call("GET", &format!("/v2/app/blobs/{b}"), &[], Bytes::new())
-            .await
-            .oci_code(),
+        api.get(&format!("/v2/app/blobs/{b}")).await.oci_code(),
         "BLOB_UNKNOWN"
     );
     assert_eq!(
@@ -826,12 +735,7 @@ async fn delete_false_answers_405_unsupported() {
             "{path}"
         );
     }
-    assert_eq!(
-        api.call("GET", "/v2/app/manifests/v1", &[], Bytes::new())
-            .await
-            .status,
-        200
-    );
+    assert_eq!(api.get("/v2/app/manifests/v1").await.status, 200);
     // Cancelling an upload is not a deletion of content: still allowed.
     let s = api
         .call("POST", "/v2/app/blobs/uploads/", &[], Bytes::new())
@@ -872,7 +776,7 @@ async fn an_upload_begun_on_one_instance_finishes_on_another() {
     assert_eq!(p.status, StatusCode::ACCEPTED);
     // Same path and state on the other instance (different port).
     let path = &loc[loc.find("/v2/").unwrap()..];
-    let status = b.call("GET", path, &[], Bytes::new()).await;
+    let status = b.get(path).await;
     assert_eq!(status.header("range"), "0-4");
     let p = b
         .call(
@@ -889,9 +793,7 @@ async fn an_upload_begun_on_one_instance_finishes_on_another() {
         .await;
     assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
     assert_eq!(
-        b.call("GET", &format!("/v2/ha/blobs/{d}"), &[], Bytes::new())
-            .await
-            .body,
+        b.get(&format!("/v2/ha/blobs/{d}")).await.body,
         "hello world"
     );
 }
@@ -914,14 +816,7 @@ async fn concurrent_pushes_of_one_blob_and_one_tag_are_safe() {
     }
     digests.dedup();
     assert_eq!(digests.len(), 1);
-    let got = api
-        .call(
-            "GET",
-            &format!("/v2/race/blobs/{}", digests[0]),
-            &[],
-            Bytes::new(),
-        )
-        .await;
+    let got = api.get(&format!("/v2/race/blobs/{}", digests[0])).await;
     assert_eq!(got.body.to_vec(), data);
 
     let mut tasks = Vec::new();
@@ -936,9 +831,7 @@ async fn concurrent_pushes_of_one_blob_and_one_tag_are_safe() {
         pushed.push(t.await.unwrap());
     }
     // The tag ends on one of the pushed manifests, whole, with its digest.
-    let cur = api
-        .call("GET", "/v2/race/manifests/latest", &[], Bytes::new())
-        .await;
+    let cur = api.get("/v2/race/manifests/latest").await;
     assert_eq!(cur.status, StatusCode::OK);
     let d = cur.header("docker-content-digest").to_string();
     assert_eq!(format!("sha256:{}", sha256_hex(&cur.body)), d);
@@ -970,14 +863,7 @@ async fn gc_deletes_only_what_no_manifest_references() {
     let (keep_m, _) = api.image("gc/app", "keep", "kept").await;
     let (_, drop_d) = api.image("gc/app", "drop", "dropped").await;
     let orphan = api.push_blob("gc/app", b"pushed, never referenced").await;
-    let drop_manifest = api
-        .call(
-            "GET",
-            &format!("/v2/gc/app/manifests/{drop_d}"),
-            &[],
-            Bytes::new(),
-        )
-        .await;
+    let drop_manifest = api.get(&format!("/v2/gc/app/manifests/{drop_d}")).await;
     let drop_json: serde_json::Value = serde_json::from_slice(&drop_manifest.body).unwrap();
     let drop_layer = drop_json["layers"][0]["digest"]
         .as_str()
@@ -1022,20 +908,13 @@ async fn gc_deletes_only_what_no_manifest_references() {
         assert!(!blob_file(gone).exists(), "{gone} should be gone");
     }
     assert_eq!(
-        api.call(
-            "GET",
-            &format!("/v2/gc/app/blobs/{orphan}"),
-            &[],
-            Bytes::new()
-        )
-        .await
-        .oci_code(),
+        api.get(&format!("/v2/gc/app/blobs/{orphan}"))
+            .await
+            .oci_code(),
         "BLOB_UNKNOWN"
     );
     // What the kept tag needs is all there.
-    let kept = api
-        .call("GET", "/v2/gc/app/manifests/keep", &[], Bytes::new())
-        .await;
+    let kept = api.get("/v2/gc/app/manifests/keep").await;
     assert_eq!(kept.body.to_vec(), keep_m);
     let kept_json: serde_json::Value = serde_json::from_slice(&keep_m).unwrap();
     for d in [
@@ -1043,12 +922,7 @@ async fn gc_deletes_only_what_no_manifest_references() {
         &kept_json["layers"][0]["digest"],
     ] {
         let a = api
-            .call(
-                "GET",
-                &format!("/v2/gc/app/blobs/{}", d.as_str().unwrap()),
-                &[],
-                Bytes::new(),
-            )
+            .get(&format!("/v2/gc/app/blobs/{}", d.as_str().unwrap()))
             .await;
         assert_eq!(a.status, StatusCode::OK);
     }
@@ -1069,14 +943,9 @@ async fn gc_spares_young_blobs_by_default() {
         "{out}"
     );
     assert_eq!(
-        api.call(
-            "GET",
-            &format!("/v2/gc/young/blobs/{orphan}"),
-            &[],
-            Bytes::new()
-        )
-        .await
-        .status,
+        api.get(&format!("/v2/gc/young/blobs/{orphan}"))
+            .await
+            .status,
         200
     );
 }
@@ -1094,14 +963,7 @@ async fn online_gc_runs_on_its_interval_while_serving() {
     let orphan = api.push_blob("online/gc", b"nobody wants me").await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let a = api
-            .call(
-                "GET",
-                &format!("/v2/online/gc/blobs/{orphan}"),
-                &[],
-                Bytes::new(),
-            )
-            .await;
+        let a = api.get(&format!("/v2/online/gc/blobs/{orphan}")).await;
         if a.status == StatusCode::NOT_FOUND {
             break;
         }
@@ -1112,14 +974,9 @@ async fn online_gc_runs_on_its_interval_while_serving() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(
-        api.call(
-            "GET",
-            &format!("/v2/online/gc/manifests/{kept}"),
-            &[],
-            Bytes::new()
-        )
-        .await
-        .status,
+        api.get(&format!("/v2/online/gc/manifests/{kept}"))
+            .await
+            .status,
         200
     );
 }
@@ -1149,7 +1006,7 @@ async fn abandoned_uploads_are_purged_after_their_age() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        if api.call("GET", &loc, &[], Bytes::new()).await.status == StatusCode::NOT_FOUND {
+        if api.get(&loc).await.status == StatusCode::NOT_FOUND {
             break;
         }
         assert!(
@@ -1165,9 +1022,7 @@ async fn abandoned_uploads_are_purged_after_their_age() {
         .await;
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert_eq!(
-        api.call("GET", fresh.header("location"), &[], Bytes::new())
-            .await
-            .status,
+        api.get(fresh.header("location")).await.status,
         StatusCode::NO_CONTENT
     );
 }

@@ -10,28 +10,6 @@ use support::*;
 
 const BIG: usize = 100 << 20;
 
-fn pull(server: &Server, trust: &str, repo: &str, to: &std::path::Path, all: bool) {
-    let src = server.reference(repo);
-    let dst = format!("oci:{}:v1", to.display());
-    let mut args = vec!["copy", "--src-creds", CREDS, "--src-cert-dir", trust];
-    if all {
-        args.push("--all");
-    }
-    args.extend([src.as_str(), dst.as_str()]);
-    skopeo(&args);
-}
-
-fn push(server: &Server, trust: &str, img: &Image, repo: &str, all: bool) {
-    let dst = server.reference(repo);
-    let src = img.source();
-    let mut args = vec!["copy", "--dest-creds", CREDS, "--dest-cert-dir", trust];
-    if all {
-        args.push("--all");
-    }
-    args.extend([src.as_str(), dst.as_str()]);
-    skopeo(&args);
-}
-
 fn registry_options(root: &std::path::Path) -> Options {
     let mut o = Options::registry();
     o.backend_toml = Some(format!("[registry]\nroot = \"{}\"\n", root.display()));
@@ -42,12 +20,11 @@ fn registry_options(root: &std::path::Path) -> Options {
 fn multi_layer_round_trip_streams_with_flat_memory() {
     let work = tempfile::tempdir().unwrap();
     let server = Server::start(&work.path().join("p"), &Options::registry());
-    let trust = server.trust_dir();
     let img = image(&work.path().join("src"), &[10 << 10, BIG, 1 << 20]);
     let before = server.peak_rss_kib();
-    push(&server, &trust, &img, "team/app:v1", false);
+    server.push(&img, "team/app:v1", false);
     let back = work.path().join("back");
-    pull(&server, &trust, "team/app:v1", &back, false);
+    server.pull("team/app:v1", &back, false);
     let after = server.peak_rss_kib();
     assert_same_image(&back, &img);
     eprintln!(
@@ -66,11 +43,10 @@ fn multi_layer_round_trip_streams_with_flat_memory() {
 fn two_platform_index_round_trip() {
     let work = tempfile::tempdir().unwrap();
     let server = Server::start(&work.path().join("p"), &Options::registry());
-    let trust = server.trust_dir();
     let img = two_platform_image(&work.path().join("src"), &[2 << 20, 4096]);
-    push(&server, &trust, &img, "multi/arch:v1", true);
+    server.push(&img, "multi/arch:v1", true);
     let back = work.path().join("back");
-    pull(&server, &trust, "multi/arch:v1", &back, true);
+    server.pull("multi/arch:v1", &back, true);
     assert_same_image(&back, &img);
 }
 
@@ -87,9 +63,8 @@ fn data_written_by_docker_registry_is_served_by_portcullis() {
     reg.kill();
 
     let server = Server::start(&work.path().join("p"), &registry_options(&root));
-    let trust = server.trust_dir();
     let back = work.path().join("back");
-    pull(&server, &trust, "old/app:v1", &back, false);
+    server.pull("old/app:v1", &back, false);
     assert_same_image(&back, &img);
 }
 
@@ -101,8 +76,7 @@ fn data_written_by_portcullis_is_served_by_docker_registry() {
     let img = two_platform_image(&work.path().join("src"), &[3 << 20, 2048]);
     {
         let server = Server::start(&work.path().join("p"), &registry_options(&root));
-        let trust = server.trust_dir();
-        push(&server, &trust, &img, "new/app:v1", true);
+        server.push(&img, "new/app:v1", true);
     }
     let reg = DockerRegistry::start_with_root(&root);
     let back = work.path().join("back");
@@ -188,14 +162,9 @@ fn kill_during_a_large_push_leaves_nothing_partial() {
 
     let config = pdir.join("proxy.toml");
     let server = Server::start_config(&pdir, &config, port);
-    let trust = server.trust_dir();
-    push_image(&server, &trust, &img);
+    server.push(&img, "crash/app:v1", false);
     assert_eq!(sha256_file(&blob), big);
     let back = work.path().join("back");
-    pull(&server, &trust, "crash/app:v1", &back, false);
+    server.pull("crash/app:v1", &back, false);
     assert_same_image(&back, &img);
-}
-
-fn push_image(server: &Server, trust: &str, img: &Image) {
-    push(server, trust, img, "crash/app:v1", false);
 }

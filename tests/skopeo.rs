@@ -17,30 +17,12 @@ fn skopeo_push_and_pull_a_multi_layer_image_through_portcullis() {
         &work.path().join("portcullis"),
         &Options::upstream(reg.url()),
     );
-    let trust = server.trust_dir();
     let img = image(&work.path().join("src"), &[10 << 10, BIG, 1 << 20]);
 
     let rss_before = server.peak_rss_kib();
-    let dest = server.reference("test/big:v1");
-    skopeo(&[
-        "copy",
-        "--dest-creds",
-        CREDS,
-        "--dest-cert-dir",
-        &trust,
-        &img.source(),
-        &dest,
-    ]);
+    server.push(&img, "test/big:v1", false);
     let back = work.path().join("pulled");
-    skopeo(&[
-        "copy",
-        "--src-creds",
-        CREDS,
-        "--src-cert-dir",
-        &trust,
-        &dest,
-        &format!("oci:{}:v1", back.display()),
-    ]);
+    server.pull("test/big:v1", &back, false);
     let rss_after = server.peak_rss_kib();
     assert_same_image(&back, &img);
 

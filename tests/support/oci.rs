@@ -256,6 +256,30 @@ impl Server {
         trust.display().to_string()
     }
 
+    /// `skopeo copy` an image to `repo` (`name:tag`) through this server; `all` copies
+    /// every platform of an index.
+    pub fn push(&self, img: &Image, repo: &str, all: bool) {
+        let (trust, dst, src) = (self.trust_dir(), self.reference(repo), img.source());
+        let mut args = vec!["copy", "--dest-creds", CREDS, "--dest-cert-dir", &trust];
+        if all {
+            args.push("--all");
+        }
+        args.extend([src.as_str(), dst.as_str()]);
+        skopeo(&args);
+    }
+
+    /// `skopeo copy` `repo` back into an OCI layout at `to` (tag `v1`).
+    pub fn pull(&self, repo: &str, to: &Path, all: bool) {
+        let (trust, src) = (self.trust_dir(), self.reference(repo));
+        let dst = format!("oci:{}:v1", to.display());
+        let mut args = vec!["copy", "--src-creds", CREDS, "--src-cert-dir", &trust];
+        if all {
+            args.push("--all");
+        }
+        args.extend([src.as_str(), dst.as_str()]);
+        skopeo(&args);
+    }
+
     pub fn reference(&self, repo: &str) -> String {
         format!("docker://127.0.0.1:{}/{repo}", self.port)
     }
