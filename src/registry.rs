@@ -630,6 +630,18 @@ impl<S: Storage> Registry<S> {
         )
     }
 
+    /// Take the upload's lock (one writer at a time in this process) and read its
+    /// offset under it.
+    async fn open_upload(
+        &self,
+        id: &str,
+        key: &str,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<Option<(u64, Hasher)>>, u64), Resp> {
+        let slot = self.lock_for(id).lock_owned().await;
+        let size = self.upload_size(key).await.map_err(storage_error)?;
+        Ok((slot, size))
+    }
+
     /// Bytes stored so far in an upload (its offset).
     async fn upload_size(&self, key: &str) -> std::io::Result<u64> {
         Ok(self.store.stat(key).await?.map_or(0, |m| m.size))
@@ -855,11 +867,9 @@ impl<S: Storage> Registry<S> {
         base: &str,
     ) -> Resp {
         let key = paths::upload_data(name, id);
-        let lock = self.lock_for(id);
-        let mut slot = lock.lock().await;
-        let size = match self.upload_size(&key).await {
-            Ok(s) => s,
-            Err(e) => return storage_error(e),
+        let (mut slot, size) = match self.open_upload(id, &key).await {
+            Ok(o) => o,
+            Err(r) => return r,
         };
         let range_header = req
             .headers
@@ -917,11 +927,9 @@ impl<S: Storage> Registry<S> {
     /// blob store and link it into the repository.
     async fn finish_upload(&self, name: &str, id: &str, d: Digest, body: Body, base: &str) -> Resp {
         let key = paths::upload_data(name, id);
-        let lock = self.lock_for(id);
-        let mut slot = lock.lock().await;
-        let size = match self.upload_size(&key).await {
-            Ok(s) => s,
-            Err(e) => return storage_error(e),
+        let (mut slot, size) = match self.open_upload(id, &key).await {
+            Ok(o) => o,
+            Err(r) => return r,
         };
         let size = match self.append_body(&key, body, &mut slot, size, None).await {
             Ok(s) => s,
