@@ -360,11 +360,7 @@ fn read_htpasswd_text(path: &Path) -> Result<String, Failure> {
     match std::fs::read_to_string(path) {
         Ok(t) => Ok(t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        Err(e) => Err(Failure(format!(
-            "{}: cannot read: {}",
-            path.display(),
-            crate::io_error_words(&e)
-        ))),
+        Err(e) => Err(cannot(path, "read")(e)),
     }
 }
 
@@ -401,13 +397,7 @@ fn passwd(action: Passwd) -> Result<(), Failure> {
         }
         Passwd::Remove { user, file } => {
             let path = htpasswd_path(&file);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                Failure(format!(
-                    "{}: cannot read: {}",
-                    path.display(),
-                    crate::io_error_words(&e)
-                ))
-            })?;
+            let text = std::fs::read_to_string(&path).map_err(cannot(&path, "read"))?;
             let (new, removed) = htpasswd::remove(&text, &user);
             if !removed {
                 return Err(Failure(format!("{}: no user {user:?}", path.display())));
@@ -418,13 +408,7 @@ fn passwd(action: Passwd) -> Result<(), Failure> {
         }
         Passwd::List { file } => {
             let path = htpasswd_path(&file);
-            let h = htpasswd::Htpasswd::load(&path).map_err(|e| {
-                Failure(format!(
-                    "{}: cannot read: {}",
-                    path.display(),
-                    crate::io_error_words(&e)
-                ))
-            })?;
+            let h = htpasswd::Htpasswd::load(&path).map_err(cannot(&path, "read"))?;
             for u in h.users() {
                 println!("{u}");
             }
@@ -444,13 +428,7 @@ fn passwd(action: Passwd) -> Result<(), Failure> {
             password_stdin,
         } => {
             let path = htpasswd_path(&file);
-            let h = htpasswd::Htpasswd::load(&path).map_err(|e| {
-                Failure(format!(
-                    "{}: cannot read: {}",
-                    path.display(),
-                    crate::io_error_words(&e)
-                ))
-            })?;
+            let h = htpasswd::Htpasswd::load(&path).map_err(cannot(&path, "read"))?;
             let password = read_password(password_stdin, false)?;
             if h.verify(&user, &password) {
                 println!("{}: password for {user} is correct", path.display());
@@ -465,14 +443,19 @@ fn passwd(action: Passwd) -> Result<(), Failure> {
     }
 }
 
-fn write_htpasswd(path: &Path, text: &str) -> Result<(), Failure> {
-    crate::auth::write_file(path, text).map_err(|e| {
+/// `file: cannot <verb>: <words>`, the one shape of every file error here.
+fn cannot<'a>(path: &'a Path, verb: &'a str) -> impl FnOnce(std::io::Error) -> Failure + 'a {
+    move |e| {
         Failure(format!(
-            "{}: cannot write: {}",
+            "{}: cannot {verb}: {}",
             path.display(),
             crate::io_error_words(&e)
         ))
-    })
+    }
+}
+
+fn write_htpasswd(path: &Path, text: &str) -> Result<(), Failure> {
+    crate::auth::write_file(path, text).map_err(cannot(path, "write"))
 }
 
 fn gc(path: &Path, dry_run: bool) -> Result<(), Failure> {
