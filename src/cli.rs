@@ -213,6 +213,9 @@ fn serve(path: &Path) -> Result<(), Failure> {
                 let _ = metrics_stopped.await;
             }));
         }
+        // Before READY: systemd may send SIGHUP the moment it reads READY=1.
+        let signals = crate::service::Signals::install()
+            .map_err(|e| Failure(format!("cannot install signal handlers: {e}")))?;
         tracing::info!(%status, "portcullis ready");
         crate::service::notify(&[
             sd_notify::NotifyState::Ready,
@@ -222,7 +225,7 @@ fn serve(path: &Path) -> Result<(), Failure> {
         crate::run(
             shared.clone(),
             listeners,
-            crate::service::until_stopped(path.to_path_buf(), shared),
+            crate::service::until_stopped(path.to_path_buf(), shared, signals),
         )
         .await;
         let _ = stop_metrics.send(());

@@ -128,18 +128,35 @@ pub async fn reload(path: &Path, shared: &Shared) -> Result<String, String> {
     }
 }
 
+/// The signals a running server answers to, installed before READY=1 is sent: a
+/// SIGHUP that arrives right after READY must reload, not kill the process with the
+/// default disposition.
+pub struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Take over SIGHUP, SIGTERM and SIGINT from this moment on.
+    pub fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
 /// Handle signals until told to stop: SIGHUP reloads; SIGTERM or SIGINT returns (and
 /// says STOPPING=1), which starts the drain.
-pub async fn until_stopped(path: PathBuf, shared: Shared) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stopping");
-        return;
-    };
+pub async fn until_stopped(path: PathBuf, shared: Shared, signals: Signals) {
+    let Signals {
+        mut hup,
+        mut term,
+        mut int,
+    } = signals;
     loop {
         tokio::select! {
             _ = hup.recv() => {

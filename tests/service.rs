@@ -210,6 +210,29 @@ fn sd_notify_ready_watchdog_reload_stopping_in_order() {
     assert_eq!(status.code(), Some(0));
 }
 
+#[test]
+fn sighup_the_moment_ready_is_sent_reloads_instead_of_killing() {
+    // systemd may send SIGHUP (ExecReload) as soon as it has read READY=1: the handler
+    // must already be there. kill(2) straight from the notify socket's reader lands
+    // within microseconds of READY; a few rounds make a late handler show.
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut svc = Service::start(dir.path(), &Options::registry(), &[]);
+        let first = svc.next_message();
+        let pid = rustix::process::Pid::from_raw(svc.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+        assert!(first.lines().any(|l| l == "READY=1"), "{first}");
+        let reloaded = svc.wait_for("RELOADING=1");
+        assert!(reloaded.contains("RELOADING=1"));
+        let ready = svc.wait_for("READY=1");
+        assert!(ready.contains("STATUS=reloaded"), "round {round}: {ready}");
+        assert!(
+            svc.child.try_wait().unwrap().is_none(),
+            "round {round}: the process died"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_under_load_swaps_users_and_certificate_with_no_failed_request() {
     let dir = tempfile::tempdir().unwrap();
