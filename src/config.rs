@@ -34,8 +34,12 @@ pub struct Server {
     /// nginx `proxy_read_timeout`: longest wait between two reads of a body or for a
     /// response head.
     pub read_timeout: Duration,
-    /// Longest a client may take to complete TLS and send a request head.
+    /// Longest a client may take to complete TLS and send its first request head, and
+    /// to finish any later request head once its first byte has arrived.
     pub header_timeout: Duration,
+    /// nginx `keepalive_timeout`: a connection with no request in flight is closed after
+    /// this long (HTTP/1.1 simply closed, HTTP/2 with GOAWAY).
+    pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
     pub max_connections: usize,
 }
@@ -157,6 +161,8 @@ impl fmt::Display for Problems {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5443";
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(900);
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// nginx's `keepalive_timeout` default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_REALM: &str = "Registry Realm";
@@ -382,6 +388,11 @@ impl Validator {
             s.header_timeout.as_deref(),
             DEFAULT_HEADER_TIMEOUT,
         );
+        let idle_timeout = self.duration(
+            "server.idle_timeout",
+            s.idle_timeout.as_deref(),
+            DEFAULT_IDLE_TIMEOUT,
+        );
         let shutdown_grace = self.duration(
             "server.shutdown_grace",
             s.shutdown_grace.as_deref(),
@@ -390,6 +401,7 @@ impl Validator {
         for (key, d) in [
             ("server.read_timeout", read_timeout),
             ("server.header_timeout", header_timeout),
+            ("server.idle_timeout", idle_timeout),
         ] {
             if d.is_zero() {
                 self.problem(key, "must be greater than zero");
@@ -407,6 +419,7 @@ impl Validator {
             listen,
             read_timeout,
             header_timeout,
+            idle_timeout,
             shutdown_grace,
             max_connections,
         }

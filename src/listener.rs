@@ -1,18 +1,25 @@
 //! Listeners: accept TCP, complete the TLS handshake (ALPN picks h2 or http/1.1),
-//! serve the connection with hyper, and drain gracefully on shutdown.
+//! serve the connection with hyper, close connections that are silent or idle too
+//! long, and drain gracefully on shutdown.
 
 use crate::proxy::{self, State};
 use arc_swap::ArcSwap;
+use http::Request;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore};
 
 /// Runs a closure when dropped (connection gauge, whatever way the task ends).
 struct Defer<F: FnMut()>(F);
@@ -26,12 +33,19 @@ impl<F: FnMut()> Drop for Defer<F> {
 /// Most ciphertext buffered per TLS connection before writes push back.
 const TLS_SEND_BUFFER: usize = 256 << 10;
 
-/// The hyper connection settings shared by every connection.
-fn builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+/// After an idle connection is asked to close (HTTP/2: GOAWAY), how long it may take
+/// before it is dropped anyway: a client that ignores GOAWAY costs no more than this.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// The hyper connection settings shared by every connection. Timeouts between
+/// requests are not hyper's: [`Activity`] enforces `header_timeout` and
+/// `idle_timeout` for both protocols (hyper's own h1 header timer would also cut
+/// kept-alive connections at `header_timeout`).
+fn builder() -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        .header_read_timeout(None)
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
@@ -40,10 +54,206 @@ fn builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
         // flight per stream, whatever its size.
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(4 << 20)
-        .max_send_buf_size(256 << 10)
+        .max_send_buf_size(SEND_BUFFER_PER_STREAM)
         .keep_alive_interval(Duration::from_secs(60))
         .keep_alive_timeout(Duration::from_secs(20));
     b
+}
+
+/// Most response bytes one HTTP/2 stream queues ahead of the client's reading: with
+/// hundreds of concurrent downloads this, not the blob size, is what memory scales with.
+const SEND_BUFFER_PER_STREAM: usize = 64 << 10;
+
+/// What one connection's timers need to know: requests in flight, when it last
+/// became idle, and whether bytes of a new HTTP/1 request head are arriving.
+struct Activity {
+    accepted: Instant,
+    in_flight: AtomicUsize,
+    served: AtomicU64,
+    h2: AtomicBool,
+    state: Mutex<Marks>,
+    changed: Notify,
+}
+
+struct Marks {
+    idle_since: Instant,
+    /// First byte read while no request was in flight (HTTP/1: a request head under way).
+    head_since: Option<Instant>,
+}
+
+/// Why a connection's timer fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// No (complete) request head in time: dropped at once, nothing to say to it.
+    Head,
+    /// Kept alive with nothing in flight: closed politely (GOAWAY on HTTP/2).
+    Idle,
+}
+
+impl Activity {
+    fn new(accepted: Instant) -> Activity {
+        Activity {
+            accepted,
+            in_flight: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
+            state: Mutex::new(Marks {
+                idle_since: accepted,
+                head_since: None,
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    fn marks(&self) -> std::sync::MutexGuard<'_, Marks> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A request head is complete and the request starts.
+    fn begin(self: &Arc<Self>, version: http::Version) -> InFlight {
+        if version == http::Version::HTTP_2 {
+            self.h2.store(true, Ordering::Relaxed);
+        }
+        self.served.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.marks().head_since = None;
+        InFlight(self.clone())
+    }
+
+    /// Bytes arrived from the client.
+    fn read(&self) {
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            let mut m = self.marks();
+            if m.head_since.is_none() {
+                m.head_since = Some(Instant::now());
+            }
+        }
+    }
+
+    /// When the connection must close if nothing changes, and how.
+    fn deadline(
+        &self,
+        header_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Option<(Instant, Expiry)> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        if self.served.load(Ordering::Relaxed) == 0 {
+            // TLS handshake and the first request head, together.
+            return Some((self.accepted + header_timeout, Expiry::Head));
+        }
+        let m = self.marks();
+        match m.head_since {
+            // HTTP/2 reads bytes while idle (pings, window updates): only requests count.
+            Some(t) if !self.h2.load(Ordering::Relaxed) => Some((t + header_timeout, Expiry::Head)),
+            _ => Some((m.idle_since + idle_timeout, Expiry::Idle)),
+        }
+    }
+}
+
+/// One request in flight on a connection; dropped when its response has been sent
+/// (or abandoned), which restarts the connection's idle timer.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let a = &self.0;
+        {
+            let mut m = a.marks();
+            m.idle_since = Instant::now();
+            m.head_since = None;
+        }
+        a.in_flight.fetch_sub(1, Ordering::AcqRel);
+        a.changed.notify_one();
+    }
+}
+
+/// A response body that holds its request's [`InFlight`] mark until it is dropped.
+struct Tracked<B> {
+    inner: B,
+    _mark: InFlight,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The client's byte stream, telling [`Activity`] when bytes arrive.
+struct Tap<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tap<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.read();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tap<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Where the server is in its life: connections close politely on `Draining` and are
+/// dropped on `Closed` (the shutdown grace period is over).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    Draining,
+    Closed,
 }
 
 /// Serve `listeners` until `shutdown` resolves, then stop accepting and let requests
@@ -53,7 +263,6 @@ pub async fn serve(
     listeners: Vec<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = Arc::new(GracefulShutdown::new());
     let (max_conns, grace) = {
         let s = state.load();
         (
@@ -62,17 +271,20 @@ pub async fn serve(
         )
     };
     let permits = Arc::new(Semaphore::new(max_conns));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Serving);
+    // Every connection task holds a sender; the receiver sees the channel close once
+    // the last one has ended.
+    let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
     let mut accept_tasks = Vec::new();
     for listener in listeners {
         let state = state.clone();
         let permits = permits.clone();
-        let graceful = graceful.clone();
-        let mut stop = stop_rx.clone();
+        let open = open_tx.clone();
+        let mut phase = phase_rx.clone();
         accept_tasks.push(tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
-                    _ = stop.changed() => break,
+                    _ = phase.changed() => break,
                     a = listener.accept() => a,
                 };
                 let (tcp, peer) = match accepted {
@@ -89,67 +301,169 @@ pub async fn serve(
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
-                let shared = state.clone();
-                let state = state.load_full();
-                let watcher = graceful.watcher();
+                let conn = Connection {
+                    shared: state.clone(),
+                    peer,
+                    accepted: Instant::now(),
+                };
+                let phase = phase.clone();
+                let open = open.clone();
                 tokio::spawn(async move {
-                    let m = crate::metrics::get();
-                    m.connections.inc();
-                    let _open = Defer(|| {
-                        crate::metrics::get().connections.dec();
-                    });
-                    let header_timeout = state.config.server.header_timeout;
-                    let mut tls =
-                        match tokio::time::timeout(header_timeout, state.tls.accept(tcp)).await {
-                            Ok(Ok(tls)) => {
-                                m.tls_handshakes.inc();
-                                tls
-                            }
-                            Ok(Err(e)) => {
-                                m.tls_failures.inc();
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                m.tls_failures.inc();
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    // rustls buffers at most 64 KiB of outgoing plaintext by default,
-                    // which turns a blob download into one small writev per record
-                    // batch; a larger bound halves the syscalls per MiB. It is a
-                    // ceiling, not an allocation: only a slow reader fills it.
-                    tls.get_mut().1.set_buffer_limit(Some(TLS_SEND_BUFFER));
-                    drop(state);
-                    let svc = service_fn(move |req| {
-                        let st = shared.clone();
-                        async move { Ok::<_, Infallible>(proxy::handle(st, peer, req).await) }
-                    });
-                    let b = builder(header_timeout);
-                    let conn = b.serve_connection(TokioIo::new(tls), svc);
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
+                    conn.serve(tcp, phase).await;
                     drop(permit);
+                    drop(open);
                 });
             }
         }));
     }
+    drop(open_tx);
     shutdown.await;
-    let _ = stop_tx.send(true);
+    let _ = phase_tx.send(Phase::Draining);
     for t in accept_tasks {
         let _ = t.await;
     }
     tracing::info!(grace = ?grace, "shutting down: waiting for requests in flight");
-    // Every accept task has ended, so this is the last handle.
-    let Ok(graceful) = Arc::try_unwrap(graceful) else {
-        return;
-    };
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, open_rx.recv()).await.is_err() {
         tracing::warn!("shutdown grace period over; closing remaining connections");
+        let _ = phase_tx.send(Phase::Closed);
+    }
+}
+
+/// One accepted TCP connection.
+struct Connection {
+    shared: Arc<ArcSwap<State>>,
+    peer: SocketAddr,
+    accepted: Instant,
+}
+
+impl Connection {
+    /// TLS, then HTTP until the client leaves, a timer expires or the server stops.
+    async fn serve(self, tcp: TcpStream, mut phase: tokio::sync::watch::Receiver<Phase>) {
+        let Connection {
+            shared,
+            peer,
+            accepted,
+        } = self;
+        let m = crate::metrics::get();
+        m.connections.inc();
+        let _open = Defer(|| {
+            crate::metrics::get().connections.dec();
+        });
+        let (header_timeout, idle_timeout, acceptor) = {
+            let s = shared.load();
+            (
+                s.config.server.header_timeout,
+                s.config.server.idle_timeout,
+                s.tls.clone(),
+            )
+        };
+        let mut tls =
+            match tokio::time::timeout_at((accepted + header_timeout).into(), acceptor.accept(tcp))
+                .await
+            {
+                Ok(Ok(tls)) => {
+                    m.tls_handshakes.inc();
+                    tls
+                }
+                Ok(Err(e)) => {
+                    m.tls_failures.inc();
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    m.tls_failures.inc();
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+        drop(acceptor);
+        // rustls buffers at most 64 KiB of outgoing plaintext by default, which turns a
+        // blob download into one small writev per record batch; a larger bound halves
+        // the syscalls per MiB. It is a ceiling, not an allocation: only a slow reader
+        // fills it.
+        tls.get_mut().1.set_buffer_limit(Some(TLS_SEND_BUFFER));
+        let activity = Arc::new(Activity::new(accepted));
+        let io = TokioIo::new(Tap {
+            inner: tls,
+            activity: activity.clone(),
+        });
+        let tracker = activity.clone();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let st = shared.clone();
+            let mark = tracker.begin(req.version());
+            async move {
+                let resp = proxy::handle(st, peer, req).await;
+                Ok::<_, Infallible>(resp.map(|inner| Tracked { inner, _mark: mark }))
+            }
+        });
+        let b = builder();
+        let conn = b.serve_connection(io, svc);
+        tokio::pin!(conn);
+        // Set once the connection has been asked to close: it is dropped if still
+        // open at this instant.
+        let mut closing: Option<Instant> = None;
+        loop {
+            let timer = match closing {
+                Some(at) => Some((at, None)),
+                None => activity
+                    .deadline(header_timeout, idle_timeout)
+                    .map(|(at, why)| (at, Some(why))),
+            };
+            let sleep = async {
+                match timer {
+                    Some((at, _)) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = activity.changed.notified() => {}
+                changed = phase.changed() => {
+                    let now = *phase.borrow_and_update();
+                    if changed.is_err() || now == Phase::Closed {
+                        return;
+                    }
+                    if closing.is_none() {
+                        conn.as_mut().graceful_shutdown();
+                        // The drain's own grace period bounds this connection now.
+                        closing = Some(Instant::now() + Duration::from_secs(86_400));
+                    }
+                }
+                _ = sleep => {
+                    let Some((at, why)) = timer else { continue };
+                    if Instant::now() < at {
+                        continue;
+                    }
+                    match why {
+                        // Asked to close and still open: drop it.
+                        None => return,
+                        Some(Expiry::Head) => {
+                            // The state may have moved on since the timer was set
+                            // (a request began): look again before acting.
+                            if activity.deadline(header_timeout, idle_timeout)
+                                .is_some_and(|(d, w)| w == Expiry::Head && d <= Instant::now())
+                            {
+                                tracing::debug!(%peer, ?header_timeout, "no request head in time; connection closed");
+                                return;
+                            }
+                        }
+                        Some(Expiry::Idle) => {
+                            if activity.deadline(header_timeout, idle_timeout)
+                                .is_some_and(|(d, w)| w == Expiry::Idle && d <= Instant::now())
+                            {
+                                tracing::debug!(%peer, ?idle_timeout, "idle connection closed");
+                                conn.as_mut().graceful_shutdown();
+                                closing = Some(Instant::now() + CLOSE_GRACE);
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -127,8 +127,9 @@ where
     let read_timeout = state.config.server.read_timeout;
     let bytes_in = Arc::new(AtomicU64::new(0));
     let counter = bytes_in.clone();
+    let leftover = Leftover::default();
     let req = req.map(|b| {
-        body::boxed(Watched::new(Idle::new(b, read_timeout)).on_data(move |n| {
+        leftover.wrap(Watched::new(Idle::new(b, read_timeout)).on_data(move |n| {
             counter.fetch_add(n as u64, Ordering::Relaxed);
         }))
     });
@@ -136,43 +137,15 @@ where
     let path = req.uri().path().to_string();
     let route = clients::route(&path);
     let repository = crate::registry::repository_of(&path).map(str::to_string);
-    let m = crate::metrics::get();
-    let mut user = None;
-    let mut outcome = crate::upstream::forward::Outcome::default();
-    let mut resp = match route {
-        Route::Other => oci_error(StatusCode::NOT_FOUND, Code::NotFound, "not found"),
-        Route::V2NoSlash => redirect_to_v2(&req),
-        Route::Ping => {
-            let (r, o) = dispatch(&state, req, peer, repository.as_deref()).await;
-            outcome = o;
-            r
-        }
-        Route::V2 => {
-            if let Some(r) = client_rule(&state.config, &req) {
-                r
-            } else {
-                match state
-                    .auth
-                    .authenticate(req.headers().get(header::AUTHORIZATION))
-                    .await
-                {
-                    Outcome::Allowed(u) => {
-                        m.auth_successes.inc();
-                        user = Some(u);
-                        let (r, o) = dispatch(&state, req, peer, repository.as_deref()).await;
-                        outcome = o;
-                        r
-                    }
-                    Outcome::Missing => state.auth.challenge(),
-                    Outcome::Refused(u) => {
-                        m.auth_failures.inc();
-                        tracing::info!(%peer, user = %u, "authentication failed");
-                        state.auth.challenge()
-                    }
-                }
-            }
-        }
-    };
+    let version = req.version();
+    let expects_continue = req
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let (mut resp, user, outcome) = answer(&state, req, peer, route, repository.as_deref()).await;
+    if version < http::Version::HTTP_2 {
+        keep_connection_usable(&leftover, expects_continue, &mut resp).await;
+    }
     finish_headers(route, &method, &mut resp);
     let entry = crate::access::Entry {
         time,
@@ -206,6 +179,195 @@ where
                 }),
         )
     })
+}
+
+/// The phases up to the backend's answer: route, client rule, authentication,
+/// dispatch. Takes the request by value so that whatever the answer leaves of its
+/// body is released when it returns.
+async fn answer(
+    state: &State,
+    req: Request<Body>,
+    peer: SocketAddr,
+    route: Route,
+    repository: Option<&str>,
+) -> (
+    Response<Body>,
+    Option<String>,
+    crate::upstream::forward::Outcome,
+) {
+    let m = crate::metrics::get();
+    match route {
+        Route::Other => (
+            oci_error(StatusCode::NOT_FOUND, Code::NotFound, "not found"),
+            None,
+            Default::default(),
+        ),
+        Route::V2NoSlash => (redirect_to_v2(&req), None, Default::default()),
+        Route::Ping => {
+            let (r, o) = dispatch(state, req, peer, repository).await;
+            (r, None, o)
+        }
+        Route::V2 => {
+            if let Some(r) = client_rule(&state.config, &req) {
+                return (r, None, Default::default());
+            }
+            match state
+                .auth
+                .authenticate(req.headers().get(header::AUTHORIZATION))
+                .await
+            {
+                Outcome::Allowed(u) => {
+                    m.auth_successes.inc();
+                    let (r, o) = dispatch(state, req, peer, repository).await;
+                    (r, Some(u), o)
+                }
+                Outcome::Missing => (state.auth.challenge(), None, Default::default()),
+                Outcome::Refused(u) => {
+                    m.auth_failures.inc();
+                    tracing::info!(%peer, user = %u, "authentication failed");
+                    (state.auth.challenge(), None, Default::default())
+                }
+            }
+        }
+    }
+}
+
+/// Most of an unread request body that is read and thrown away after an early answer
+/// (401, 404, a 4xx before the body was needed), so that an HTTP/1.1 connection stays
+/// usable for the client's next request, as Go's server and nginx do. A longer body
+/// (or one that does not arrive within [`DISCARD_TIME`]) is not worth waiting for:
+/// the answer says `Connection: close` and the connection ends cleanly after it.
+const DISCARD_LIMIT: u64 = 256 << 10;
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Where a request body that the answer did not read to its end comes back to.
+#[derive(Default, Clone)]
+struct Leftover(Arc<std::sync::Mutex<Option<(Body, bool)>>>);
+
+impl Leftover {
+    fn wrap<B>(&self, inner: B) -> Body
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+        B::Error: Into<body::BoxError>,
+    {
+        body::boxed(Reclaim {
+            inner: Some(inner),
+            slot: self.clone(),
+            polled: false,
+            ended: false,
+        })
+    }
+
+    fn take(&self) -> Option<(Body, bool)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// A request body that, when dropped before its end, hands the rest back to its
+/// [`Leftover`] (with whether anyone had started reading it).
+struct Reclaim<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<body::BoxError>,
+{
+    inner: Option<B>,
+    slot: Leftover,
+    polled: bool,
+    ended: bool,
+}
+
+impl<B> http_body::Body for Reclaim<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<body::BoxError>,
+{
+    type Data = bytes::Bytes;
+    type Error = body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, body::BoxError>>> {
+        let this = &mut *self;
+        this.polled = true;
+        let Some(inner) = this.inner.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let r = std::pin::Pin::new(inner).poll_frame(cx);
+        if let std::task::Poll::Ready(None | Some(Err(_))) = r {
+            this.ended = true;
+        }
+        r.map(|f| f.map(|f| f.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner
+            .as_ref()
+            .map(|b| b.size_hint())
+            .unwrap_or_default()
+    }
+}
+
+impl<B> Drop for Reclaim<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<body::BoxError>,
+{
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        if let Some(b) = self.inner.take() {
+            if !b.is_end_stream() {
+                *self.slot.0.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((body::boxed(b), self.polled));
+            }
+        }
+    }
+}
+
+/// HTTP/1: an answer that left the request body unread would otherwise make hyper
+/// close the connection after a response that promised keep-alive, and a client's
+/// next request on it (the authenticated retry after a 401) dies with EOF.
+async fn keep_connection_usable(
+    leftover: &Leftover,
+    expects_continue: bool,
+    resp: &mut Response<Body>,
+) {
+    let Some((mut rest, polled)) = leftover.take() else {
+        return;
+    };
+    // A client waiting for "100 Continue" has not sent its body: reading now would
+    // invite it. Decline it and close instead.
+    let drained = if expects_continue && !polled {
+        false
+    } else {
+        let mut seen = 0u64;
+        tokio::time::timeout(DISCARD_TIME, async {
+            while let Some(frame) = http_body_util::BodyExt::frame(&mut rest).await {
+                match frame {
+                    Ok(f) => {
+                        seen += f.data_ref().map_or(0, |d| d.len() as u64);
+                        if seen > DISCARD_LIMIT {
+                            return false;
+                        }
+                    }
+                    Err(_) => return false,
+                }
+            }
+            true
+        })
+        .await
+        .unwrap_or(false)
+    };
+    if !drained {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
 }
 
 /// The end of a request: metrics and the access log line.

@@ -44,6 +44,7 @@ pub struct Server {
     pub listen: Option<OneOrMany>,
     pub read_timeout: Option<String>,
     pub header_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
     pub max_connections: Option<u64>,
 }

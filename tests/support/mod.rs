@@ -9,6 +9,7 @@ use portcullis::body::{self, Body};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The real tools the suite drives. Missing one is a failure, never a skip: the test
@@ -159,6 +160,8 @@ pub struct Options {
     /// Upstream URLs; empty means the bundled registry on `<dir>/data`.
     pub upstreams: Vec<String>,
     pub read_timeout: &'static str,
+    /// More `[server]` keys, one per line (`header_timeout = "2s"`).
+    pub server_toml: String,
     pub htpasswd: String,
     pub extra_toml: String,
     /// Replaces the generated backend section (e.g. a `[registry]` with another root).
@@ -171,6 +174,7 @@ impl Options {
         Options {
             upstreams: Vec::new(),
             read_timeout: "900s",
+            server_toml: String::new(),
             htpasswd: default_htpasswd(),
             extra_toml: String::new(),
             backend_toml: None,
@@ -181,6 +185,7 @@ impl Options {
         Options {
             upstreams: vec![url.into()],
             read_timeout: "900s",
+            server_toml: String::new(),
             htpasswd: default_htpasswd(),
             extra_toml: String::new(),
             backend_toml: None,
@@ -213,8 +218,8 @@ pub fn write_config(dir: &Path, opts: &Options, listen: &str) -> PathBuf {
         format!("[upstream]\nbalance = \"round_robin\"\n{servers}")
     };
     let toml = format!(
-        "[server]\nlisten = \"{listen}\"\nread_timeout = \"{}\"\n\n[tls]\ncertificate = \"certs/server.crt\"\nkey = \"certs/server.key\"\n\n[auth]\nhtpasswd = \"auth/htpasswd\"\nrealm = \"Registry Realm\"\n{}\n{backend}",
-        opts.read_timeout, opts.extra_toml
+        "[server]\nlisten = \"{listen}\"\nread_timeout = \"{}\"\n{}\n\n[tls]\ncertificate = \"certs/server.crt\"\nkey = \"certs/server.key\"\n\n[auth]\nhtpasswd = \"auth/htpasswd\"\nrealm = \"Registry Realm\"\n{}\n{backend}",
+        opts.read_timeout, opts.server_toml, opts.extra_toml
     );
     let path = dir.join("proxy.toml");
     std::fs::write(&path, toml).unwrap();
@@ -416,4 +421,28 @@ pub mod oci;
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
+}
+
+/// A raw TLS connection to a test Portcullis that trusts its CA, offering `alpn`
+/// (for byte-exact requests that an HTTP client library would not send).
+pub async fn tls_connect(
+    ca: &Path,
+    addr: SocketAddr,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap()
 }

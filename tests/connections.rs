@@ -1,0 +1,300 @@
+//! Connection limits with real TLS clients: silent, slow and idle clients are closed
+//! on time (`server.header_timeout`, `server.idle_timeout`), and an early answer to a
+//! request with a body (a 401 before credentials, say) leaves an HTTP/1.1 connection
+//! usable for the client's next request.
+
+mod support;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::time::{Duration, Instant};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Far longer than any timer under test: a connection still open then was never closed.
+const NEVER: Duration = Duration::from_secs(40);
+
+fn with_server(mut o: Options, server: &str) -> Options {
+    o.server_toml = server.to_string();
+    o
+}
+
+/// Wait for the server to close `s` (EOF or reset); how long it took from `since`.
+async fn closed_after<S: tokio::io::AsyncRead + Unpin>(s: &mut S, since: Instant) -> Duration {
+    let mut buf = vec![0u8; 64 << 10];
+    let waited = tokio::time::timeout(NEVER, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the server never closed the connection");
+    since.elapsed()
+}
+
+#[tokio::test]
+async fn a_client_silent_after_tls_is_closed_after_the_header_timeout() {
+    let p = Portcullis::start(with_server(
+        Options::registry(),
+        "header_timeout = \"2s\"\nidle_timeout = \"60s\"",
+    ))
+    .await;
+    for alpn in [&[&b"http/1.1"[..]][..], &[&b"h2"[..]][..], &[][..]] {
+        let t = Instant::now();
+        let mut s = tls_connect(&p.ca(), p.addr, alpn).await;
+        let took = closed_after(&mut s, t).await;
+        assert!(
+            took >= Duration::from_millis(1900),
+            "closed too early: {took:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn half_an_http2_preface_or_a_slow_request_head_is_cut_off() {
+    let p = Portcullis::start(with_server(
+        Options::registry(),
+        "header_timeout = \"2s\"\nidle_timeout = \"60s\"",
+    ))
+    .await;
+    let t = Instant::now();
+    let mut s = tls_connect(&p.ca(), p.addr, &[b"h2"]).await;
+    s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    s.flush().await.unwrap();
+    closed_after(&mut s, t).await;
+
+    // One header byte every 300 ms never completes a head within 2 s.
+    let t = Instant::now();
+    let mut s = tls_connect(&p.ca(), p.addr, &[b"http/1.1"]).await;
+    let slow = async {
+        for b in b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n" {
+            if s.write_all(&[*b]).await.is_err() || s.flush().await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        false
+    };
+    let cut = tokio::time::timeout(NEVER, slow).await.expect("bounded");
+    assert!(cut, "a head trickled over {:?} was accepted", t.elapsed());
+}
+
+/// An HTTP/1.1 connection over TLS to `p`, driven by hyper's client.
+async fn h1_connection(
+    p: &Portcullis,
+) -> (
+    hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let s = tls_connect(&p.ca(), p.addr, &[b"http/1.1"]).await;
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    (send, tokio::spawn(conn))
+}
+
+fn get(p: &Portcullis, path: &str, user: Option<(&str, &str)>) -> Request<Full<Bytes>> {
+    with_body(p, "GET", path, user, Vec::new())
+}
+
+fn with_body(
+    p: &Portcullis,
+    method: &str,
+    path: &str,
+    user: Option<(&str, &str)>,
+    data: Vec<u8>,
+) -> Request<Full<Bytes>> {
+    let (parts, _) = request(method, &p.localhost_url(path), user)
+        .header("host", format!("localhost:{}", p.addr.port()))
+        .header("content-length", data.len())
+        .body(())
+        .unwrap()
+        .into_parts();
+    let mut r = Request::from_parts(parts, Full::new(Bytes::from(data)));
+    // Origin form on the wire, as a real client sends it.
+    *r.uri_mut() = path.parse().unwrap();
+    r
+}
+
+#[tokio::test]
+async fn http1_keep_alive_lasts_the_idle_timeout_not_the_header_timeout() {
+    let p = Portcullis::start(with_server(
+        Options::registry(),
+        "header_timeout = \"1s\"\nidle_timeout = \"4s\"",
+    ))
+    .await;
+    let (mut send, conn) = h1_connection(&p).await;
+    let r = send
+        .send_request(get(&p, "/v2/", Some(BCRYPT_USER)))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.into_body().collect().await.unwrap();
+    // Idle for twice the header timeout: the connection is still there.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = send
+        .send_request(get(&p, "/v2/", Some(BCRYPT_USER)))
+        .await
+        .expect("a kept-alive connection outlives header_timeout");
+    assert_eq!(r.status(), StatusCode::OK);
+    r.into_body().collect().await.unwrap();
+    let idle = Instant::now();
+    let ended = tokio::time::timeout(NEVER, conn).await;
+    assert!(
+        ended.is_ok(),
+        "an idle HTTP/1.1 connection was never closed"
+    );
+    assert!(
+        idle.elapsed() >= Duration::from_millis(3900),
+        "{:?}",
+        idle.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_answering_pings_gets_goaway_after_the_idle_timeout() {
+    let p = Portcullis::start(with_server(
+        Options::registry(),
+        "header_timeout = \"2s\"\nidle_timeout = \"3s\"",
+    ))
+    .await;
+    let s = tls_connect(&p.ca(), p.addr, &[b"h2"]).await;
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        // The client pings every 500 ms and answers the server's pings: traffic, but
+        // no request.
+        .keep_alive_interval(Duration::from_millis(500))
+        .keep_alive_while_idle(true)
+        .handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let r = send
+        .send_request(get(&p, "/v2/", Some(BCRYPT_USER)))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.into_body().collect().await.unwrap();
+    let idle = Instant::now();
+    let ended = tokio::time::timeout(NEVER, conn).await;
+    assert!(
+        ended.is_ok(),
+        "an idle HTTP/2 connection kept alive by pings was never closed"
+    );
+    assert!(
+        idle.elapsed() >= Duration::from_millis(2900),
+        "{:?}",
+        idle.elapsed()
+    );
+    assert!(send.is_closed(), "the server said GOAWAY");
+}
+
+#[tokio::test]
+async fn silent_connections_cannot_lock_out_legitimate_clients() {
+    let p = Portcullis::start(with_server(
+        Options::registry(),
+        "header_timeout = \"2s\"\nmax_connections = 16",
+    ))
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..16 {
+        silent.push(tls_connect(&p.ca(), p.addr, &[b"h2"]).await);
+    }
+    // Every slot is taken by a client that says nothing. Within the header timeout
+    // they are gone and a real client gets in.
+    let t = Instant::now();
+    let served = tokio::time::timeout(NEVER, async {
+        loop {
+            let c = Client::h1(&p.ca());
+            let req = request("GET", &p.url("/v2/"), Some(BCRYPT_USER))
+                .body(portcullis::body::empty())
+                .unwrap();
+            let ok = tokio::time::timeout(Duration::from_secs(5), c.send_streaming(req))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|r| r.status());
+            if ok == Some(StatusCode::OK) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(served.is_ok(), "locked out for {:?}", t.elapsed());
+    drop(silent);
+}
+
+#[tokio::test]
+async fn a_401_to_a_request_with_a_body_keeps_the_http1_connection_usable() {
+    let p = Portcullis::start(Options::registry()).await;
+    let (mut send, _conn) = h1_connection(&p).await;
+    for method in ["POST", "PATCH", "PUT"] {
+        let r = send
+            .send_request(with_body(
+                &p,
+                method,
+                "/v2/app/blobs/uploads/",
+                None,
+                vec![7u8; 100_000],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(!r.headers().contains_key("connection"), "{:?}", r.headers());
+        r.into_body().collect().await.unwrap();
+        // The client's authenticated retry, on the same connection.
+        let r = send
+            .send_request(get(&p, "/v2/", Some(BCRYPT_USER)))
+            .await
+            .unwrap_or_else(|e| panic!("{method}: the connection died after the 401: {e}"));
+        assert_eq!(r.status(), StatusCode::OK);
+        r.into_body().collect().await.unwrap();
+    }
+    // An authenticated request the registry refuses before reading its body (an
+    // unknown upload) keeps the connection too.
+    let r = send
+        .send_request(with_body(
+            &p,
+            "PATCH",
+            "/v2/app/blobs/uploads/00000000-0000-4000-8000-000000000000?_state=x",
+            Some(BCRYPT_USER),
+            vec![1u8; 50_000],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    r.into_body().collect().await.unwrap();
+    let r = send
+        .send_request(get(&p, "/v2/", Some(BCRYPT_USER)))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_401_to_a_large_body_says_connection_close_and_closes_cleanly() {
+    let p = Portcullis::start(Options::registry()).await;
+    let (mut send, conn) = h1_connection(&p).await;
+    let r = send
+        .send_request(with_body(
+            &p,
+            "PATCH",
+            "/v2/app/blobs/uploads/",
+            None,
+            vec![7u8; 8 << 20],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["connection"], "close");
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.starts_with(b"{\"errors\""), "{body:?}");
+    let ended = tokio::time::timeout(NEVER, conn).await;
+    assert!(ended.is_ok(), "closed after the answer");
+}
