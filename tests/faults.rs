@@ -26,6 +26,10 @@ enum Mode {
     StallBody,
     /// Read the request and its body (Content-Length), then close without answering.
     Swallow,
+    /// Answer with both Content-Length and Transfer-Encoding (RFC 9112 §6.3: invalid).
+    BothLengths,
+    /// Read whatever body arrives until the connection ends; never answer.
+    Sink,
 }
 
 /// A stub upstream; returns its URL and a count of requests it received.
@@ -70,6 +74,20 @@ async fn serve_stub(mut s: TcpStream, mode: Mode, count: Arc<AtomicUsize>) {
             }
             Mode::Stall => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
+                return;
+            }
+            Mode::BothLengths => {
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+                    .await;
+                continue;
+            }
+            Mode::Sink => {
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
                 return;
             }
             Mode::Swallow => {
@@ -331,4 +349,142 @@ async fn all_peers_failed_is_502_naming_each() {
         "{}",
         a.text()
     );
+}
+
+fn pool(p: &Portcullis) -> std::sync::Arc<portcullis::upstream::Pool> {
+    match &p.state.load().backend {
+        portcullis::proxy::Backend::Upstream(pool) => pool.clone(),
+        _ => unreachable!(),
+    }
+}
+
+/// Send raw HTTP/1.1 bytes over TLS and read what comes back until the server closes
+/// or `limit` passes.
+async fn raw_exchange(p: &Portcullis, bytes: &[u8], then_close: bool, limit: Duration) -> String {
+    let mut s = tls_connect(&p.ca(), p.addr, &[b"http/1.1"]).await;
+    s.write_all(bytes).await.unwrap();
+    s.flush().await.unwrap();
+    if then_close {
+        // A client that aborts mid-upload: the rest never comes.
+        drop(s);
+        return String::new();
+    }
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(limit, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    out.extend_from_slice(&buf[..n]);
+                    if out.windows(4).any(|w| w == b"\r\n\r\n") {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn auth_header() -> String {
+    use base64::Engine;
+    let (u, pw) = BCRYPT_USER;
+    format!(
+        "Authorization: Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{u}:{pw}"))
+    )
+}
+
+#[tokio::test]
+async fn client_faults_never_count_against_upstreams() {
+    let (a, _) = stub(Mode::Sink).await;
+    let (b, _) = stub(Mode::Sink).await;
+    let mut o = two(a, b);
+    o.read_timeout = "2s";
+    let p = Portcullis::start(o).await;
+    let host = format!("Host: localhost:{}", p.addr.port());
+    let auth = auth_header();
+
+    // A malformed chunked body: the client's 400, not the upstream's fault.
+    let malformed = format!(
+        "PATCH /v2/x/blobs/uploads/u HTTP/1.1\r\n{host}\r\n{auth}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"
+    );
+    let answer = raw_exchange(&p, malformed.as_bytes(), false, Duration::from_secs(20)).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+
+    // A client that aborts mid-upload.
+    let aborted = format!(
+        "PATCH /v2/x/blobs/uploads/u HTTP/1.1\r\n{host}\r\n{auth}\r\nContent-Length: 100000\r\n\r\n{}",
+        "x".repeat(1000)
+    );
+    raw_exchange(&p, aborted.as_bytes(), true, Duration::ZERO).await;
+
+    // A client that stops sending: the body's read timeout is the client's 408.
+    let stalled = format!(
+        "PATCH /v2/x/blobs/uploads/u HTTP/1.1\r\n{host}\r\n{auth}\r\nContent-Length: 100000\r\n\r\n{}",
+        "x".repeat(1000)
+    );
+    let answer = raw_exchange(&p, stalled.as_bytes(), false, Duration::from_secs(30)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // Give the aborted request time to be noticed, then look: no peer was blamed.
+    let pool = pool(&p);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        (pool.balancer().fails(0), pool.balancer().fails(1)),
+        (0, 0),
+        "client faults counted against an upstream"
+    );
+}
+
+#[tokio::test]
+async fn a_response_with_both_content_length_and_transfer_encoding_is_a_502() {
+    let (url, seen) = stub(Mode::BothLengths).await;
+    let p = Portcullis::start(Options::upstream(url)).await;
+    for client in [Client::h1(&p.ca()), Client::h2(&p.ca())] {
+        let a = client.get(&p.url("/v2/x/tags/list"), ALICE).await;
+        assert_eq!(a.status, StatusCode::BAD_GATEWAY, "{}", a.text());
+        assert!(
+            a.text().contains("Content-Length and Transfer-Encoding"),
+            "{}",
+            a.text()
+        );
+    }
+    assert!(seen.load(Ordering::SeqCst) >= 2);
+}
+
+#[tokio::test]
+async fn a_post_that_timed_out_is_not_sent_to_the_next_peer() {
+    let (stall, stalled) = stub(Mode::Stall).await;
+    let (echo, echoed) = stub(Mode::Echo).await;
+    let mut o = two(stall, echo);
+    o.read_timeout = "1s";
+    let p = Portcullis::start(o).await;
+    let c = Client::h1(&p.ca());
+    // The first pick is the stalled peer (round-robin, equal weights).
+    let a = c
+        .send(
+            request("POST", &p.url("/v2/x/blobs/uploads/"), ALICE)
+                .body(body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT, "{}", a.text());
+    assert_eq!(stalled.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        echoed.load(Ordering::SeqCst),
+        0,
+        "a POST that was sent is never sent again"
+    );
+    // The stalled peer now counts as failed: the next request goes to the other.
+    let a = c.get(&p.url("/v2/"), ALICE).await;
+    assert_eq!(a.status, StatusCode::OK);
 }

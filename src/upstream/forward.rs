@@ -11,8 +11,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri, Version};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What the forwarding did, for the access log.
 #[derive(Debug, Default, Clone)]
@@ -57,9 +58,43 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// The request body, shared by the attempts of one request: an attempt takes it on
 /// its first poll. Until then a failed attempt (connect refused, say) leaves it in
 /// place for the next peer; once taken, bytes may have left and no retry is allowed.
+/// It also records how the client's side of the body went, so that a client's fault
+/// (malformed chunking, a reset, a stall) is never blamed on the upstream.
 struct Slot {
     body: std::sync::Mutex<Option<Body>>,
-    taken: std::sync::atomic::AtomicBool,
+    taken: AtomicBool,
+    /// Waiting for the client's next body bytes (the upstream is not the one stalling).
+    waiting_on_client: AtomicBool,
+    /// When the upstream last took (or asked for) body bytes, for the response-head
+    /// timer; milliseconds since `started`.
+    last_poll_ms: AtomicU64,
+    started: Instant,
+    client_fault: std::sync::Mutex<Option<ClientFault>>,
+}
+
+/// The client's side of a request body failed.
+#[derive(Debug, Clone)]
+struct ClientFault {
+    timed_out: bool,
+    why: String,
+}
+
+impl Slot {
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_poll_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last_poll(&self) -> Instant {
+        self.started + Duration::from_millis(self.last_poll_ms.load(Ordering::Relaxed))
+    }
+
+    fn client_fault(&self) -> Option<ClientFault> {
+        self.client_fault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// The body one attempt sends.
@@ -79,25 +114,29 @@ impl http_body::Body for AttemptBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, body::BoxError>>> {
         let this = &mut *self;
+        let slot = &this.slot;
+        slot.touch();
         if this.inner.is_none() {
-            let taken = this
-                .slot
-                .body
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            this.slot
-                .taken
-                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let taken = slot.body.lock().unwrap_or_else(|p| p.into_inner()).take();
+            slot.taken.store(true, Ordering::SeqCst);
             match taken {
                 Some(b) => this.inner = Some(b),
                 None => return std::task::Poll::Ready(None),
             }
         }
-        match this.inner.as_mut() {
-            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
-            None => std::task::Poll::Ready(None),
+        let Some(b) = this.inner.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let r = std::pin::Pin::new(b).poll_frame(cx);
+        slot.waiting_on_client
+            .store(r.is_pending(), Ordering::Relaxed);
+        if let std::task::Poll::Ready(Some(Err(e))) = &r {
+            *slot.client_fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(ClientFault {
+                timed_out: e.is::<body::IdleTimeout>(),
+                why: e.to_string(),
+            });
         }
+        r
     }
 
     fn is_end_stream(&self) -> bool {
@@ -109,12 +148,26 @@ impl http_body::Body for AttemptBody {
     }
 }
 
+/// Methods nginx never passes to a second server once the request was sent
+/// (`proxy_next_upstream ... non_idempotent` off by default).
+fn idempotent(m: &http::Method) -> bool {
+    !matches!(m.as_str(), "POST" | "PATCH" | "LOCK")
+}
+
+/// Both `Content-Length` and `Transfer-Encoding` on a response: a sign of smuggling or
+/// a broken upstream (RFC 9112 §6.3); its length cannot be trusted either way.
+fn ambiguous_length(h: &HeaderMap) -> bool {
+    h.contains_key(header::CONTENT_LENGTH) && h.contains_key(header::TRANSFER_ENCODING)
+}
+
 impl Pool {
     /// Send `req` to the group; `client` is the client's address. Tries peers in the
     /// balancer's order: on a connect error, a timeout or an invalid response head the
-    /// next peer gets the request, as long as no request body byte has gone out
-    /// (nothing has gone to the client yet: we hold no response). `repository` is the
-    /// one the path names, for `repository_hash`.
+    /// next peer gets the request, as long as no request body byte has gone out and,
+    /// for POST and PATCH, the request was never sent (nginx). A fault of the client's
+    /// (its body broke off, was malformed or stalled) ends the request with 400/408
+    /// and counts against no upstream. `repository` is the one the path names, for
+    /// `repository_hash`.
     pub async fn forward(
         &self,
         req: Request<Body>,
@@ -126,7 +179,11 @@ impl Pool {
         let hint = http_body::Body::size_hint(&body);
         let slot = Arc::new(Slot {
             body: std::sync::Mutex::new(Some(body)),
-            taken: std::sync::atomic::AtomicBool::new(false),
+            taken: AtomicBool::new(false),
+            waiting_on_client: AtomicBool::new(false),
+            last_poll_ms: AtomicU64::new(0),
+            started: Instant::now(),
+            client_fault: std::sync::Mutex::new(None),
         });
         let headers = upstream_headers(&parts, client);
         let key = RequestKey {
@@ -147,10 +204,17 @@ impl Pool {
                 hint,
             });
             let upstream_req = build_request(&parts, &headers, peer, attempt_body);
-            let attempt =
-                tokio::time::timeout(self.read_timeout, self.client.request(upstream_req)).await;
+            slot.touch();
+            let attempt = self
+                .await_head(&slot, self.client.request(upstream_req))
+                .await;
+            let mut connect_failed = false;
             let why = match attempt {
-                Ok(Ok(resp)) => {
+                Some(Ok(resp)) if ambiguous_length(resp.headers()) => {
+                    last_status = StatusCode::BAD_GATEWAY;
+                    "invalid response: both Content-Length and Transfer-Encoding".to_string()
+                }
+                Some(Ok(resp)) => {
                     self.balancer.report(i, false, Instant::now());
                     let (mut rparts, rbody) = resp.into_parts();
                     strip_hop_by_hop(&mut rparts.headers);
@@ -164,11 +228,15 @@ impl Pool {
                     );
                     return (Response::from_parts(rparts, rbody), outcome);
                 }
-                Ok(Err(e)) => {
+                _ if slot.client_fault().is_some() => {
+                    return (self.client_failed(i, &slot), outcome);
+                }
+                Some(Err(e)) => {
                     last_status = StatusCode::BAD_GATEWAY;
+                    connect_failed = e.is_connect();
                     describe(&e)
                 }
-                Err(_) => {
+                None => {
                     last_status = StatusCode::GATEWAY_TIMEOUT;
                     format!("no response head within {:?}", self.read_timeout)
                 }
@@ -177,8 +245,13 @@ impl Pool {
             peer.failures.inc();
             tracing::warn!(upstream = %peer.label, reason = %why, "upstream attempt failed");
             outcome.retries.push(format!("{}: {why}", peer.label));
-            if slot.taken.load(std::sync::atomic::Ordering::SeqCst) {
+            if slot.taken.load(Ordering::SeqCst) {
                 // Body bytes may have gone to this peer: replaying is not safe.
+                break;
+            }
+            if !connect_failed && !idempotent(&parts.method) {
+                // The request may have been acted on: nginx does not send a POST or
+                // PATCH to a second server once it went to one.
                 break;
             }
         }
@@ -191,6 +264,53 @@ impl Pool {
             )
         };
         (oci_error(last_status, Code::Unavailable, &message), outcome)
+    }
+
+    /// The client's body failed: nothing to hold against peer `i`; 408 for a stall,
+    /// 400 for anything else (malformed chunking, a reset).
+    fn client_failed(&self, i: usize, slot: &Slot) -> Response<Body> {
+        self.balancer.finish(i, false, Instant::now());
+        let fault = slot.client_fault().unwrap_or(ClientFault {
+            timed_out: false,
+            why: "broken off".into(),
+        });
+        tracing::info!(upstream = %self.peers[i].label, reason = %fault.why, "request body failed on the client's side");
+        let (status, code) = if fault.timed_out {
+            (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT")
+        } else {
+            (StatusCode::BAD_REQUEST, "BAD_REQUEST")
+        };
+        crate::error::oci(status, code, &format!("request body: {}", fault.why))
+    }
+
+    /// Wait for the response head. The `read_timeout` runs from the later of the
+    /// attempt's start and the upstream's last taking of body bytes, and never while
+    /// we wait for the client's bytes (that is the client body's own idle timer): a
+    /// long upload is not a slow upstream, and a stalled client is not either.
+    async fn await_head<F, T>(&self, slot: &Slot, fut: F) -> Option<T>
+    where
+        F: std::future::Future<Output = T>,
+    {
+        tokio::pin!(fut);
+        let mut due = slot.last_poll() + self.read_timeout;
+        loop {
+            tokio::select! {
+                r = &mut fut => return Some(r),
+                _ = tokio::time::sleep_until(due.into()) => {
+                    let now = Instant::now();
+                    if slot.waiting_on_client.load(Ordering::Relaxed) {
+                        // The client body's idle timer ends this if the client stalls.
+                        due = now + self.read_timeout;
+                        continue;
+                    }
+                    due = slot.last_poll() + self.read_timeout;
+                    if due > now {
+                        continue;
+                    }
+                    return None;
+                }
+            }
+        }
     }
 }
 
