@@ -44,7 +44,8 @@ fn require_docker_cli() -> PathBuf {
 /// and stopped when the last test lets go of it.
 pub struct Dockerd {
     /// `sh` watching our stdin: when this process ends, even by SIGKILL, the pipe
-    /// closes and the shell stops dockerd, so no daemon outlives the test binary.
+    /// closes and the shell stops dockerd and removes its folder (images live there),
+    /// so no daemon and no data root outlive the test binary.
     guard: Child,
     guard_stdin: Option<ChildStdin>,
     dir: tempfile::TempDir,
@@ -81,7 +82,7 @@ impl Dockerd {
         let log = std::fs::File::create(p("dockerd.log")).expect("dockerd log");
         let mut guard = Command::new("sh")
             .arg("-c")
-            .arg(r#""$@" & d=$!; read _; kill -TERM $d; wait $d"#)
+            .arg(r#""$@" & d=$!; read _; kill -TERM $d; wait $d; rm -rf "$PORTCULLIS_DOCKERD_DIR""#)
             .arg("sh")
             .arg(bin)
             .arg("--config-file")
@@ -96,6 +97,7 @@ impl Dockerd {
             .arg(p("dockerd.pid"))
             .arg("-H")
             .arg(format!("unix://{}", socket.display()))
+            .env("PORTCULLIS_DOCKERD_DIR", dir.path())
             .stdin(Stdio::piped())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
