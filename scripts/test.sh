@@ -3,7 +3,9 @@
 # are missing (Debian packages): docker-registry (distribution 2.8, the upstream),
 # skopeo (the client for push/pull round trips), apache2-utils (htpasswd vectors),
 # openssl (keys in PKCS#1 and SEC1 form, chain verification), systemd (for
-# `systemd-analyze verify` of the unit file; nothing is started).
+# `systemd-analyze verify` of the unit file; nothing is started), docker.io (dockerd
+# and Debian's /usr/bin/docker, the client for login/push/pull; tests/docker.rs
+# starts its own dockerd and needs root for it and for /etc/docker/certs.d).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +15,9 @@ command -v skopeo >/dev/null || need+=(skopeo)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v openssl >/dev/null || need+=(openssl)
 command -v systemd-analyze >/dev/null || need+=(systemd)
+# Both halves of docker.io: dockerd may be on PATH from elsewhere, and a newer docker
+# client in /usr/local/bin is not the one the tests use.
+if ! command -v dockerd >/dev/null || [ ! -x /usr/bin/docker ]; then need+=(docker.io); fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   sudo=""

@@ -28,6 +28,7 @@ pub fn require(tool: &str) -> PathBuf {
                 "docker-registry" => "docker-registry",
                 "skopeo" => "skopeo",
                 "htpasswd" => "apache2-utils",
+                "dockerd" => "docker.io",
                 other => other,
             }
         ),
@@ -416,6 +417,7 @@ pub fn request(method: &str, url: &str, user: Option<(&str, &str)>) -> http::req
     b
 }
 
+pub mod docker;
 pub mod oci;
 
 pub fn sha256_hex(data: &[u8]) -> String {
