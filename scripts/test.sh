@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Run the whole test suite. First installs the real tools the tests talk to when they
-# are missing (Debian packages): docker-registry (distribution 2.8, the upstream),
-# skopeo (the client for push/pull round trips), apache2-utils (htpasswd vectors),
-# openssl (keys in PKCS#1 and SEC1 form, chain verification), systemd (for
-# `systemd-analyze verify` of the unit file; nothing is started), docker.io (dockerd
-# and Debian's /usr/bin/docker, the client for login/push/pull; tests/docker.rs
-# starts its own dockerd and needs root for it and for /etc/docker/certs.d).
+# Check formatting and lints, then run the whole test suite. First installs the real
+# tools the tests talk to when they are missing (Debian packages): docker-registry
+# (distribution 2.8, the upstream), skopeo (the client for push/pull round trips),
+# apache2-utils (htpasswd vectors), openssl (keys in PKCS#1 and SEC1 form, chain
+# verification), systemd (for `systemd-analyze verify` of the unit file; nothing is
+# started), nginx (the balancer is checked against a real nginx; run in a test
+# folder, never as a service), docker.io (dockerd and Debian's /usr/bin/docker, the
+# client for login/push/pull; tests/docker.rs starts its own dockerd and needs root
+# for it and for /etc/docker/certs.d).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Debian installs nginx in /usr/sbin, which is not on every user's PATH; the tests find
+# their tools through PATH.
+case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="$PATH:/usr/sbin" ;; esac
 
 need=()
 command -v docker-registry >/dev/null || need+=(docker-registry)
@@ -18,12 +24,29 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 # Both halves of docker.io: dockerd may be on PATH from elsewhere, and a newer docker
 # client in /usr/local/bin is not the one the tests use.
 if ! command -v dockerd >/dev/null || [ ! -x /usr/bin/docker ]; then need+=(docker.io); fi
+command -v nginx >/dev/null || need+=(nginx)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+# Formatting and lints fail the run before any test does (CI gates on both).
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    echo "installing the $component toolchain component"
+    rustup component add "$component"
+  fi
+done
+if ! cargo fmt --check; then
+  echo "FAILED: cargo fmt --check (run \`cargo fmt\` and commit the result)" >&2
+  exit 1
+fi
+if ! cargo clippy --locked --all-targets -- -D warnings; then
+  echo "FAILED: cargo clippy --locked --all-targets -- -D warnings" >&2
+  exit 1
 fi
 
 # --all-targets: the library, the binary and every integration test (there are no

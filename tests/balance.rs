@@ -8,6 +8,9 @@ mod support;
 use bytes::Bytes;
 use http::StatusCode;
 use portcullis::body;
+use portcullis::config::Balance;
+use portcullis::upstream::balance::{Balancer, PeerConfig, RequestKey};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::oci::*;
 use support::*;
@@ -138,10 +141,13 @@ async fn killing_an_upstream_mid_loop_fails_no_request() {
         let p = Portcullis::start(pair.options(balance, "", "", "")).await;
         let c = Client::h1(&p.ca());
         let (manifest, layer) = seed(&c, &p, "read/loop").await;
+        let pool = pool(&p);
         let mut failed = Vec::new();
+        let mut b_at_kill = None;
         for n in 0..300 {
             if n == 100 {
                 pair.a.kill();
+                b_at_kill = Some(pool.balancer().picks(1));
             }
             let (method, path) = match n % 3 {
                 0 => ("GET", format!("/v2/read/loop/manifests/{manifest}")),
@@ -171,10 +177,13 @@ async fn killing_an_upstream_mid_loop_fails_no_request() {
             failed.len(),
             failed.first()
         );
-        let pool = pool(&p);
-        assert!(
-            pool.balancer().picks(1) > 0,
-            "{balance}: b served after a died"
+        // Only picks made after the kill count: each of the 200 requests sent since then
+        // was answered (above), and with a dead, b is the only peer that can answer; a
+        // request tries each peer at most once, so b was picked exactly once for each.
+        let b_after = pool.balancer().picks(1) - b_at_kill.expect("a was killed");
+        assert_eq!(
+            b_after, 200,
+            "{balance}: b served every request after a died"
         );
     }
 }
@@ -283,4 +292,275 @@ async fn https_upstream_with_a_configured_ca() {
     let p2 = Portcullis::start(o).await;
     let a = Client::h1(&p2.ca()).get(&p2.url("/v2/"), ALICE).await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+}
+
+/// A backend that answers every request with its own name (and closes).
+async fn name_server(name: &'static str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
+                    name.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// Debian's nginx in the foreground with one worker (so a group's round-robin state
+/// is one sequence), everything in its own folder; killed when dropped.
+struct Nginx {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// `upstreams`: (group name, `upstream` block body); each is reachable at
+    /// `/<group name>`.
+    fn start(upstreams: &[(String, String)]) -> Nginx {
+        let bin = require("nginx");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        let port = free_port();
+        let mut blocks = String::new();
+        let mut locations = String::new();
+        for (name, body) in upstreams {
+            blocks += &format!("  upstream {name} {{\n{body}  }}\n");
+            locations += &format!("    location /{name} {{ proxy_pass http://{name}; }}\n");
+        }
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {d}/error.log warn;\npid {d}/nginx.pid;\nevents {{ worker_connections 256; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n{blocks}  server {{\n    listen 127.0.0.1:{port};\n{locations}  }}\n}}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let mut child = Command::new(bin)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let log = || std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("nginx exited ({status}): {}", log());
+            }
+            assert!(Instant::now() < deadline, "nginx did not listen: {}", log());
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Nginx { child, port, dir }
+    }
+
+    /// `GET /<group>` through nginx from the local address `from`: the name of the
+    /// backend that answered.
+    async fn ask(&self, from: std::net::Ipv4Addr, group: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind((from, 0).into())
+            .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+        let mut s = sock
+            .connect(([127, 0, 0, 1], self.port).into())
+            .await
+            .expect("connect to nginx");
+        s.write_all(format!("GET /{group} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).await.unwrap();
+        let resp = String::from_utf8_lossy(&resp).into_owned();
+        let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP response");
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "nginx answered {head}; error log: {}",
+            std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+        );
+        body.to_string()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One upstream group as both sides see it: (weight, down) per backend, in order.
+struct Group {
+    name: &'static str,
+    method: Balance,
+    peers: Vec<(u32, bool)>,
+}
+
+impl Group {
+    fn nginx_block(&self, ports: &[u16]) -> String {
+        let mut b = String::new();
+        if self.method == Balance::IpHash {
+            b += "    ip_hash;\n";
+        }
+        for (k, &(weight, down)) in self.peers.iter().enumerate() {
+            b += &format!(
+                "    server 127.0.0.1:{} weight={weight}{};\n",
+                ports[k],
+                if down { " down" } else { "" }
+            );
+        }
+        b
+    }
+
+    fn balancer(&self, ports: &[u16]) -> Balancer {
+        let cfg = self
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(k, &(weight, down))| PeerConfig {
+                key: format!("http://127.0.0.1:{}", ports[k]),
+                weight,
+                max_fails: 1,
+                fail_timeout: Duration::from_secs(10),
+                down,
+                backup: false,
+                max_conns: 0,
+            })
+            .collect();
+        Balancer::new(self.method, cfg)
+    }
+}
+
+/// Portcullis's balancer against a real nginx run with the same `upstream` blocks:
+/// ip_hash picks the same backend for every client address (weights, a `down` server
+/// whose weight still counts and whose clients rehash, IPv4 keyed on three octets),
+/// and smooth weighted round-robin yields the same sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balancer_agrees_with_a_real_nginx() {
+    const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+    let mut ports = Vec::new();
+    for name in NAMES {
+        ports.push(name_server(name).await);
+    }
+    let groups = [
+        Group {
+            name: "hash_weights",
+            method: Balance::IpHash,
+            peers: vec![(3, false), (1, false), (2, false), (1, false)],
+        },
+        Group {
+            name: "hash_down",
+            method: Balance::IpHash,
+            peers: vec![(3, false), (1, false), (2, true), (1, false)],
+        },
+        Group {
+            name: "rr_5_1_1",
+            method: Balance::RoundRobin,
+            peers: vec![(5, false), (1, false), (1, false)],
+        },
+        Group {
+            name: "rr_down",
+            method: Balance::RoundRobin,
+            peers: vec![(3, false), (2, true), (1, false), (2, false)],
+        },
+    ];
+    let blocks: Vec<(String, String)> = groups
+        .iter()
+        .map(|g| (g.name.to_string(), g.nginx_block(&ports)))
+        .collect();
+    let nginx = Nginx::start(&blocks);
+    let t0 = Instant::now();
+
+    // ip_hash: many client addresses from 127/8 (all local), the last octet varying
+    // too so a key of four octets would disagree with nginx's three.
+    let addrs: Vec<std::net::Ipv4Addr> = (0..400u32)
+        .map(|n| {
+            std::net::Ipv4Addr::new(
+                127,
+                ((n * 37 + 11) % 256) as u8,
+                ((n * 101 + 3) % 256) as u8,
+                (1 + (n * 7) % 254) as u8,
+            )
+        })
+        .collect();
+    let mut nginx_picks: Vec<Vec<String>> = Vec::new();
+    for g in &groups[..2] {
+        let b = g.balancer(&ports);
+        let mut picks = Vec::new();
+        let mut differ = Vec::new();
+        for &addr in &addrs {
+            let want = nginx.ask(addr, g.name).await;
+            let key = RequestKey {
+                client: addr.into(),
+                repository: None,
+            };
+            let got = b.select(key).next_at(t0).map(|i| NAMES[i]);
+            if let Some(i) = got.and_then(|n| NAMES.iter().position(|x| *x == n)) {
+                b.release(i);
+            }
+            if got != Some(want.as_str()) {
+                differ.push((addr, want.clone(), got));
+            }
+            picks.push(want);
+        }
+        assert!(
+            differ.is_empty(),
+            "{}: {} of {} addresses differ from nginx, first: {:?}",
+            g.name,
+            differ.len(),
+            addrs.len(),
+            &differ[..differ.len().min(5)]
+        );
+        // The sample reaches every backend nginx may pick, so every weight was walked.
+        for (k, &(_, down)) in g.peers.iter().enumerate() {
+            let hits = picks.iter().filter(|p| *p == NAMES[k]).count();
+            assert_eq!(hits == 0, down, "{}: {} got {hits}", g.name, NAMES[k]);
+        }
+        nginx_picks.push(picks);
+    }
+    // Marking c down moved c's clients (a rehash) and nobody else's.
+    let moved = (0..addrs.len())
+        .filter(|&n| nginx_picks[0][n] != nginx_picks[1][n])
+        .count();
+    let on_c = nginx_picks[0].iter().filter(|p| *p == "c").count();
+    assert!(on_c > 0);
+    assert_eq!(moved, on_c, "only the down server's clients move");
+
+    // Smooth weighted round-robin: the same sequence, request after request.
+    for g in &groups[2..] {
+        let b = g.balancer(&ports);
+        let n = 2 * g.peers.iter().map(|p| p.0).sum::<u32>() as usize;
+        let mut from_nginx = String::new();
+        let mut ours = String::new();
+        for _ in 0..n {
+            from_nginx += &nginx.ask(std::net::Ipv4Addr::LOCALHOST, g.name).await;
+            let i = b
+                .select(RequestKey {
+                    client: std::net::Ipv4Addr::LOCALHOST.into(),
+                    repository: None,
+                })
+                .next_at(t0)
+                .expect("a peer");
+            b.finish(i, false, t0);
+            ours.push_str(NAMES[i]);
+        }
+        assert_eq!(ours, from_nginx, "{}", g.name);
+    }
 }

@@ -333,7 +333,7 @@ fn certs_creates_a_ca_and_a_server_certificate() {
         assert_eq!(m, mode, "{name}");
     }
     // openssl agrees the chain verifies for the names asked for.
-    let verify = Command::new("openssl")
+    let verify = Command::new(require("openssl"))
         .args([
             "verify",
             "-CAfile",
@@ -343,10 +343,14 @@ fn certs_creates_a_ca_and_a_server_certificate() {
             "c/server.crt",
         ])
         .current_dir(d)
-        .output();
-    if let Ok(v) = verify {
-        assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
-    }
+        .output()
+        .expect("run openssl verify");
+    assert!(
+        verify.status.success(),
+        "openssl verify: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
     let lines = assert_clean_failure(&run(&["certs", "--out", "c"], d));
     assert!(
         lines[0].contains("c/server.crt: already exists"),

@@ -341,8 +341,28 @@ async fn post_then_put_digest_mismatch_cancel_and_forged_state() {
     let cancel = api.call("DELETE", &loc, &[], Bytes::new()).await;
     assert_eq!(cancel.status, StatusCode::NO_CONTENT);
     assert_eq!(api.get(&loc).await.oci_code(), "BLOB_UPLOAD_UNKNOWN");
+
+    // A closing PUT without `digest` on a live upload (holding data): the spec's answer
+    // is 400 DIGEST_INVALID, and nothing is committed.
+    let start = api
+        .call("POST", "/v2/r/blobs/uploads/", &[], Bytes::new())
+        .await;
+    assert_eq!(start.status, StatusCode::ACCEPTED, "{}", start.text());
+    let loc = start.header("location").to_string();
+    let p = api
+        .call("PATCH", &loc, &[], b"no digest given".to_vec())
+        .await;
+    assert_eq!(p.status, StatusCode::ACCEPTED, "{}", p.text());
+    let loc = p.header("location").to_string();
+    assert_eq!(api.get(&loc).await.status, StatusCode::NO_CONTENT, "live");
     let missing_digest = api.call("PUT", &loc, &[], Bytes::new()).await;
-    assert_eq!(missing_digest.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        missing_digest.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        missing_digest.text()
+    );
+    assert_eq!(missing_digest.oci_code(), "DIGEST_INVALID");
 }
 
 #[tokio::test]
@@ -488,10 +508,26 @@ async fn manifest_errors() {
     assert_eq!(a.oci_code(), "DIGEST_INVALID");
     let a = api.put_manifest("app", &d, OCI_MANIFEST, &m).await;
     assert_eq!(a.status, StatusCode::CREATED, "PUT by the right digest");
-    let a = api
-        .put_manifest("app", "bad..tag/x", OCI_MANIFEST, &m)
-        .await;
-    assert_ne!(a.status, StatusCode::CREATED);
+    // Tags the route hands to the manifest endpoint (one path segment) but the tag
+    // grammar `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}` refuses: a leading '.' or '-', a
+    // character outside the set, one byte too long.
+    for tag in [
+        ".hidden".to_string(),
+        "-dash".to_string(),
+        "tag+plus".to_string(),
+        "t".repeat(129),
+    ] {
+        let a = api.put_manifest("app", &tag, OCI_MANIFEST, &m).await;
+        assert_eq!(
+            a.status,
+            StatusCode::BAD_REQUEST,
+            "PUT /v2/app/manifests/{tag}: {}",
+            a.text()
+        );
+        assert_eq!(a.oci_code(), "TAG_INVALID", "{tag}");
+        let get = api.get(&format!("/v2/app/manifests/{tag}")).await;
+        assert_ne!(get.status, StatusCode::OK, "{tag} was stored");
+    }
     let big = vec![b' '; (4 << 20) + 1];
     let a = api.put_manifest("app", "big", OCI_MANIFEST, &big).await;
     assert_eq!(
@@ -572,15 +608,47 @@ async fn tags_and_catalog_paginate_with_link() {
     assert_eq!(c2.text(), r#"{"repositories":["c/d/e"]}"#);
 }
 
+/// sha256 of `data` by coreutils' `sha256sum`, a hasher independent of the test's own.
+fn sha256sum_tool(data: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(require("sha256sum"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sha256sum");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(data)
+        .expect("feed sha256sum");
+    let out = child.wait_with_output().expect("sha256sum output");
+    assert!(out.status.success(), "sha256sum failed: {out:?}");
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    text.split_whitespace()
+        .next()
+        .expect("sha256sum printed a digest")
+        .to_string()
+}
+
 #[tokio::test]
 async fn artifacts_subject_and_referrers() {
     let api = Api::start().await;
     let (_, subject) = api.image("app", "v1", "base").await;
-    let empty = api.push_blob("app", b"{}").await;
-    assert_eq!(
-        empty,
-        "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
-    );
+    // The empty descriptor `{}`, pushed under the digest coreutils' sha256sum gives
+    // it: the server verifies the bytes against it and reports what it stored.
+    let empty = format!("sha256:{}", sha256sum_tool(b"{}"));
+    let a = api
+        .call(
+            "POST",
+            &format!("/v2/app/blobs/uploads/?digest={empty}"),
+            &[],
+            b"{}".to_vec(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    assert_eq!(a.header("docker-content-digest"), empty);
+    assert_eq!(api.get(&format!("/v2/app/blobs/{empty}")).await.body, "{}");
     let mut digests = Vec::new();
     for (kind, payload) in [
         ("application/vnd.example.sig", "sig"),
@@ -802,22 +870,37 @@ async fn an_upload_begun_on_one_instance_finishes_on_another() {
 async fn concurrent_pushes_of_one_blob_and_one_tag_are_safe() {
     let api = std::sync::Arc::new(Api::start().await);
     let data: Vec<u8> = (0..2_000_000u32).map(|i| (i % 241) as u8).collect();
+    let want = format!("sha256:{}", sha256_hex(&data));
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let api = api.clone();
-        let data = data.clone();
-        tasks.push(tokio::spawn(
-            async move { api.push_blob("race", &data).await },
-        ));
+        let (data, want) = (data.clone(), want.clone());
+        tasks.push(tokio::spawn(async move {
+            api.call(
+                "POST",
+                &format!("/v2/race/blobs/uploads/?digest={want}"),
+                &[],
+                data,
+            )
+            .await
+        }));
     }
-    let mut digests = Vec::new();
+    // Every push is accepted and the server reports the content's digest.
     for t in tasks {
-        digests.push(t.await.unwrap());
+        let a = t.await.unwrap();
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+        assert_eq!(a.header("docker-content-digest"), want);
     }
-    digests.dedup();
-    assert_eq!(digests.len(), 1);
-    let got = api.get(&format!("/v2/race/blobs/{}", digests[0])).await;
-    assert_eq!(got.body.to_vec(), data);
+    // What the server serves under that digest is the data, and re-hashes to it.
+    let got = api.get(&format!("/v2/race/blobs/{want}")).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.header("docker-content-digest"), want);
+    assert_eq!(format!("sha256:{}", sha256_hex(&got.body)), want);
+    assert_eq!(got.body.len(), data.len());
+    assert!(
+        got.body == data,
+        "blob content differs from what was pushed"
+    );
 
     let mut tasks = Vec::new();
     for i in 0..8 {
@@ -828,16 +911,45 @@ async fn concurrent_pushes_of_one_blob_and_one_tag_are_safe() {
     }
     let mut pushed = Vec::new();
     for t in tasks {
-        pushed.push(t.await.unwrap());
+        pushed.push(t.await.unwrap().0);
     }
-    // The tag ends on one of the pushed manifests, whole, with its digest.
+    // The tag resolves to one manifest the server stores whole: the digest it reports
+    // is the hash of the bytes it serves, by tag and by digest alike.
     let cur = api.get("/v2/race/manifests/latest").await;
     assert_eq!(cur.status, StatusCode::OK);
     let d = cur.header("docker-content-digest").to_string();
     assert_eq!(format!("sha256:{}", sha256_hex(&cur.body)), d);
-    assert!(pushed
-        .iter()
-        .any(|(m, pd)| *pd == d && *m == cur.body.to_vec()));
+    let by_digest = api.get(&format!("/v2/race/manifests/{d}")).await;
+    assert_eq!(by_digest.status, StatusCode::OK);
+    assert_eq!(by_digest.body, cur.body);
+    // ... and it is one of the manifests the tasks pushed, not a mix of them.
+    assert!(
+        pushed.iter().any(|m| *m == cur.body.to_vec()),
+        "the tag points at a manifest nobody pushed: {}",
+        cur.text()
+    );
+    // Every blob that manifest names is present and hashes to its digest.
+    let m: serde_json::Value = serde_json::from_slice(&cur.body).unwrap();
+    let mut blobs = vec![m["config"]["digest"].as_str().unwrap().to_string()];
+    for l in m["layers"].as_array().unwrap() {
+        blobs.push(l["digest"].as_str().unwrap().to_string());
+    }
+    for b in blobs {
+        let got = api.get(&format!("/v2/race/blobs/{b}")).await;
+        assert_eq!(
+            got.status,
+            StatusCode::OK,
+            "blob {b} of the tagged manifest"
+        );
+        assert_eq!(format!("sha256:{}", sha256_hex(&got.body)), b);
+    }
+    // Every pushed manifest stays readable by its own digest.
+    for m in &pushed {
+        let d = format!("sha256:{}", sha256_hex(m));
+        let got = api.get(&format!("/v2/race/manifests/{d}")).await;
+        assert_eq!(got.status, StatusCode::OK, "{d}");
+        assert_eq!(got.body.to_vec(), *m);
+    }
 }
 
 fn portcullis_gc(config: &std::path::Path, dry_run: bool) -> String {

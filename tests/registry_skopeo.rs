@@ -1,9 +1,10 @@
 //! The bundled registry with skopeo: round trips of a multi-layer image and of a
 //! two-platform index, the on-disk layout shared both ways with Debian's
-//! docker-registry, and a kill -9 in the middle of a large push.
+//! docker-registry, and a kill -9 in the middle of a large push and during its closing PUT.
 
 mod support;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 use support::oci::*;
 use support::*;
@@ -146,13 +147,7 @@ fn kill_during_a_large_push_leaves_nothing_partial() {
         "docker/registry/v2/blobs/sha256/{}/{big}/data",
         &big[..2]
     ));
-    if blob.exists() {
-        assert_eq!(
-            sha256_file(&blob),
-            big,
-            "a blob that exists must be complete"
-        );
-    }
+    assert_every_blob_whole(&root);
     assert!(
         !root
             .join("docker/registry/v2/repositories/crash/app/_manifests/tags/v1")
@@ -167,4 +162,293 @@ fn kill_during_a_large_push_leaves_nothing_partial() {
     let back = work.path().join("back");
     server.pull("crash/app:v1", &back, false);
     assert_same_image(&back, &img);
+}
+
+/// Hex digest of a file by algorithm name (`sha256`, `sha512`).
+fn hash_file(alg: &str, p: &Path) -> String {
+    use sha2::Digest;
+    match alg {
+        "sha256" => sha256_file(p),
+        "sha512" => {
+            let mut h = sha2::Sha512::new();
+            std::io::copy(&mut std::fs::File::open(p).unwrap(), &mut h).unwrap();
+            hex::encode(h.finalize())
+        }
+        other => panic!("unknown digest algorithm folder {other:?} under blobs/"),
+    }
+}
+
+fn entries(dir: &Path) -> Vec<std::path::PathBuf> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("{}: {e}", dir.display()),
+    }
+}
+
+fn name_of(p: &Path) -> String {
+    p.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// The crash invariant over the whole storage root: EVERY blob file under
+/// `docker/registry/v2/blobs` hashes to the name it is stored under, and every layer
+/// link in every repository names a blob that is there. Temporary files of an
+/// interrupted write (`.tmp-*`) are allowed: nothing serves them. Returns the number of
+/// blobs checked.
+fn assert_every_blob_whole(root: &Path) -> usize {
+    let v2 = root.join("docker/registry/v2");
+    let mut checked = 0;
+    for alg in entries(&v2.join("blobs")) {
+        let alg_name = name_of(&alg);
+        for prefix in entries(&alg) {
+            for dir in entries(&prefix) {
+                let hex = name_of(&dir);
+                assert!(
+                    hex.starts_with(&name_of(&prefix)),
+                    "{} is under the wrong prefix",
+                    dir.display()
+                );
+                for f in entries(&dir) {
+                    let n = name_of(&f);
+                    if n == "data" {
+                        assert_eq!(
+                            hash_file(&alg_name, &f),
+                            hex,
+                            "{}: a blob that exists must be complete",
+                            f.display()
+                        );
+                        checked += 1;
+                    } else {
+                        assert!(n.starts_with(".tmp-"), "stray file {}", f.display());
+                    }
+                }
+            }
+        }
+    }
+    // Links: a repository may only point at blobs that are whole and present.
+    let mut stack = vec![v2.join("repositories")];
+    while let Some(d) = stack.pop() {
+        for e in entries(&d) {
+            if !e.is_dir() {
+                continue;
+            }
+            if name_of(&e) != "_layers" {
+                stack.push(e);
+                continue;
+            }
+            for alg in entries(&e) {
+                for link_dir in entries(&alg) {
+                    let link = link_dir.join("link");
+                    let Ok(target) = std::fs::read_to_string(&link) else {
+                        continue;
+                    };
+                    let (a, hex) = target.split_once(':').expect("alg:hex in a link");
+                    let data = v2.join(format!("blobs/{a}/{}/{hex}/data", &hex[..2]));
+                    assert!(
+                        data.is_file(),
+                        "{} names {target}, which is not stored",
+                        link.display()
+                    );
+                }
+            }
+        }
+    }
+    checked
+}
+
+/// Bytes read by process `pid` so far (`rchar` in /proc/<pid>/io): rises while the
+/// server re-reads an upload to hash it.
+fn read_bytes(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Where the kill lands.
+#[derive(Debug, Clone, Copy)]
+enum Moment {
+    /// The server restarted after the data arrived, so the closing PUT re-reads and
+    /// hashes the whole upload: kill once it is well into that.
+    Hashing,
+    /// The closing PUT carries the last part: kill as soon as the upload file holds
+    /// every byte (the server is syncing, hashing, about to commit).
+    Received,
+    /// The closing PUT carries the last part: kill as soon as anything exists at the
+    /// blob's final path (the commit is under way or just done; the link may not be).
+    Committing,
+}
+
+/// kill -9 during the closing PUT of a large upload, at the moments above and in a
+/// bounded loop: whatever moment the kill hits, every stored blob is whole, and after
+/// a restart the blob can be finished and is served intact.
+#[test]
+fn kill_during_the_closing_put_leaves_nothing_partial() {
+    const SIZE: usize = 64 << 20;
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("data");
+    let pdir = work.path().join("p");
+    let mut server = Server::start(&pdir, &registry_options(&root));
+    let (port, config, ca) = (
+        server.port,
+        pdir.join("proxy.toml"),
+        pdir.join("certs/ca.crt"),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = |path: &str| format!("https://127.0.0.1:{port}{path}");
+    let alice = Some(BCRYPT_USER);
+    let send = |c: &Client, method: &str, url: &str, data: bytes::Bytes| {
+        let req = request(method, url, alice)
+            .body(portcullis::body::full(data))
+            .unwrap();
+        rt.block_on(c.send(req))
+    };
+
+    let mut landed_while_hashing = false;
+    let plan = [
+        Moment::Hashing,
+        Moment::Received,
+        Moment::Committing,
+        Moment::Hashing,
+        Moment::Committing,
+    ];
+    for (attempt, moment) in plan.into_iter().enumerate() {
+        let mut data = vec![0u8; SIZE];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut data);
+        let data = bytes::Bytes::from(data);
+        let digest = format!("sha256:{}", sha256_hex(&data));
+        let repo = format!("cut/put{attempt}");
+        let c = Client::h1(&ca);
+        let start = send(
+            &c,
+            "POST",
+            &url(&format!("/v2/{repo}/blobs/uploads/")),
+            bytes::Bytes::new(),
+        );
+        assert_eq!(start.status, 202, "{}", start.text());
+        let loc = start.header("location").to_string();
+        let id = loc
+            .split('?')
+            .next()
+            .and_then(|p| p.rsplit('/').next())
+            .unwrap()
+            .to_string();
+        let blob_file = root.join(format!(
+            "docker/registry/v2/blobs/sha256/{}/{}/data",
+            &digest[7..9],
+            &digest[7..]
+        ));
+        let upload_file = root.join(format!(
+            "docker/registry/v2/repositories/{repo}/_uploads/{id}/data"
+        ));
+        let (first, last) = match moment {
+            Moment::Hashing => (data.clone(), bytes::Bytes::new()),
+            Moment::Received | Moment::Committing => {
+                (data.slice(..SIZE / 2), data.slice(SIZE / 2..))
+            }
+        };
+        let p = send(&c, "PATCH", &loc, first);
+        assert_eq!(p.status, 202, "{}", p.text());
+        let loc = p.header("location").to_string();
+        if matches!(moment, Moment::Hashing) {
+            // A fresh process has no running hash of this upload.
+            server.kill();
+            server = Server::start_config(&pdir, &config, port);
+        }
+
+        // The closing PUT, on its own thread; the kill comes from here.
+        let pid = server.child.id();
+        let before = read_bytes(pid);
+        let put_url = format!("{loc}&digest={digest}");
+        let put = std::thread::spawn({
+            let ca = ca.clone();
+            move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let c = Client::h1(&ca);
+                let req = request("PUT", &put_url, Some(BCRYPT_USER))
+                    .body(portcullis::body::full(last))
+                    .unwrap();
+                rt.block_on(async {
+                    match c.send_streaming(req).await {
+                        Ok(r) => Some(r.status()),
+                        Err(_) => None,
+                    }
+                })
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let ready = match moment {
+                Moment::Hashing => read_bytes(pid).saturating_sub(before) >= (SIZE / 4) as u64,
+                Moment::Received => {
+                    std::fs::metadata(&upload_file).map_or(true, |m| m.len() >= SIZE as u64)
+                }
+                Moment::Committing => blob_file.exists(),
+            };
+            if ready || put.is_finished() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{moment:?}: the PUT neither progressed nor finished"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        server.kill();
+        let answered = put.join().unwrap();
+        eprintln!("attempt {attempt}: kill at {moment:?}, PUT answered {answered:?}");
+        if matches!(moment, Moment::Hashing) && answered.is_none() {
+            landed_while_hashing = true;
+            assert!(
+                upload_file.is_file(),
+                "killed mid-hash, yet the upload was consumed"
+            );
+        }
+        assert!(
+            answered.is_none() || answered == Some(http::StatusCode::CREATED),
+            "{answered:?}"
+        );
+        assert_every_blob_whole(&root);
+
+        // After a restart the blob is in the repository whole, or a client pushing
+        // again (as skopeo does on retry) succeeds.
+        server = Server::start_config(&pdir, &config, port);
+        let c = Client::h1(&ca);
+        let head = send(
+            &c,
+            "HEAD",
+            &url(&format!("/v2/{repo}/blobs/{digest}")),
+            bytes::Bytes::new(),
+        );
+        if head.status != 200 {
+            let a = send(
+                &c,
+                "POST",
+                &url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")),
+                data.clone(),
+            );
+            assert_eq!(a.status, 201, "{}", a.text());
+        }
+        let got = send(
+            &c,
+            "GET",
+            &url(&format!("/v2/{repo}/blobs/{digest}")),
+            bytes::Bytes::new(),
+        );
+        assert_eq!(got.status, 200);
+        assert!(got.body == data, "blob served after the crash differs");
+        assert!(assert_every_blob_whole(&root) > attempt);
+    }
+    assert!(
+        landed_while_hashing,
+        "no kill landed while the closing PUT was hashing"
+    );
 }
