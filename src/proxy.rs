@@ -137,6 +137,25 @@ where
     let route = clients::route(&path);
     let repository = crate::registry::repository_of(&path).map(str::to_string);
     let m = crate::metrics::get();
+    let mut unanswered = Unanswered {
+        entry: Some(crate::access::Entry {
+            time,
+            peer,
+            user: None,
+            method: method.to_string(),
+            repository: repository.clone(),
+            path: path.clone(),
+            status: CLIENT_CLOSED_REQUEST,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration: std::time::Duration::ZERO,
+            upstream: None,
+            retries: Vec::new(),
+        }),
+        started,
+        bytes_in: bytes_in.clone(),
+        format: state.config.log_format,
+    };
     let mut user = None;
     let mut outcome = crate::upstream::forward::Outcome::default();
     let mut resp = match route {
@@ -158,6 +177,9 @@ where
                 {
                     Outcome::Allowed(u) => {
                         m.auth_successes.inc();
+                        if let Some(e) = &mut unanswered.entry {
+                            e.user = Some(u.clone());
+                        }
                         user = Some(u);
                         let (r, o) = dispatch(&state, req, peer, repository.as_deref()).await;
                         outcome = o;
@@ -166,7 +188,12 @@ where
                     Outcome::Missing => state.auth.challenge(),
                     Outcome::Refused(u) => {
                         m.auth_failures.inc();
-                        tracing::info!(%peer, user = %u, "authentication failed");
+                        match u {
+                            Some(u) => tracing::info!(
+                                %peer, user = %crate::access::Escaped(&u), "authentication failed"
+                            ),
+                            None => tracing::info!(%peer, "authentication failed (unknown user)"),
+                        }
                         state.auth.challenge()
                     }
                 }
@@ -174,6 +201,7 @@ where
         }
     };
     finish_headers(route, &method, &mut resp);
+    unanswered.entry = None;
     let entry = crate::access::Entry {
         time,
         peer,
@@ -206,6 +234,30 @@ where
                 }),
         )
     })
+}
+
+/// nginx's status for a request whose client went away before the answer.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// The access-log line of a request dropped before it had a response (the client reset
+/// the stream or closed the connection, e.g. while its password was checked): without
+/// this, such requests left no trace. Disarmed by taking `entry` once a response exists;
+/// from then on the response body's drop writes the line.
+struct Unanswered {
+    entry: Option<crate::access::Entry>,
+    started: Instant,
+    bytes_in: Arc<AtomicU64>,
+    format: crate::access::Format,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(mut e) = self.entry.take() {
+            e.duration = self.started.elapsed();
+            e.bytes_in = self.bytes_in.load(Ordering::Relaxed);
+            record(&e, self.format);
+        }
+    }
 }
 
 /// The end of a request: metrics and the access log line.
