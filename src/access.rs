@@ -210,6 +210,21 @@ mod tests {
     }
 
     #[test]
+    fn text_fields_cannot_forge_lines_or_reach_the_terminal() {
+        let mut e = entry();
+        e.user = Some("eve\n2023-11-14T22:13:20Z 10.0.0.1:1 root \"GET /\" 200\x1b[2J".into());
+        e.path = "/v2/a\rb\u{7f}\u{9b}c\\d".into();
+        let line = e.line(Format::Text);
+        assert!(
+            !line.chars().any(char::is_control),
+            "control character in {line:?}"
+        );
+        assert!(line.contains("eve\\n2023"), "{line}");
+        assert!(line.contains("200\\x1b[2J"), "{line}");
+        assert!(line.contains("/v2/a\\rb\\x7f\\u{009b}c\\\\d"), "{line}");
+    }
+
+    #[test]
     fn json_line() {
         let v: serde_json::Value = serde_json::from_str(&entry().line(Format::Json)).unwrap();
         assert_eq!(v["user"], "alice");

@@ -522,6 +522,70 @@ mod tests {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn identical_concurrent_checks_hash_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = htpasswd::hash_bcrypt("s3cret", 8).unwrap();
+        let path = write_file(dir.path(), &format!("alice:{h}\n"));
+        let a = Arc::new(Authenticator::load(&path, "R").unwrap());
+        let run = |password: &'static str| {
+            let tasks: Vec<_> = (0..100)
+                .map(|_| {
+                    let a = a.clone();
+                    tokio::spawn(async move {
+                        a.authenticate(Some(&basic("alice", password))).await
+                    })
+                })
+                .collect();
+            futures_util::future::join_all(tasks)
+        };
+        for r in run("s3cret").await {
+            assert_eq!(r.unwrap(), Outcome::Allowed("alice".into()));
+        }
+        assert_eq!(a.hashes(), 1, "100 parallel first requests, one hash");
+        for r in run("wrong").await {
+            assert_eq!(r.unwrap(), Outcome::Refused(Some("alice".into())));
+        }
+        assert!(
+            a.hashes() <= 3,
+            "100 parallel identical wrong passwords share their hash: {}",
+            a.hashes()
+        );
+        assert!(a.flights.lock().unwrap().is_empty(), "finished checks leave");
+    }
+
+    #[tokio::test]
+    async fn failures_are_padded_and_cheap_schemes_and_unknown_users_burn_no_bcrypt() {
+        let dir = tempfile::tempdir().unwrap();
+        let bcrypt = htpasswd::hash_bcrypt("b", 6).unwrap();
+        // apr1 and {SHA} of "x" (from htpasswd -m / -s).
+        let path = write_file(
+            dir.path(),
+            &format!(
+                "bee:{bcrypt}\napril:$apr1$ShcGw6fg$r3./BPJyOvSJJdpsR1gFl/\nshah:{{SHA}}EfatjsUqKYSrqv18O1FlA3hcIHI=\n"
+            ),
+        );
+        let a = Authenticator::load(&path, "R").unwrap();
+        let delay = a.failure_delay();
+        assert!(delay > Duration::ZERO);
+        for (user, hashed) in [("bee", 1), ("april", 1), ("shah", 1), ("nobody", 0)] {
+            let before = a.hashes();
+            let t = Instant::now();
+            let out = a.authenticate(Some(&basic(user, "wrong"))).await;
+            let took = t.elapsed();
+            assert!(matches!(out, Outcome::Refused(_)), "{user}");
+            assert!(took >= delay, "{user}: refused after {took:?} < {delay:?}");
+            assert_eq!(a.hashes() - before, hashed, "{user}");
+        }
+        // Successes are not padded: the apr1 user's right password is one MD5-crypt.
+        let t = Instant::now();
+        assert_eq!(
+            a.authenticate(Some(&basic("april", "x"))).await,
+            Outcome::Allowed("april".into())
+        );
+        assert!(t.elapsed() < delay, "{:?}", t.elapsed());
+    }
+
     #[test]
     fn challenge_shape() {
         let dir = tempfile::tempdir().unwrap();

@@ -1113,6 +1113,46 @@ mod tests {
     }
 
     #[test]
+    fn check_hashes_only_known_users_and_names_weak_entries() {
+        let h = Htpasswd::parse(VECTORS);
+        let before = hash_runs();
+        assert_eq!(
+            h.check("nobody", "x"),
+            Checked {
+                matched: false,
+                hashed: None
+            }
+        );
+        assert_eq!(hash_runs(), before, "no decoy hash for an unknown user");
+        for (user, password) in passwords() {
+            let c = h.check(user, password);
+            assert!(c.matched, "{user}");
+            assert_eq!(c.hashed, h.scheme(user), "{user}");
+            assert!(!h.check(user, &format!("!{password}")).matched, "{user}");
+        }
+        assert!(h.contains("apr1-one") && !h.contains("nobody"));
+
+        let text = "a:$apr1$ShcGw6fg$r3./BPJyOvSJJdpsR1gFl/\n# c\nb:{SHA}EfatjsUqKYSrqv18O1FlA3hcIHI=\n\
+                    c:$2y$04$LKnam/B0MB/FLIJveQJGh.yRi6mTLPlAUcDY9hhqBnHXpW0.5xBPm\n\
+                    e\x1bvil:{SHA}EfatjsUqKYSrqv18O1FlA3hcIHI=\n";
+        let h = Htpasswd::parse(text);
+        let weak: Vec<String> = h.weak_entries().iter().map(ToString::to_string).collect();
+        assert_eq!(weak.len(), 3, "{weak:?}");
+        assert!(weak[0].starts_with("line 1: user \"a\": apr1"), "{weak:?}");
+        assert!(weak[1].starts_with("line 3: user \"b\": {SHA}"), "{weak:?}");
+        assert!(
+            weak[2].starts_with("line 5: user \"e\\x1bvil\""),
+            "escaped: {weak:?}"
+        );
+        for w in &weak {
+            assert!(w.contains("rehash with: portcullis passwd add "), "{w}");
+            assert!(!w.contains("EfatjsU") && !w.contains("r3./BPJ"), "{w}");
+        }
+        assert_eq!(h.costliest(), Some(Scheme::Bcrypt { cost: 4 }));
+        assert!(h.calibrate() > std::time::Duration::ZERO);
+    }
+
+    #[test]
     fn verify_hash_and_scheme_of() {
         assert_eq!(
             verify_hash("$apr1$ShcGw6fg$r3./BPJyOvSJJdpsR1gFl/", "x"),
