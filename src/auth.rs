@@ -532,9 +532,9 @@ mod tests {
             let tasks: Vec<_> = (0..100)
                 .map(|_| {
                     let a = a.clone();
-                    tokio::spawn(async move {
-                        a.authenticate(Some(&basic("alice", password))).await
-                    })
+                    tokio::spawn(
+                        async move { a.authenticate(Some(&basic("alice", password))).await },
+                    )
                 })
                 .collect();
             futures_util::future::join_all(tasks)
@@ -551,7 +551,10 @@ mod tests {
             "100 parallel identical wrong passwords share their hash: {}",
             a.hashes()
         );
-        assert!(a.flights.lock().unwrap().is_empty(), "finished checks leave");
+        assert!(
+            a.flights.lock().unwrap().is_empty(),
+            "finished checks leave"
+        );
     }
 
     #[tokio::test]

@@ -35,8 +35,14 @@ fn collect(from: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
         let mut buf = Vec::new();
         // Split on '\n' only, keeping every other byte, so a forged line or a raw
         // escape character shows up exactly as the log reader would see it.
-        while r.read_until(b'\n', &mut buf).map(|n| n > 0).unwrap_or(false) {
-            let line = String::from_utf8_lossy(&buf).trim_end_matches('\n').to_string();
+        while r
+            .read_until(b'\n', &mut buf)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {
+            let line = String::from_utf8_lossy(&buf)
+                .trim_end_matches('\n')
+                .to_string();
             sink.lock().unwrap().push(line);
             buf.clear();
         }
@@ -99,7 +105,9 @@ impl Server {
     }
 
     fn hashes(&self, scheme: &str) -> Option<f64> {
-        self.metric(&format!("portcullis_auth_hashes_total{{scheme=\"{scheme}\"}}"))
+        self.metric(&format!(
+            "portcullis_auth_hashes_total{{scheme=\"{scheme}\"}}"
+        ))
     }
 
     /// User + system CPU seconds the server process has used.
@@ -333,7 +341,9 @@ async fn parallel_first_requests_of_one_user_cost_one_hash() {
     }
     let cpu = server.cpu_when_idle().await - cpu_before;
     let after_start = server.hashes("bcrypt").map(|h| h - hashes_before);
-    eprintln!("{FLOOD} parallel first requests: server CPU {cpu:.2} s, bcrypt hashes {after_start:?}");
+    eprintln!(
+        "{FLOOD} parallel first requests: server CPU {cpu:.2} s, bcrypt hashes {after_start:?}"
+    );
 
     // The file changes (same users, new generation): everything is checked again.
     std::thread::sleep(Duration::from_millis(20));
@@ -344,7 +354,11 @@ async fn parallel_first_requests_of_one_user_cost_one_hash() {
         .iter()
         .any(|l| l.contains("htpasswd file changed; reloaded"))
     {
-        assert!(Instant::now() < deadline, "no reload: {:?}", server.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "no reload: {:?}",
+            server.stderr()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let before = server.hashes("bcrypt").unwrap_or(0.0);
@@ -354,7 +368,11 @@ async fn parallel_first_requests_of_one_user_cost_one_hash() {
     let after_change = server.hashes("bcrypt").map(|h| h - before);
 
     assert_eq!(after_start, Some(1.0), "one bcrypt after a restart");
-    assert_eq!(after_change, Some(1.0), "one bcrypt after an htpasswd change");
+    assert_eq!(
+        after_change,
+        Some(1.0),
+        "one bcrypt after an htpasswd change"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,9 +392,9 @@ async fn failed_checks_take_the_same_time_whatever_the_scheme_or_user() {
     let bcrypt = hash_cost(&hash);
     let schemes = ["bcrypt", "apr1", "sha1"];
     let cases = [
-        ("unknown user", ("mallory", "slow-secret"), None),
         ("wrong apr1 password", (APR1_USER.0, "wrong"), Some("apr1")),
         ("wrong {SHA} password", (SHA_USER.0, "wrong"), Some("sha1")),
+        ("unknown user", ("mallory", "slow-secret"), None),
         ("wrong bcrypt password", ("slow", "wrong"), Some("bcrypt")),
     ];
     for (what, user, hashed) in cases {
@@ -439,23 +457,22 @@ async fn user_names_cannot_forge_log_lines() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = server.access_log_until(|l| l.len() >= 2).await;
-    let logs: Vec<String> = server
-        .stderr()
-        .into_iter()
-        .chain(server.stdout())
-        .collect();
+    let logs: Vec<String> = server.stderr().into_iter().chain(server.stdout()).collect();
     for l in &logs {
         assert!(
             !l.contains(['\u{1b}', '\r']),
             "raw control character in log line {l:?}"
         );
         assert!(!l.contains("forged"), "forged line: {l:?}");
-        assert!(!l.contains("mallory"), "an unknown user name was logged: {l:?}");
+        assert!(
+            !l.contains("mallory"),
+            "an unknown user name was logged: {l:?}"
+        );
     }
     assert_eq!(failed(&logs), 2, "{logs:#?}");
     assert!(
-        logs.iter().any(|l| l.contains("authentication failed")
-            && l.contains("bob\\x1b[31mRED\\rX")),
+        logs.iter()
+            .any(|l| l.contains("authentication failed") && l.contains("bob\\x1b[31mRED\\rX")),
         "the known user's failure names them, escaped: {logs:#?}"
     );
 }

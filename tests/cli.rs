@@ -70,14 +70,21 @@ fn check_names_weak_entries_and_still_succeeds() {
     // default_htpasswd: line 1 bcrypt, line 2 apr1 (htpasswd -m), line 3 {SHA} (-s).
     let dir = good_dir();
     let o = run(&["check", "-c", "proxy.toml"], dir.path());
-    assert!(o.status.success(), "weak hashes are advice, not failures: {}", stderr(&o));
+    assert!(
+        o.status.success(),
+        "weak hashes are advice, not failures: {}",
+        stderr(&o)
+    );
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
     for (line, (user, _), scheme) in [(0, APR1_USER, "apr1"), (1, SHA_USER, "{SHA}")] {
         let l = lines[line];
         assert!(
-            l.starts_with(&format!("auth/htpasswd: line {}: user \"{user}\"", line + 2)),
+            l.starts_with(&format!(
+                "auth/htpasswd: line {}: user \"{user}\"",
+                line + 2
+            )),
             "{l}"
         );
         assert!(l.contains(scheme) && l.contains("weak"), "{l}");

@@ -1132,7 +1132,8 @@ mod tests {
         }
         assert!(h.contains("apr1-one") && !h.contains("nobody"));
 
-        let text = "a:$apr1$ShcGw6fg$r3./BPJyOvSJJdpsR1gFl/\n# c\nb:{SHA}EfatjsUqKYSrqv18O1FlA3hcIHI=\n\
+        let text =
+            "a:$apr1$ShcGw6fg$r3./BPJyOvSJJdpsR1gFl/\n# c\nb:{SHA}EfatjsUqKYSrqv18O1FlA3hcIHI=\n\
                     c:$2y$04$LKnam/B0MB/FLIJveQJGh.yRi6mTLPlAUcDY9hhqBnHXpW0.5xBPm\n\
                     e\x1bvil:{SHA}EfatjsUqKYSrqv18O1FlA3hcIHI=\n";
         let h = Htpasswd::parse(text);
