@@ -1,6 +1,8 @@
 //! The access log: one line per request, written when its response body ends (so the
 //! byte counts and duration cover the whole transfer), as text or JSON. It never holds
 //! a password, an Authorization header or a storage credential: only the user name.
+//! Text lines escape control characters in every field (see [`Escaped`]), so a client
+//! cannot forge lines or drive the terminal of whoever reads the log.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -31,6 +33,41 @@ pub struct Entry {
     pub retries: Vec<String>,
 }
 
+/// Client-controlled text as it may appear in a text log: control characters (C0,
+/// DEL, C1) are escaped as `\n`, `\r`, `\t` or `\xNN`/`\u{NNNN}`, and the
+/// backslash itself as `\\`, so a newline cannot start a forged line, an ESC cannot
+/// reach a terminal, and every escaped line still reads back unambiguously.
+/// Use it for tracing fields too: `user = %Escaped(&name)`.
+pub struct Escaped<'a>(pub &'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.0;
+        let mut rest = 0;
+        for (i, c) in s.char_indices() {
+            if !(c.is_control() || c == '\\') {
+                continue;
+            }
+            f.write_str(&s[rest..i])?;
+            rest = i + c.len_utf8();
+            match c {
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                '\\' => f.write_str("\\\\")?,
+                c if (c as u32) < 0x80 => write!(f, "\\x{:02x}", c as u32)?,
+                c => write!(f, "\\u{{{:04x}}}", c as u32)?,
+            }
+        }
+        f.write_str(&s[rest..])
+    }
+}
+
+/// [`Escaped`] as an owned string.
+pub fn escape(s: &str) -> String {
+    Escaped(s).to_string()
+}
+
 /// RFC 3339 UTC time, as in the log and in distribution's `startedat` files.
 pub fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
@@ -58,14 +95,14 @@ impl Entry {
             })
             .to_string(),
             Format::Text => {
-                let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+                let dash = |o: &Option<String>| o.as_deref().map_or_else(|| "-".into(), escape);
                 let mut s = format!(
                     "{} {} {} \"{} {}\" {} in={} out={} {:.3}ms repo={} upstream={} retries={}",
                     rfc3339(self.time),
                     self.peer,
                     dash(&self.user),
-                    self.method,
-                    self.path,
+                    Escaped(&self.method),
+                    Escaped(&self.path),
                     self.status,
                     self.bytes_in,
                     self.bytes_out,
@@ -170,6 +207,21 @@ mod tests {
             entry().line(Format::Text),
             "2023-11-14T22:13:20Z 127.0.0.1:5555 alice \"GET /v2/a/b/manifests/v1\" 200 in=0 out=512 1.500ms repo=a/b upstream=127.0.0.1:5000 retries=1 retry_reasons=\"127.0.0.1:5001: connect failed\""
         );
+    }
+
+    #[test]
+    fn text_fields_cannot_forge_lines_or_reach_the_terminal() {
+        let mut e = entry();
+        e.user = Some("eve\n2023-11-14T22:13:20Z 10.0.0.1:1 root \"GET /\" 200\x1b[2J".into());
+        e.path = "/v2/a\rb\u{7f}\u{9b}c\\d".into();
+        let line = e.line(Format::Text);
+        assert!(
+            !line.chars().any(char::is_control),
+            "control character in {line:?}"
+        );
+        assert!(line.contains("eve\\n2023"), "{line}");
+        assert!(line.contains("200\\x1b[2J"), "{line}");
+        assert!(line.contains("/v2/a\\rb\\x7f\\u{009b}c\\\\d"), "{line}");
     }
 
     #[test]

@@ -1,21 +1,31 @@
 //! Authentication: HTTP Basic credentials checked against an Apache htpasswd file,
 //! with a cache of verified credentials so a bcrypt user costs one bcrypt, not one per
 //! request, and a reload when the file changes on disk.
+//!
+//! Password checks run on the bounded [`pool`]; concurrent identical checks (same file
+//! generation, user and password) share one computation ("single flight"), so a
+//! restart followed by 300 parallel requests of one user costs one hash; and every
+//! failed check is answered no sooner than [`Authenticator::failure_delay`] after it
+//! began, by sleeping, so neither the user's scheme nor their existence shows in the
+//! response time, without spending CPU to hide it.
 
 pub mod cache;
 pub mod htpasswd;
+pub mod pool;
 
 use crate::body::Body;
 use crate::error::{oci_error, Code};
 use arc_swap::ArcSwap;
 use base64::Engine;
 use cache::Cache;
+use futures_util::future::{BoxFuture, FutureExt, Shared, WeakShared};
 use htpasswd::Htpasswd;
 use http::{header, HeaderValue, Response, StatusCode};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How long a verified credential stays trusted without re-hashing. A removed user or a
@@ -23,6 +33,14 @@ use std::time::{Duration, Instant, SystemTime};
 pub const CACHE_TTL: Duration = Duration::from_secs(300);
 /// Most credentials remembered at once (32 bytes + an instant each).
 pub const CACHE_CAPACITY: usize = 10_000;
+/// Shortest time to answer a failed check. A file of only apr1/{SHA} users would
+/// otherwise answer wrong guesses in well under a millisecond.
+pub const FAILURE_FLOOR: Duration = Duration::from_millis(100);
+/// The failure delay follows hashes that run slower than calibrated (a loaded host),
+/// up to this.
+pub const FAILURE_CEILING: Duration = Duration::from_secs(2);
+/// Weak entries named one by one in the log; beyond this, one summary line.
+const WEAK_LOGGED: usize = 10;
 
 /// An htpasswd file that could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -70,8 +88,43 @@ pub enum Outcome {
     Allowed(String),
     /// No (usable) Authorization header: ask for credentials.
     Missing,
-    /// Credentials given and refused. The name is for logs only (it may not exist).
-    Refused(String),
+    /// Credentials given and refused. The name, for logs, only if the file has it: an
+    /// unknown "name" is often a password typed into the wrong field.
+    Refused(Option<String>),
+}
+
+/// What one shared check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Match,
+    Mismatch,
+    /// The check could not run (it panicked): refused, like a mismatch.
+    Failed,
+}
+
+/// One check in progress, awaited by every request with the same credentials.
+type Flight = Shared<BoxFuture<'static, Verdict>>;
+
+/// Checks in progress by cache key. Weak, so that when every request waiting for a
+/// check is gone the check's future is dropped, and with it its place in the pool's
+/// queue. The number tells a replaced entry from its successor.
+type Flights = Mutex<HashMap<[u8; 32], (u64, WeakShared<BoxFuture<'static, Verdict>>)>>;
+
+/// Removes a finished or abandoned check from [`Flights`] (unless a newer check for
+/// the same key has taken its place).
+struct Landed {
+    flights: Arc<Flights>,
+    key: [u8; 32],
+    id: u64,
+}
+
+impl Drop for Landed {
+    fn drop(&mut self) {
+        let mut map = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+            map.remove(&self.key);
+        }
+    }
 }
 
 /// Result of looking at the file on disk again.
@@ -92,19 +145,29 @@ pub struct Authenticator {
     challenge: HeaderValue,
     loaded: ArcSwap<Loaded>,
     next_generation: AtomicU64,
-    cache: Cache,
+    cache: Arc<Cache>,
+    flights: Arc<Flights>,
+    next_flight: AtomicU64,
+    /// Nanoseconds a failed check takes at least; see [`Authenticator::failure_delay`].
+    failure_delay: Arc<AtomicU64>,
+    /// Password hashes computed (not cache hits, not skipped or unknown-user checks).
+    hashes: Arc<AtomicU64>,
 }
 
 impl Authenticator {
     /// Read the htpasswd file. Bad lines are logged (and fail `check`); good ones load.
+    ///
+    /// Also measures the file's most expensive hash (one hash, ~60-90 ms for bcrypt
+    /// cost 10) to set the failure delay.
     pub fn load(path: &Path, realm: &str) -> Result<Authenticator, AuthError> {
         let (file, st) = read(path)?;
         for p in file.problems() {
             tracing::warn!(file = %path.display(), line = p.line, "htpasswd: {}", p.message);
         }
+        warn_weak(path, &file);
         let challenge = HeaderValue::from_str(&format!("Basic realm=\"{realm}\""))
             .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"Registry Realm\""));
-        Ok(Authenticator {
+        let a = Authenticator {
             path: path.to_path_buf(),
             challenge,
             loaded: ArcSwap::from_pointee(Loaded {
@@ -113,8 +176,37 @@ impl Authenticator {
                 stamp: Some(st),
             }),
             next_generation: AtomicU64::new(1),
-            cache: Cache::new(CACHE_CAPACITY, CACHE_TTL),
-        })
+            cache: Arc::new(Cache::new(CACHE_CAPACITY, CACHE_TTL)),
+            flights: Arc::new(Mutex::new(HashMap::new())),
+            next_flight: AtomicU64::new(0),
+            failure_delay: Arc::new(AtomicU64::new(0)),
+            hashes: Arc::new(AtomicU64::new(0)),
+        };
+        a.calibrate(&a.loaded.load().file);
+        Ok(a)
+    }
+
+    /// Set the failure delay from a fresh measurement of `file`'s costliest hash.
+    fn calibrate(&self, file: &Htpasswd) {
+        let d = file.calibrate().clamp(FAILURE_FLOOR, FAILURE_CEILING);
+        self.failure_delay
+            .store(d.as_nanos() as u64, Ordering::Relaxed);
+        crate::metrics::get()
+            .auth_failure_delay
+            .set(d.as_secs_f64());
+    }
+
+    /// The least time a failed check takes: the measured cost of the file's most
+    /// expensive hash (raised when real hashes run slower), at least
+    /// [`FAILURE_FLOOR`]. A wrong password of a cheap apr1/{SHA} user and an unknown
+    /// user look like a wrong bcrypt password, and the wait is a timer, not CPU.
+    pub fn failure_delay(&self) -> Duration {
+        Duration::from_nanos(self.failure_delay.load(Ordering::Relaxed))
+    }
+
+    /// Password hashes this authenticator has computed.
+    pub fn hashes(&self) -> u64 {
+        self.hashes.load(Ordering::Relaxed)
     }
 
     pub fn path(&self) -> &Path {
@@ -143,6 +235,12 @@ impl Authenticator {
                 for p in file.problems() {
                     tracing::warn!(file = %self.path.display(), line = p.line, "htpasswd: {}", p.message);
                 }
+                warn_weak(&self.path, &file);
+                // Re-measure only when the costliest scheme changed (a new cost or
+                // kind): one hash on this thread, once per such edit.
+                if file.costliest() != current.file.costliest() {
+                    self.calibrate(&file);
+                }
                 self.loaded.store(Arc::new(Loaded {
                     file: Arc::new(file),
                     generation: self.next_generation.fetch_add(1, Ordering::Relaxed),
@@ -156,34 +254,102 @@ impl Authenticator {
         }
     }
 
-    /// Check an `Authorization` header value. Runs the password hash off the async
-    /// threads (bcrypt cost 10 is ~60 ms of CPU) unless the credential is cached.
+    /// Check an `Authorization` header value. A cache miss waits for its turn in the
+    /// hashing [`pool`], shared with identical checks in progress; a refusal comes no
+    /// sooner than [`Self::failure_delay`] after the call. Dropping the future gives
+    /// up the turn (the hash is skipped unless another request still waits for it).
     pub async fn authenticate(&self, authorization: Option<&HeaderValue>) -> Outcome {
         let Some((user, password)) = authorization.and_then(parse_basic) else {
             return Outcome::Missing;
         };
+        let started = Instant::now();
         let loaded = self.loaded.load_full();
         let key = cache_key(loaded.generation, &user, &password);
-        if self.cache.hit(&key, Instant::now()) {
+        let Some(flight) = self.join(key, &loaded, &user, password) else {
             crate::metrics::get().auth_cache_hits.inc();
             return Outcome::Allowed(user);
-        }
-        let file = loaded.file.clone();
-        let (user, ok) = match tokio::task::spawn_blocking(move || {
-            let ok = file.verify(&user, &password);
-            (user, ok)
-        })
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => return Outcome::Refused(String::new()),
         };
-        if ok {
-            self.cache.insert(key, Instant::now());
-            Outcome::Allowed(user)
-        } else {
-            Outcome::Refused(user)
+        if flight.await == Verdict::Match {
+            return Outcome::Allowed(user);
         }
+        // Pad from this request's own start: the pool slot is already free, so a
+        // flood of failures costs timers, not hashing threads.
+        tokio::time::sleep_until((started + self.failure_delay()).into()).await;
+        Outcome::Refused(loaded.file.contains(&user).then_some(user))
+    }
+
+    /// `None` if the credential is cached; else the check in progress for `key`, or a
+    /// new one. The cache is consulted under the flights lock, and a check caches its
+    /// success before it leaves the map, so a request arriving as a check lands finds
+    /// one or the other and never starts a second hash.
+    fn join(
+        &self,
+        key: [u8; 32],
+        loaded: &Arc<Loaded>,
+        user: &str,
+        password: String,
+    ) -> Option<Flight> {
+        let mut map = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if self.cache.hit(&key, Instant::now()) {
+            return None;
+        }
+        if let Some(flight) = map.get(&key).and_then(|(_, weak)| weak.upgrade()) {
+            return Some(flight);
+        }
+        let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
+        let landed = Landed {
+            flights: self.flights.clone(),
+            key,
+            id,
+        };
+        let file = loaded.file.clone();
+        let user = user.to_string();
+        let cache = self.cache.clone();
+        let hashes = self.hashes.clone();
+        let delay = self.failure_delay.clone();
+        let flight = async move {
+            // Dropped last: after the success is cached (see `join`).
+            let _landed = landed;
+            let checked = pool::get()
+                .run(move || {
+                    let began = Instant::now();
+                    let checked = file.check(&user, &password);
+                    if let Some(scheme) = checked.hashed {
+                        let took = began.elapsed().min(FAILURE_CEILING);
+                        hashes.fetch_add(1, Ordering::Relaxed);
+                        crate::metrics::get()
+                            .auth_hashes
+                            .get_or_create(&crate::metrics::SchemeLabels {
+                                scheme: scheme.label(),
+                            })
+                            .inc();
+                        // A hash slower than the calibrated delay (the host is busy)
+                        // would make a known user's failure stand out: follow it.
+                        let before = delay.fetch_max(took.as_nanos() as u64, Ordering::Relaxed);
+                        if (took.as_nanos() as u64) > before {
+                            crate::metrics::get()
+                                .auth_failure_delay
+                                .set(took.as_secs_f64());
+                        }
+                    }
+                    checked.matched
+                })
+                .await;
+            match checked {
+                Some(true) => {
+                    cache.insert(key, Instant::now());
+                    Verdict::Match
+                }
+                Some(false) => Verdict::Mismatch,
+                None => Verdict::Failed,
+            }
+        }
+        .boxed()
+        .shared();
+        if let Some(weak) = flight.downgrade() {
+            map.insert(key, (id, weak));
+        }
+        Some(flight)
     }
 
     /// Cache statistics for tests and metrics: (hits, entries).
@@ -201,6 +367,22 @@ impl Authenticator {
         resp.headers_mut()
             .insert(header::WWW_AUTHENTICATE, self.challenge.clone());
         resp
+    }
+}
+
+/// Log each weak (apr1, MD5-crypt, {SHA}) entry with how to fix it, at start-up and
+/// whenever the file is read again.
+fn warn_weak(path: &Path, file: &Htpasswd) {
+    let weak = file.weak_entries();
+    for w in weak.iter().take(WEAK_LOGGED) {
+        tracing::warn!(file = %path.display(), "htpasswd: {w}");
+    }
+    if weak.len() > WEAK_LOGGED {
+        tracing::warn!(
+            file = %path.display(),
+            count = weak.len(),
+            "htpasswd: more users with weak password hashes; `portcullis check` lists them all"
+        );
     }
 }
 
@@ -300,11 +482,12 @@ mod tests {
         assert_eq!(a.cache_stats(), (1, 1), "second request must hit the cache");
         assert_eq!(
             a.authenticate(Some(&basic("alice", "wrong"))).await,
-            Outcome::Refused("alice".into())
+            Outcome::Refused(Some("alice".into()))
         );
         assert_eq!(
             a.authenticate(Some(&basic("bob", "s3cret"))).await,
-            Outcome::Refused("bob".into())
+            Outcome::Refused(None),
+            "an unknown name is not handed to the log"
         );
         assert_eq!(a.authenticate(None).await, Outcome::Missing);
 
@@ -322,7 +505,7 @@ mod tests {
         assert_eq!(a.cache_stats().1, 0);
         assert_eq!(
             a.authenticate(Some(&basic("alice", "s3cret"))).await,
-            Outcome::Refused("alice".into())
+            Outcome::Refused(Some("alice".into()))
         );
         assert_eq!(
             a.authenticate(Some(&basic("alice", "n3w"))).await,
@@ -337,6 +520,73 @@ mod tests {
             a.authenticate(Some(&basic("alice", "n3w"))).await,
             Outcome::Allowed("alice".into())
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn identical_concurrent_checks_hash_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = htpasswd::hash_bcrypt("s3cret", 8).unwrap();
+        let path = write_file(dir.path(), &format!("alice:{h}\n"));
+        let a = Arc::new(Authenticator::load(&path, "R").unwrap());
+        let run = |password: &'static str| {
+            let tasks: Vec<_> = (0..100)
+                .map(|_| {
+                    let a = a.clone();
+                    tokio::spawn(
+                        async move { a.authenticate(Some(&basic("alice", password))).await },
+                    )
+                })
+                .collect();
+            futures_util::future::join_all(tasks)
+        };
+        for r in run("s3cret").await {
+            assert_eq!(r.unwrap(), Outcome::Allowed("alice".into()));
+        }
+        assert_eq!(a.hashes(), 1, "100 parallel first requests, one hash");
+        for r in run("wrong").await {
+            assert_eq!(r.unwrap(), Outcome::Refused(Some("alice".into())));
+        }
+        assert!(
+            a.hashes() <= 10,
+            "100 parallel identical wrong passwords share their hash: {}",
+            a.hashes()
+        );
+        assert!(
+            a.flights.lock().unwrap().is_empty(),
+            "finished checks leave"
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_are_padded_and_cheap_schemes_and_unknown_users_burn_no_bcrypt() {
+        let dir = tempfile::tempdir().unwrap();
+        let bcrypt = htpasswd::hash_bcrypt("b", 6).unwrap();
+        // apr1 and {SHA} of "x" (from htpasswd -m / -s).
+        let path = write_file(
+            dir.path(),
+            &format!(
+                "bee:{bcrypt}\napril:$apr1$ShcGw6fg$r3./BPJyOvSJJdpsR1gFl/\nshah:{{SHA}}EfatjsUqKYSrqv18O1FlA3hcIHI=\n"
+            ),
+        );
+        let a = Authenticator::load(&path, "R").unwrap();
+        let delay = a.failure_delay();
+        assert!(delay > Duration::ZERO);
+        for (user, hashed) in [("bee", 1), ("april", 1), ("shah", 1), ("nobody", 0)] {
+            let before = a.hashes();
+            let t = Instant::now();
+            let out = a.authenticate(Some(&basic(user, "wrong"))).await;
+            let took = t.elapsed();
+            assert!(matches!(out, Outcome::Refused(_)), "{user}");
+            assert!(took >= delay, "{user}: refused after {took:?} < {delay:?}");
+            assert_eq!(a.hashes() - before, hashed, "{user}");
+        }
+        // Successes are not padded: the apr1 user's right password is one MD5-crypt.
+        let t = Instant::now();
+        assert_eq!(
+            a.authenticate(Some(&basic("april", "x"))).await,
+            Outcome::Allowed("april".into())
+        );
+        assert!(t.elapsed() < delay, "{:?}", t.elapsed());
     }
 
     #[test]

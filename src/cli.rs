@@ -316,8 +316,31 @@ fn check_storage_root(root: &Path) -> Result<(), String> {
     }
 }
 
+/// `check`'s advice that is not a failure: one line per htpasswd entry with a weak
+/// hash (apr1, MD5-crypt, {SHA}), saying how to rehash it.
+pub fn check_warnings(path: &Path) -> Vec<String> {
+    let Ok(config) = Config::load(path) else {
+        return Vec::new();
+    };
+    let file = &config.auth.htpasswd;
+    match htpasswd::Htpasswd::load(file) {
+        Ok(h) => h
+            .weak_entries()
+            .iter()
+            .map(|w| format!("{}: {w}", file.display()))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 fn check(path: &Path) -> Result<(), Failure> {
     let problems = check_problems(path);
+    // Weak hashes still work (nginx accepts them too), so they are advice on
+    // standard output and `check` still succeeds; a deployment that wants them gone
+    // can grep for "weak password hash".
+    for w in check_warnings(path) {
+        println!("{w}");
+    }
     if problems.is_empty() {
         println!("{}: configuration OK", path.display());
         Ok(())

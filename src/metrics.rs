@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::convert::Infallible;
+use std::sync::atomic::AtomicU64;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -42,6 +43,12 @@ pub struct RouteLabels {
     pub route: &'static str,
 }
 
+/// The password hash scheme (`bcrypt`, `apr1`, `md5crypt`, `sha1`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SchemeLabels {
+    pub scheme: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     pub upstream: String,
@@ -65,6 +72,8 @@ pub struct Metrics {
     pub auth_successes: Counter,
     pub auth_failures: Counter,
     pub auth_cache_hits: Counter,
+    pub auth_hashes: Family<SchemeLabels, Counter>,
+    pub auth_failure_delay: Gauge<f64, AtomicU64>,
     pub upstream_selections: Family<UpstreamLabels, Counter>,
     pub upstream_failures: Family<UpstreamLabels, Counter>,
     pub upstream_healthy: Family<UpstreamLabels, Gauge>,
@@ -87,6 +96,8 @@ impl Metrics {
             auth_successes: Counter::default(),
             auth_failures: Counter::default(),
             auth_cache_hits: Counter::default(),
+            auth_hashes: Family::default(),
+            auth_failure_delay: Gauge::default(),
             upstream_selections: Family::default(),
             upstream_failures: Family::default(),
             upstream_healthy: Family::default(),
@@ -144,6 +155,17 @@ impl Metrics {
             "auth_cache_hits",
             "Verified credentials answered from the cache (no password hash)",
             m.auth_cache_hits.clone(),
+        );
+        registry.register(
+            "auth_hashes",
+            "Password hashes computed, by scheme (cache hits, unknown users and checks \
+             cancelled before their turn cost none)",
+            m.auth_hashes.clone(),
+        );
+        registry.register(
+            "auth_failure_delay_seconds",
+            "Least time a failed password check takes (the costliest hash in the file)",
+            m.auth_failure_delay.clone(),
         );
         registry.register(
             "upstream_selections",

@@ -142,11 +142,39 @@ where
         .headers()
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let (mut resp, user, outcome) = answer(&state, req, peer, route, repository.as_deref()).await;
+    let mut unanswered = Unanswered {
+        entry: Some(crate::access::Entry {
+            time,
+            peer,
+            user: None,
+            method: method.to_string(),
+            repository: repository.clone(),
+            path: path.clone(),
+            status: CLIENT_CLOSED_REQUEST,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration: std::time::Duration::ZERO,
+            upstream: None,
+            retries: Vec::new(),
+        }),
+        started,
+        bytes_in: bytes_in.clone(),
+        format: state.config.log_format,
+    };
+    let (mut resp, user, outcome) = answer(
+        &state,
+        req,
+        peer,
+        route,
+        repository.as_deref(),
+        &mut unanswered,
+    )
+    .await;
     if version < http::Version::HTTP_2 {
         keep_connection_usable(&leftover, expects_continue, &mut resp).await;
     }
     finish_headers(route, &method, &mut resp);
+    unanswered.entry = None;
     let entry = crate::access::Entry {
         time,
         peer,
@@ -190,6 +218,7 @@ async fn answer(
     peer: SocketAddr,
     route: Route,
     repository: Option<&str>,
+    unanswered: &mut Unanswered,
 ) -> (
     Response<Body>,
     Option<String>,
@@ -218,13 +247,21 @@ async fn answer(
             {
                 Outcome::Allowed(u) => {
                     m.auth_successes.inc();
+                    if let Some(e) = &mut unanswered.entry {
+                        e.user = Some(u.clone());
+                    }
                     let (r, o) = dispatch(state, req, peer, repository).await;
                     (r, Some(u), o)
                 }
                 Outcome::Missing => (state.auth.challenge(), None, Default::default()),
                 Outcome::Refused(u) => {
                     m.auth_failures.inc();
-                    tracing::info!(%peer, user = %u, "authentication failed");
+                    match u {
+                        Some(u) => tracing::info!(
+                            %peer, user = %crate::access::Escaped(&u), "authentication failed"
+                        ),
+                        None => tracing::info!(%peer, "authentication failed (unknown user)"),
+                    }
                     (state.auth.challenge(), None, Default::default())
                 }
             }
@@ -326,6 +363,30 @@ where
                 *self.slot.0.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some((body::boxed(b), self.polled));
             }
+        }
+    }
+}
+
+/// nginx's status for a request whose client went away before the answer.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// The access-log line of a request dropped before it had a response (the client reset
+/// the stream or closed the connection, e.g. while its password was checked): without
+/// this, such requests left no trace. Disarmed by taking `entry` once a response exists;
+/// from then on the response body's drop writes the line.
+struct Unanswered {
+    entry: Option<crate::access::Entry>,
+    started: Instant,
+    bytes_in: Arc<AtomicU64>,
+    format: crate::access::Format,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(mut e) = self.entry.take() {
+            e.duration = self.started.elapsed();
+            e.bytes_in = self.bytes_in.load(Ordering::Relaxed);
+            record(&e, self.format);
         }
     }
 }

@@ -50,12 +50,51 @@ fn good_dir() -> tempfile::TempDir {
 #[test]
 fn check_accepts_a_good_configuration() {
     let dir = good_dir();
+    // bcrypt only: apr1 and {SHA} entries draw advice (see check_names_weak_entries).
+    let bcrypt = portcullis::auth::htpasswd::hash_bcrypt(BCRYPT_USER.1, 5).unwrap();
+    std::fs::write(
+        dir.path().join("auth/htpasswd"),
+        format!("{}:{bcrypt}\n", BCRYPT_USER.0),
+    )
+    .unwrap();
     let o = run(&["check", "-c", "proxy.toml"], dir.path());
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
         "proxy.toml: configuration OK\n"
     );
+}
+
+#[test]
+fn check_names_weak_entries_and_still_succeeds() {
+    // default_htpasswd: line 1 bcrypt, line 2 apr1 (htpasswd -m), line 3 {SHA} (-s).
+    let dir = good_dir();
+    let o = run(&["check", "-c", "proxy.toml"], dir.path());
+    assert!(
+        o.status.success(),
+        "weak hashes are advice, not failures: {}",
+        stderr(&o)
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    for (line, (user, _), scheme) in [(0, APR1_USER, "apr1"), (1, SHA_USER, "{SHA}")] {
+        let l = lines[line];
+        assert!(
+            l.starts_with(&format!(
+                "auth/htpasswd: line {}: user \"{user}\"",
+                line + 2
+            )),
+            "{l}"
+        );
+        assert!(l.contains(scheme) && l.contains("weak"), "{l}");
+        assert!(
+            l.ends_with(&format!("rehash with: portcullis passwd add {user}")),
+            "{l}"
+        );
+    }
+    assert!(!lines.iter().any(|l| l.contains(BCRYPT_USER.0)), "{out}");
+    assert_eq!(lines[2], "proxy.toml: configuration OK");
 }
 
 #[test]

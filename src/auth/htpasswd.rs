@@ -57,6 +57,16 @@ impl Scheme {
         !matches!(self, Scheme::Bcrypt { .. })
     }
 
+    /// Short lowercase name, for metric labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Scheme::Bcrypt { .. } => "bcrypt",
+            Scheme::Apr1 => "apr1",
+            Scheme::Md5Crypt => "md5crypt",
+            Scheme::Sha1 => "sha1",
+        }
+    }
+
     /// Relative cost of one verification, used to pick the decoy hash for
     /// unknown users. bcrypt doubles its work per cost step and is far more
     /// expensive than 1000 MD5 rounds at any cost.
@@ -115,6 +125,8 @@ struct Entry {
     user: String,
     hash: StoredHash,
     scheme: Scheme,
+    /// 1-based line number, for messages about the entry.
+    line: usize,
 }
 
 /// First definition of a user name. `entry` is `None` when that definition is
@@ -211,6 +223,7 @@ impl Htpasswd {
                         user: user.to_string(),
                         hash: StoredHash(hash.to_string()),
                         scheme,
+                        line: line_no,
                     });
                     Some(entries.len() - 1)
                 }
@@ -280,6 +293,66 @@ impl Htpasswd {
         }
     }
 
+    /// Check a password without a decoy: an unknown user costs nothing here, because
+    /// the server hides the difference by padding every failure to the same duration
+    /// (see `auth::Authenticator`) instead of burning a hash. `hashed` says which
+    /// scheme was computed, if any, so callers can count real work.
+    pub fn check(&self, user: &str, password: &str) -> Checked {
+        let known = self
+            .index
+            .get(user)
+            .and_then(|first| first.entry)
+            .and_then(|i| self.entries.get(i));
+        match known {
+            Some(entry) if password.len() <= MAX_PASSWORD_BYTES => Checked {
+                matched: verify_hash(&entry.hash.0, password).unwrap_or(false),
+                hashed: Some(entry.scheme),
+            },
+            _ => Checked {
+                matched: false,
+                hashed: None,
+            },
+        }
+    }
+
+    /// Whether the file names `user` (even on an unusable line): such a name may be
+    /// logged, while an unknown one could be a mistyped password and must not be.
+    pub fn contains(&self, user: &str) -> bool {
+        self.index.contains_key(user)
+    }
+
+    /// How long one check of the file's most expensive hash takes on this host
+    /// right now (zero for an empty file). The hash is of a fixed non-password, so
+    /// the result is thrown away.
+    pub fn calibrate(&self) -> std::time::Duration {
+        let Some(decoy) = self.decoy.and_then(|i| self.entries.get(i)) else {
+            return std::time::Duration::ZERO;
+        };
+        let started = std::time::Instant::now();
+        std::hint::black_box(verify_hash(&decoy.hash.0, "calibration").ok());
+        started.elapsed()
+    }
+
+    /// The scheme of the most expensive hash in the file.
+    pub fn costliest(&self) -> Option<Scheme> {
+        self.decoy
+            .and_then(|i| self.entries.get(i))
+            .map(|e| e.scheme)
+    }
+
+    /// Loaded entries whose scheme is weak ([`Scheme::is_weak`]), in file order.
+    pub fn weak_entries(&self) -> Vec<WeakEntry<'_>> {
+        self.entries
+            .iter()
+            .filter(|e| e.scheme.is_weak())
+            .map(|e| WeakEntry {
+                line: e.line,
+                user: &e.user,
+                scheme: e.scheme,
+            })
+            .collect()
+    }
+
     /// Loaded user names, in file order.
     pub fn users(&self) -> Vec<&str> {
         self.entries.iter().map(|e| e.user.as_str()).collect()
@@ -304,6 +377,39 @@ impl Htpasswd {
     /// Whether no user could be loaded.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+/// The result of [`Htpasswd::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    /// The user exists, is usable and the password matched.
+    pub matched: bool,
+    /// The scheme whose hash was computed; `None` when nothing was hashed
+    /// (unknown or unusable user, oversized password).
+    pub hashed: Option<Scheme>,
+}
+
+/// A loaded user whose hash is cheap to guess (apr1, MD5-crypt, {SHA}).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeakEntry<'a> {
+    /// 1-based line number.
+    pub line: usize,
+    pub user: &'a str,
+    pub scheme: Scheme,
+}
+
+impl fmt::Display for WeakEntry<'_> {
+    /// The advice `check` prints and the server logs: the name is escaped (it comes
+    /// from the file and may hold control characters), the hash never appears.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let user = crate::access::Escaped(self.user);
+        write!(
+            f,
+            "line {}: user \"{user}\": {} is a weak password hash, fast to guess if the \
+             file leaks; rehash with: portcullis passwd add {user}",
+            self.line, self.scheme
+        )
     }
 }
 
@@ -1004,6 +1110,47 @@ mod tests {
             verify_hash("{SHA}2jmj7l5rSw0yVb/vlWAYkK/YBwk=", &huge),
             Ok(false)
         );
+    }
+
+    #[test]
+    fn check_hashes_only_known_users_and_names_weak_entries() {
+        let h = Htpasswd::parse(VECTORS);
+        let before = hash_runs();
+        assert_eq!(
+            h.check("nobody", "x"),
+            Checked {
+                matched: false,
+                hashed: None
+            }
+        );
+        assert_eq!(hash_runs(), before, "no decoy hash for an unknown user");
+        for (user, password) in passwords() {
+            let c = h.check(user, password);
+            assert!(c.matched, "{user}");
+            assert_eq!(c.hashed, h.scheme(user), "{user}");
+            assert!(!h.check(user, &format!("!{password}")).matched, "{user}");
+        }
+        assert!(h.contains("apr1-one") && !h.contains("nobody"));
+
+        let text =
+            "a:$apr1$ShcGw6fg$r3./BPJyOvSJJdpsR1gFl/\n# c\nb:{SHA}EfatjsUqKYSrqv18O1FlA3hcIHI=\n\
+                    c:$2y$04$LKnam/B0MB/FLIJveQJGh.yRi6mTLPlAUcDY9hhqBnHXpW0.5xBPm\n\
+                    e\x1bvil:{SHA}EfatjsUqKYSrqv18O1FlA3hcIHI=\n";
+        let h = Htpasswd::parse(text);
+        let weak: Vec<String> = h.weak_entries().iter().map(ToString::to_string).collect();
+        assert_eq!(weak.len(), 3, "{weak:?}");
+        assert!(weak[0].starts_with("line 1: user \"a\": apr1"), "{weak:?}");
+        assert!(weak[1].starts_with("line 3: user \"b\": {SHA}"), "{weak:?}");
+        assert!(
+            weak[2].starts_with("line 5: user \"e\\x1bvil\""),
+            "escaped: {weak:?}"
+        );
+        for w in &weak {
+            assert!(w.contains("rehash with: portcullis passwd add "), "{w}");
+            assert!(!w.contains("EfatjsU") && !w.contains("r3./BPJ"), "{w}");
+        }
+        assert_eq!(h.costliest(), Some(Scheme::Bcrypt { cost: 4 }));
+        assert!(h.calibrate() > std::time::Duration::ZERO);
     }
 
     #[test]
