@@ -22,8 +22,8 @@ use hmac::Mac;
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use names::{Algorithm, Digest, Hasher};
 use locks::{HashCache, KeyGuard, KeyLocks};
+use names::{Algorithm, Digest, Hasher};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use storage::{Appender, Storage};
@@ -45,16 +45,8 @@ pub struct Registry<S: Storage> {
     store: S,
     delete: bool,
     secret: Vec<u8>,
-    /// One writer at a time per upload id in this process.
-    upload_locks: KeyLocks,
-    /// Progress of uploads this process has hashed: the offset the hash covers and the
-    /// running SHA-256. Another instance (or a restart) simply rehashes the stored
-    /// data, so this is a cache, never the state itself.
-    hashes: Mutex<HashCache>,
-    /// One writer at a time per `<repository>:<tag>` (tag PUT and DELETE).
-    tag_locks: KeyLocks,
-    /// Permits are bytes of manifest bodies being held in memory (`MANIFEST_BUDGET`).
-    manifest_budget: Arc<tokio::sync::Semaphore>,
+    /// Boxed: it is large, and the proxy's backend enum holds a `Registry` inline.
+    inflight: Box<InFlight>,
     /// Online garbage collection; stops when this registry is dropped (reload).
     gc_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -70,6 +62,21 @@ impl<S: Storage> Drop for Registry<S> {
             t.abort();
         }
     }
+}
+
+/// What this process coordinates in memory among requests in flight; every part is
+/// bounded (see `locks`).
+struct InFlight {
+    /// One writer at a time per upload id in this process.
+    upload_locks: KeyLocks,
+    /// Progress of uploads this process has hashed: the offset the hash covers and the
+    /// running SHA-256. Another instance (or a restart) simply rehashes the stored
+    /// data, so this is a cache, never the state itself.
+    hashes: Mutex<HashCache>,
+    /// One writer at a time per `<repository>:<tag>` (tag PUT and DELETE).
+    tag_locks: KeyLocks,
+    /// Permits are bytes of manifest bodies being held in memory (`MANIFEST_BUDGET`).
+    manifest_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// Which API endpoint a `/v2/...` path names.
@@ -414,10 +421,12 @@ impl<S: Storage> Registry<S> {
             store,
             delete,
             secret,
-            upload_locks: KeyLocks::default(),
-            hashes: Mutex::new(HashCache::default()),
-            tag_locks: KeyLocks::default(),
-            manifest_budget: Arc::new(tokio::sync::Semaphore::new(MANIFEST_BUDGET)),
+            inflight: Box::new(InFlight {
+                upload_locks: KeyLocks::default(),
+                hashes: Mutex::new(HashCache::default()),
+                tag_locks: KeyLocks::default(),
+                manifest_budget: Arc::new(tokio::sync::Semaphore::new(MANIFEST_BUDGET)),
+            }),
             gc_task: Mutex::new(None),
         }
     }
@@ -425,11 +434,14 @@ impl<S: Storage> Registry<S> {
     /// Per-upload state this process keeps in memory: (upload locks, cached hashes).
     /// Both are bounded (see `locks`); exposed for tests and metrics.
     pub fn upload_state_entries(&self) -> (usize, usize) {
-        (self.upload_locks.len(), self.hash_cache().len())
+        (self.inflight.upload_locks.len(), self.hash_cache().len())
     }
 
     fn hash_cache(&self) -> std::sync::MutexGuard<'_, HashCache> {
-        self.hashes.lock().unwrap_or_else(|p| p.into_inner())
+        self.inflight
+            .hashes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Background upkeep while serving: garbage collection every `gc.0` sparing blobs
@@ -704,7 +716,7 @@ impl<S: Storage> Registry<S> {
     /// Take the upload's lock (one writer at a time in this process) and read its
     /// offset under it.
     async fn open_upload(&self, id: &str, key: &str) -> Result<(KeyGuard<'_>, u64), Resp> {
-        let guard = self.upload_locks.lock(id.to_string()).await;
+        let guard = self.inflight.upload_locks.lock(id.to_string()).await;
         let size = self.upload_size(key).await.map_err(storage_error)?;
         Ok((guard, size))
     }
@@ -814,7 +826,7 @@ impl<S: Storage> Registry<S> {
                 }
             }
             Method::DELETE => {
-                let _g = self.upload_locks.lock(id.to_string()).await;
+                let _g = self.inflight.upload_locks.lock(id.to_string()).await;
                 self.forget(id);
                 match self.store.delete(&paths::upload_dir(name, id)).await {
                     Ok(()) => empty(StatusCode::NO_CONTENT, &[]),
@@ -1277,7 +1289,11 @@ impl<S: Storage> Registry<S> {
                 // sharing the storage, ends with the tag resolving or absent, never a
                 // listed tag that resolves to nothing. The lock keeps this process's
                 // PUTs and DELETEs of one tag from racing on its folder at all.
-                let _tag = self.tag_locks.lock(tag_lock_key(name, reference)).await;
+                let _tag = self
+                    .inflight
+                    .tag_locks
+                    .lock(tag_lock_key(name, reference))
+                    .await;
                 self.write_link(&paths::tag_index_link(name, reference, &d), &d)
                     .await?;
                 self.write_link(&paths::tag_current_link(name, reference), &d)
@@ -1312,7 +1328,11 @@ impl<S: Storage> Registry<S> {
                     format!("invalid tag {reference:?}"),
                 );
             }
-            let _tag = self.tag_locks.lock(tag_lock_key(name, reference)).await;
+            let _tag = self
+                .inflight
+                .tag_locks
+                .lock(tag_lock_key(name, reference))
+                .await;
             // A tag folder without its `current` link (left by a crash, or by
             // distribution) is deleted too, as distribution 3 deletes the folder: it
             // could otherwise never be removed through the API.
@@ -1335,7 +1355,7 @@ impl<S: Storage> Registry<S> {
             Err(e) => return storage_error(e),
         };
         for t in tags {
-            let _tag = self.tag_locks.lock(tag_lock_key(name, &t)).await;
+            let _tag = self.inflight.tag_locks.lock(tag_lock_key(name, &t)).await;
             if let Ok(Some(cur)) = self.read_link(&paths::tag_current_link(name, &t)).await {
                 if cur == d {
                     if let Err(e) = self.untag(name, &t).await {
@@ -1379,7 +1399,11 @@ impl<S: Storage> Registry<S> {
         // than the whole budget, which a single manifest cannot exceed anyway.
         let need = declared.unwrap_or(limit).clamp(1, MANIFEST_BUDGET);
         let permits = u32::try_from(need).unwrap_or(u32::MAX);
-        let wait = self.manifest_budget.clone().acquire_many_owned(permits);
+        let wait = self
+            .inflight
+            .manifest_budget
+            .clone()
+            .acquire_many_owned(permits);
         match tokio::time::timeout(MANIFEST_BUDGET_WAIT, wait).await {
             Ok(Ok(p)) => Ok((p, declared)),
             // Closed never happens (nothing closes it); timed out: too busy.

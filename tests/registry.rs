@@ -524,7 +524,12 @@ async fn names_are_validated() {
             "{path}"
         );
     }
+    // A read by a malformed reference names no manifest (404); a write is refused.
     let a = api.get("/v2/a/manifests/bad%20tag").await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let a = api
+        .call("PUT", "/v2/a/manifests/bad%20tag", &[], Bytes::new())
+        .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
 }
 
@@ -1084,11 +1089,7 @@ async fn concurrent_put_and_delete_of_one_tag_leave_it_resolving_or_absent() {
         let list = a.get("/v2/race/tag/tags/list").await;
         assert_eq!(list.status, StatusCode::OK, "{}", list.text());
         let tags: serde_json::Value = serde_json::from_slice(&list.body).unwrap();
-        let listed = tags["tags"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t == "t");
+        let listed = tags["tags"].as_array().unwrap().iter().any(|t| t == "t");
         let got = b.get("/v2/race/tag/manifests/t").await;
         if listed && got.status != StatusCode::OK {
             listed_dangling += 1;
@@ -1098,14 +1099,10 @@ async fn concurrent_put_and_delete_of_one_tag_leave_it_resolving_or_absent() {
         }
     }
     assert!(
-        server_errors.is_empty(),
-        "{} server errors, first: {:?}",
+        server_errors.is_empty() && listed_dangling == 0,
+        "{} server errors (first: {:?}); {listed_dangling} of {rounds} rounds ended with a listed tag that does not resolve",
         server_errors.len(),
         server_errors.first()
-    );
-    assert_eq!(
-        listed_dangling, 0,
-        "rounds ending with a listed tag that does not resolve"
     );
     // Whatever state the last round left, the tag can be deleted and is then gone.
     let del = b
@@ -1142,12 +1139,22 @@ async fn a_tag_folder_without_current_link_is_not_listed_and_is_deletable() {
         (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
     );
     let del = api
-        .call("DELETE", "/v2/ghost/repo/manifests/ghost", &[], Bytes::new())
+        .call(
+            "DELETE",
+            "/v2/ghost/repo/manifests/ghost",
+            &[],
+            Bytes::new(),
+        )
         .await;
     assert_eq!(del.status, StatusCode::ACCEPTED, "{}", del.text());
     assert!(!tags_dir.join("ghost").exists(), "the folder is removed");
     let again = api
-        .call("DELETE", "/v2/ghost/repo/manifests/ghost", &[], Bytes::new())
+        .call(
+            "DELETE",
+            "/v2/ghost/repo/manifests/ghost",
+            &[],
+            Bytes::new(),
+        )
         .await;
     assert_eq!(
         (again.status, again.oci_code().as_str()),
@@ -1185,7 +1192,12 @@ async fn closing_put_with_a_range_that_does_not_follow_is_416_and_resumable() {
             tail.clone(),
         )
         .await;
-    assert_eq!(put.status, StatusCode::RANGE_NOT_SATISFIABLE, "{}", put.text());
+    assert_eq!(
+        put.status,
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "{}",
+        put.text()
+    );
     assert_eq!(put.header("range"), "0-999");
     let status = api.get(&loc).await;
     assert_eq!(status.status, StatusCode::NO_CONTENT, "{}", status.text());
@@ -1202,7 +1214,10 @@ async fn closing_put_with_a_range_that_does_not_follow_is_416_and_resumable() {
         .await;
     assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
     assert_eq!(
-        api.get(&format!("/v2/resume/me/blobs/{d}")).await.body.to_vec(),
+        api.get(&format!("/v2/resume/me/blobs/{d}"))
+            .await
+            .body
+            .to_vec(),
         all
     );
 }
@@ -1242,12 +1257,16 @@ async fn ranges_we_do_not_serve_are_ignored_with_the_whole_blob() {
     let d = api.push_blob("ranges/app", &data).await;
     let url = format!("/v2/ranges/app/blobs/{d}");
     for range in ["bytes=0-1,5-6", "items=0-1", "bytes=9-3"] {
-        let a = api.call("GET", &url, &[("range", range)], Bytes::new()).await;
+        let a = api
+            .call("GET", &url, &[("range", range)], Bytes::new())
+            .await;
         assert_eq!(a.status, StatusCode::OK, "{range}");
         assert_eq!(a.body.to_vec(), data, "{range}");
         assert_eq!(a.header("content-length"), data.len().to_string());
         assert!(a.headers.get("content-range").is_none(), "{range}");
-        let h = api.call("HEAD", &url, &[("range", range)], Bytes::new()).await;
+        let h = api
+            .call("HEAD", &url, &[("range", range)], Bytes::new())
+            .await;
         assert_eq!(h.status, StatusCode::OK, "HEAD {range}");
     }
     // A single range is still served as one.
@@ -1430,7 +1449,12 @@ async fn a_full_storage_answers_507_and_keeps_nothing_of_the_failed_request() {
     assert_eq!(p.status, StatusCode::ACCEPTED, "{}", p.text());
     let d = format!("sha256:{}", sha256_hex(&small));
     let put = api
-        .call("PUT", &format!("{}&digest={d}", p.header("location")), &[], Bytes::new())
+        .call(
+            "PUT",
+            &format!("{}&digest={d}", p.header("location")),
+            &[],
+            Bytes::new(),
+        )
         .await;
     assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
 }

@@ -291,7 +291,9 @@ mod tests {
         ap.finish().await.unwrap();
         // An aborted append leaves the data as it was, flushed or not.
         let mut ap = fs.append("u/data").await.unwrap();
-        ap.write(Bytes::from(vec![7u8; APPEND_BATCH + 1])).await.unwrap();
+        ap.write(Bytes::from(vec![7u8; APPEND_BATCH + 1]))
+            .await
+            .unwrap();
         ap.write(Bytes::from_static(b"more")).await.unwrap();
         ap.abort().await.unwrap();
         assert_eq!(fs.read("u/data").await.unwrap().unwrap(), "xyz");
