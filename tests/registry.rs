@@ -1458,3 +1458,100 @@ async fn a_full_storage_answers_507_and_keeps_nothing_of_the_failed_request() {
         .await;
     assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
 }
+
+/// Sixty 4 MiB manifests PUT at once to the real binary: the bytes held in memory are
+/// bounded by the process-wide manifest budget, not by the number of requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_large_manifest_puts_stay_within_a_memory_budget() {
+    let work = tempfile::tempdir().unwrap();
+    let server = support::oci::Server::start(&work.path().join("p"), &Options::registry());
+    let c = std::sync::Arc::new(Client::h2(&work.path().join("p/certs/ca.crt")));
+    let url = |path: &str| format!("https://127.0.0.1:{}{path}", server.port);
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let cd = format!("sha256:{}", sha256_hex(&config));
+    let a = c
+        .send(
+            request(
+                "POST",
+                &url(&format!("/v2/big/blobs/uploads/?digest={cd}")),
+                ALICE,
+            )
+            .body(body::full(config.clone()))
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let manifest = |i: usize, pad: usize| {
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+            "layers": [],
+            "annotations": {"pad": format!("{i:04}{}", "x".repeat(pad))},
+        }))
+        .unwrap()
+    };
+    let put = |c: std::sync::Arc<Client>, tag: String, m: Vec<u8>, u: String| async move {
+        c.send(
+            request("PUT", &u, ALICE)
+                .header("content-type", OCI_MANIFEST)
+                .body(body::full(m))
+                .unwrap(),
+        )
+        .await
+        .with_tag(tag)
+    };
+    // Warm up (TLS, h2, allocator) before the baseline.
+    let warm = put(
+        c.clone(),
+        "warm".into(),
+        manifest(0, 100),
+        url("/v2/big/manifests/warm"),
+    )
+    .await;
+    assert_eq!(warm.1.status, StatusCode::CREATED, "{}", warm.1.text());
+    let before = server.peak_rss_kib();
+
+    let n = 60;
+    let pad = (4 << 20) - 1024;
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let m = manifest(i, pad);
+            assert!(m.len() <= 4 << 20);
+            tokio::spawn(put(
+                c.clone(),
+                format!("t{i}"),
+                m,
+                url(&format!("/v2/big/manifests/t{i}")),
+            ))
+        })
+        .collect();
+    let mut created = 0;
+    for t in tasks {
+        let (tag, a) = t.await.unwrap();
+        match a.status {
+            StatusCode::CREATED => created += 1,
+            // Waited too long for its share on a very busy machine: refused clearly.
+            StatusCode::TOO_MANY_REQUESTS => assert_eq!(a.oci_code(), "TOOMANYREQUESTS"),
+            s => panic!("{tag}: {s} {}", a.text()),
+        }
+    }
+    let grew_mib = server.peak_rss_kib().saturating_sub(before) / 1024;
+    eprintln!("{n} parallel 4 MiB manifest PUTs: peak RSS grew {grew_mib} MiB, {created} created");
+    assert!(created >= 8, "only {created} of {n} were stored");
+    // All sixty at once would hold 240 MiB of bodies (more with buffer growth).
+    assert!(
+        grew_mib < 100,
+        "peak RSS grew {grew_mib} MiB for {n} parallel 4 MiB manifests"
+    );
+}
+
+trait WithTag {
+    fn with_tag(self, tag: String) -> (String, Answer);
+}
+
+impl WithTag for Answer {
+    fn with_tag(self, tag: String) -> (String, Answer) {
+        (tag, self)
+    }
+}
