@@ -1463,9 +1463,12 @@ async fn a_full_storage_answers_507_and_keeps_nothing_of_the_failed_request() {
 /// bounded by the process-wide manifest budget, not by the number of requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_large_manifest_puts_stay_within_a_memory_budget() {
+    use futures_util::StreamExt;
     let work = tempfile::tempdir().unwrap();
     let server = support::oci::Server::start(&work.path().join("p"), &Options::registry());
-    let c = std::sync::Arc::new(Client::h2(&work.path().join("p/certs/ca.crt")));
+    // HTTP/1.1: one connection per request in flight, so all sixty bodies arrive at
+    // once (one h2 connection would pace them through its flow-control window).
+    let c = std::sync::Arc::new(Client::h1(&work.path().join("p/certs/ca.crt")));
     let url = |path: &str| format!("https://127.0.0.1:{}{path}", server.port);
     let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
     let cd = format!("sha256:{}", sha256_hex(&config));
@@ -1491,39 +1494,48 @@ async fn parallel_large_manifest_puts_stay_within_a_memory_budget() {
         }))
         .unwrap()
     };
-    let put = |c: std::sync::Arc<Client>, tag: String, m: Vec<u8>, u: String| async move {
-        c.send(
-            request("PUT", &u, ALICE)
-                .header("content-type", OCI_MANIFEST)
-                .body(body::full(m))
-                .unwrap(),
-        )
-        .await
-        .with_tag(tag)
+    // Each body sends three quarters at once and the rest only at `release`: every
+    // request is then in flight together, however fast the server reads, which is
+    // when memory would hold all of them.
+    let put = |tag: String, m: Vec<u8>, release: tokio::time::Instant| {
+        let c = c.clone();
+        let u = url(&format!("/v2/big/manifests/{tag}"));
+        async move {
+            let m = Bytes::from(m);
+            let len = m.len();
+            let cut = len * 3 / 4;
+            let parts = [(m.slice(..cut), None), (m.slice(cut..), Some(release))];
+            let parts = futures_util::stream::iter(parts).then(|(part, at)| async move {
+                if let Some(at) = at {
+                    tokio::time::sleep_until(at).await;
+                }
+                Ok::<_, body::BoxError>(http_body::Frame::data(part))
+            });
+            let a = c
+                .send(
+                    request("PUT", &u, ALICE)
+                        .header("content-type", OCI_MANIFEST)
+                        .header("content-length", len.to_string())
+                        .body(body::boxed(http_body_util::StreamBody::new(parts)))
+                        .unwrap(),
+                )
+                .await;
+            (tag, a)
+        }
     };
-    // Warm up (TLS, h2, allocator) before the baseline.
-    let warm = put(
-        c.clone(),
-        "warm".into(),
-        manifest(0, 100),
-        url("/v2/big/manifests/warm"),
-    )
-    .await;
-    assert_eq!(warm.1.status, StatusCode::CREATED, "{}", warm.1.text());
+    // Warm up (TLS, allocator) before the baseline.
+    let (_, warm) = put("warm".into(), manifest(0, 100), tokio::time::Instant::now()).await;
+    assert_eq!(warm.status, StatusCode::CREATED, "{}", warm.text());
     let before = server.peak_rss_kib();
 
     let n = 60;
     let pad = (4 << 20) - 1024;
+    let release = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
     let tasks: Vec<_> = (0..n)
         .map(|i| {
             let m = manifest(i, pad);
             assert!(m.len() <= 4 << 20);
-            tokio::spawn(put(
-                c.clone(),
-                format!("t{i}"),
-                m,
-                url(&format!("/v2/big/manifests/t{i}")),
-            ))
+            tokio::spawn(put(format!("t{i}"), m, release))
         })
         .collect();
     let mut created = 0;
@@ -1539,19 +1551,9 @@ async fn parallel_large_manifest_puts_stay_within_a_memory_budget() {
     let grew_mib = server.peak_rss_kib().saturating_sub(before) / 1024;
     eprintln!("{n} parallel 4 MiB manifest PUTs: peak RSS grew {grew_mib} MiB, {created} created");
     assert!(created >= 8, "only {created} of {n} were stored");
-    // All sixty at once would hold 240 MiB of bodies (more with buffer growth).
+    // All sixty at once hold 180 MiB of bodies before `release` (more with growth).
     assert!(
         grew_mib < 100,
         "peak RSS grew {grew_mib} MiB for {n} parallel 4 MiB manifests"
     );
-}
-
-trait WithTag {
-    fn with_tag(self, tag: String) -> (String, Answer);
-}
-
-impl WithTag for Answer {
-    fn with_tag(self, tag: String) -> (String, Answer) {
-        (tag, self)
-    }
 }
