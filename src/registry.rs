@@ -30,10 +30,11 @@ use storage::{Appender, Storage};
 
 type Resp = Response<Body>;
 
-/// Manifest bytes this process reads into memory at once, across all manifest PUTs.
-/// A manifest must be whole in memory to be parsed and hashed, so without a budget N
-/// concurrent PUTs cost N × `manifest::MAX_SIZE`. 32 MiB admits eight maximal
-/// manifests, or thousands of ordinary (few KiB) ones, at a time.
+/// Memory for manifest PUTs in flight, across the process. A manifest must be whole in
+/// memory to be parsed and hashed, so without a budget N concurrent PUTs cost
+/// N × `manifest::MAX_SIZE` and more. Each PUT reserves twice its size (body and
+/// parsed form): 32 MiB admits four maximal manifests, or thousands of ordinary (few
+/// KiB) ones, at a time; the others wait for their turn.
 pub const MANIFEST_BUDGET: usize = 32 << 20;
 
 /// How long a manifest PUT waits for its share of the budget before it is refused
@@ -1395,9 +1396,13 @@ impl<S: Storage> Registry<S> {
             return Err(too_large(limit));
         }
         let declared = declared.map(|n| n as usize);
-        // At least one permit, so an empty body still takes its turn; never more
-        // than the whole budget, which a single manifest cannot exceed anyway.
-        let need = declared.unwrap_or(limit).clamp(1, MANIFEST_BUDGET);
+        // Twice the body: the bytes and their parsed form (annotations and all) are
+        // both held until the manifest is stored. At least one permit, so an empty
+        // body still takes its turn; never more than the whole budget.
+        let need = declared
+            .unwrap_or(limit)
+            .saturating_mul(2)
+            .clamp(1, MANIFEST_BUDGET);
         let permits = u32::try_from(need).unwrap_or(u32::MAX);
         let wait = self
             .inflight

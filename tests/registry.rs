@@ -1530,13 +1530,14 @@ async fn parallel_large_manifest_puts_stay_within_a_memory_budget() {
 
     let n = 60;
     let pad = (4 << 20) - 1024;
+    // Bodies built first (slow in a debug build), so that none misses `release`.
+    let bodies: Vec<_> = (0..n).map(|i| manifest(i, pad)).collect();
+    assert!(bodies.iter().all(|m| m.len() <= 4 << 20));
     let release = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
-    let tasks: Vec<_> = (0..n)
-        .map(|i| {
-            let m = manifest(i, pad);
-            assert!(m.len() <= 4 << 20);
-            tokio::spawn(put(format!("t{i}"), m, release))
-        })
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| tokio::spawn(put(format!("t{i}"), m, release)))
         .collect();
     let mut created = 0;
     for t in tasks {
