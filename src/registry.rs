@@ -257,7 +257,7 @@ fn storage_error(e: std::io::Error) -> Resp {
         return err(
             StatusCode::INSUFFICIENT_STORAGE,
             "UNKNOWN",
-            "the registry's storage is full (no space left); nothing of this request was kept",
+            "the registry's storage is full (no space left on the device); retry once space is freed",
         );
     }
     tracing::error!(error = %e, "registry storage error");
