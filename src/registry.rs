@@ -8,6 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod gc;
+pub mod locks;
 pub mod manifest;
 pub mod names;
 pub mod paths;
@@ -21,6 +22,7 @@ use hmac::Mac;
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use locks::{HashCache, KeyGuard, KeyLocks};
 use names::{Algorithm, Digest, Hasher};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,17 +30,24 @@ use storage::{Appender, Storage};
 
 type Resp = Response<Body>;
 
-/// Progress of one upload that this process has hashed so far: the offset the hash
-/// covers, and the running SHA-256. Another instance (or a restart) simply rehashes
-/// the stored data, so this is a cache, never the state itself.
-type UploadLock = Arc<tokio::sync::Mutex<Option<(u64, Hasher)>>>;
+/// Memory for manifest PUTs in flight, across the process. A manifest must be whole in
+/// memory to be parsed and hashed, so without a budget N concurrent PUTs cost
+/// N × `manifest::MAX_SIZE` and more. Each PUT reserves twice its size (body and
+/// parsed form): 32 MiB admits four maximal manifests, or thousands of ordinary (few
+/// KiB) ones, at a time; the others wait for their turn.
+pub const MANIFEST_BUDGET: usize = 32 << 20;
+
+/// How long a manifest PUT waits for its share of the budget before it is refused
+/// with 429 (a client that sends slowly must not stall every other push forever).
+const MANIFEST_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The registry service over one storage.
 pub struct Registry<S: Storage> {
     store: S,
     delete: bool,
     secret: Vec<u8>,
-    uploads: Mutex<HashMap<String, UploadLock>>,
+    /// Boxed: it is large, and the proxy's backend enum holds a `Registry` inline.
+    inflight: Box<InFlight>,
     /// Online garbage collection; stops when this registry is dropped (reload).
     gc_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -54,6 +63,21 @@ impl<S: Storage> Drop for Registry<S> {
             t.abort();
         }
     }
+}
+
+/// What this process coordinates in memory among requests in flight; every part is
+/// bounded (see `locks`).
+struct InFlight {
+    /// One writer at a time per upload id in this process.
+    upload_locks: KeyLocks,
+    /// Progress of uploads this process has hashed: the offset the hash covers and the
+    /// running SHA-256. Another instance (or a restart) simply rehashes the stored
+    /// data, so this is a cache, never the state itself.
+    hashes: Mutex<HashCache>,
+    /// One writer at a time per `<repository>:<tag>` (tag PUT and DELETE).
+    tag_locks: KeyLocks,
+    /// Permits are bytes of manifest bodies being held in memory (`MANIFEST_BUDGET`).
+    manifest_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// Which API endpoint a `/v2/...` path names.
@@ -211,8 +235,31 @@ fn not_found() -> Resp {
     err(StatusCode::NOT_FOUND, "NOT_FOUND", "not found")
 }
 
+/// Out of space or quota: the one storage failure a client can be told about, since
+/// it does not go away by retrying at once and an operator must act.
+fn is_storage_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// A storage failure as an answer. A full storage is 507 Insufficient Storage (RFC 4918
+/// §11.5: the server cannot store what the request needs), a server-side status that
+/// clients treat as retryable later, with distribution's catch-all code `UNKNOWN`: the
+/// OCI table has no storage code, and `BLOB_UPLOAD_INVALID` would blame the client.
+/// Everything else stays a bare 500 whose detail is only in the log.
 fn storage_error(e: std::io::Error) -> Resp {
     crate::metrics::get().storage_errors.inc();
+    if is_storage_full(&e) {
+        // The error names the path (see `storage::fs`).
+        tracing::error!(error = %e, "registry storage is full");
+        return err(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "UNKNOWN",
+            "the registry's storage is full (no space left on the device); retry once space is freed",
+        );
+    }
     tracing::error!(error = %e, "registry storage error");
     err(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -318,29 +365,48 @@ fn pagination_args(q: &HashMap<String, String>) -> Result<(Option<usize>, Option
 }
 
 /// Parse `Range: bytes=a-b | a- | -n` against `size`: Ok(None) = whole, Err = 416.
+///
+/// RFC 9110 §14.2: a server MUST ignore a range unit it does not understand and MAY
+/// ignore a Range it will not serve, answering 200 with the whole representation.
+/// Several ranges (multipart/byteranges) and malformed specifiers are ignored that way;
+/// only a well-formed single range that misses the blob is 416.
 fn parse_range(h: Option<&HeaderValue>, size: u64) -> Result<Option<(u64, u64)>, ()> {
     let Some(v) = h else { return Ok(None) };
-    let v = v.to_str().map_err(|_| ())?.trim();
-    let spec = v.strip_prefix("bytes=").ok_or(())?;
+    let Ok(v) = v.to_str() else { return Ok(None) };
+    let Some(spec) = v.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    let spec = spec.trim();
     if spec.contains(',') {
-        return Err(()); // multipart ranges: not for blobs
+        return Ok(None);
     }
-    let (a, b) = spec.split_once('-').ok_or(())?;
+    let Some((a, b)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let number = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let (a, b) = (a.trim(), b.trim());
+    if (!a.is_empty() && number(a).is_none()) || (!b.is_empty() && number(b).is_none()) {
+        return Ok(None);
+    }
     let (start, end) = if a.is_empty() {
-        let n: u64 = b.parse().map_err(|_| ())?;
+        let Some(n) = number(b) else { return Ok(None) };
         if n == 0 {
             return Err(());
         }
         (size.saturating_sub(n), size)
     } else {
-        let start: u64 = a.parse().map_err(|_| ())?;
-        let end = if b.is_empty() {
-            size
-        } else {
-            b.parse::<u64>()
-                .map_err(|_| ())?
-                .saturating_add(1)
-                .min(size)
+        let Some(start) = number(a) else {
+            return Ok(None);
+        };
+        let end = match number(b) {
+            None => size,
+            // last < first is an invalid specifier (§14.1.1), not an unsatisfiable one.
+            Some(last) if last < start => return Ok(None),
+            Some(last) => last.saturating_add(1).min(size),
         };
         (start, end)
     };
@@ -356,9 +422,27 @@ impl<S: Storage> Registry<S> {
             store,
             delete,
             secret,
-            uploads: Mutex::new(HashMap::new()),
+            inflight: Box::new(InFlight {
+                upload_locks: KeyLocks::default(),
+                hashes: Mutex::new(HashCache::default()),
+                tag_locks: KeyLocks::default(),
+                manifest_budget: Arc::new(tokio::sync::Semaphore::new(MANIFEST_BUDGET)),
+            }),
             gc_task: Mutex::new(None),
         }
+    }
+
+    /// Per-upload state this process keeps in memory: (upload locks, cached hashes).
+    /// Both are bounded (see `locks`); exposed for tests and metrics.
+    pub fn upload_state_entries(&self) -> (usize, usize) {
+        (self.inflight.upload_locks.len(), self.hash_cache().len())
+    }
+
+    fn hash_cache(&self) -> std::sync::MutexGuard<'_, HashCache> {
+        self.inflight
+            .hashes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Background upkeep while serving: garbage collection every `gc.0` sparing blobs
@@ -632,14 +716,10 @@ impl<S: Storage> Registry<S> {
 
     /// Take the upload's lock (one writer at a time in this process) and read its
     /// offset under it.
-    async fn open_upload(
-        &self,
-        id: &str,
-        key: &str,
-    ) -> Result<(tokio::sync::OwnedMutexGuard<Option<(u64, Hasher)>>, u64), Resp> {
-        let slot = self.lock_for(id).lock_owned().await;
+    async fn open_upload(&self, id: &str, key: &str) -> Result<(KeyGuard<'_>, u64), Resp> {
+        let guard = self.inflight.upload_locks.lock(id.to_string()).await;
         let size = self.upload_size(key).await.map_err(storage_error)?;
-        Ok((slot, size))
+        Ok((guard, size))
     }
 
     /// Bytes stored so far in an upload (its offset).
@@ -660,14 +740,9 @@ impl<S: Storage> Registry<S> {
         Ok(h)
     }
 
-    fn lock_for(&self, id: &str) -> UploadLock {
-        let mut map = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(id.to_string()).or_default().clone()
-    }
-
+    /// The upload is over (committed or cancelled): drop its cached hash.
     fn forget(&self, id: &str) {
-        let mut map = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(id);
+        self.hash_cache().remove(id);
     }
 
     async fn start_upload(&self, name: &str, req: &Parts, body: Body) -> Resp {
@@ -705,11 +780,20 @@ impl<S: Storage> Registry<S> {
             .put(&paths::upload_started_at(name, &id), Bytes::from(started))
             .await
         {
+            let _ = self.store.delete(&paths::upload_dir(name, &id)).await;
             return storage_error(e);
         }
         if let Some(d) = monolithic {
-            // Monolithic upload: the whole blob in this POST.
-            return self.finish_upload(name, &id, d, body, &base).await;
+            // Monolithic upload: the whole blob in this POST. On failure the client has
+            // no session to resume (it never saw a Location), so none is kept.
+            let r = self
+                .finish_upload(name, &id, d, &req.headers, body, &base)
+                .await;
+            if !r.status().is_success() {
+                self.forget(&id);
+                let _ = self.store.delete(&paths::upload_dir(name, &id)).await;
+            }
+            return r;
         }
         self.upload_progress(StatusCode::ACCEPTED, &base, name, &id, 0)
     }
@@ -743,8 +827,7 @@ impl<S: Storage> Registry<S> {
                 }
             }
             Method::DELETE => {
-                let lock = self.lock_for(id);
-                let _g = lock.lock().await;
+                let _g = self.inflight.upload_locks.lock(id.to_string()).await;
                 self.forget(id);
                 match self.store.delete(&paths::upload_dir(name, id)).await {
                     Ok(()) => empty(StatusCode::NO_CONTENT, &[]),
@@ -764,7 +847,8 @@ impl<S: Storage> Registry<S> {
                         )
                     }
                 };
-                self.finish_upload(name, id, d, body, &base).await
+                self.finish_upload(name, id, d, &req.headers, body, &base)
+                    .await
             }
             _ => err(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -790,23 +874,87 @@ impl<S: Storage> Registry<S> {
         self.hash_stored(key, size, Algorithm::Sha256).await
     }
 
-    /// Append a request body to an upload, hashing as it streams.
+    /// Check a chunk's `Content-Range` (and `Content-Length`) against the stored size:
+    /// the byte count the body may have (None: no range given), or the answer. A chunk
+    /// that does not start where the stored data ends is 416 with the current range,
+    /// and the session stays as it was so the client can ask for it and resume (OCI
+    /// distribution-spec, "Pushing a blob in chunks"; the same for the closing PUT).
+    fn chunk_limit(
+        &self,
+        headers: &HeaderMap,
+        size: u64,
+        (name, id, base): (&str, &str, &str),
+    ) -> Result<Option<u64>, Resp> {
+        let Some(r) = headers
+            .get(header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Ok(None);
+        };
+        let r = r
+            .trim()
+            .trim_start_matches("bytes=")
+            .trim_start_matches("bytes ");
+        let parsed = r
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
+        let Some((start, end)) = parsed.filter(|(a, b)| a <= b) else {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                "BLOB_UPLOAD_INVALID",
+                format!("bad Content-Range {r:?}"),
+            ));
+        };
+        // Chunks must arrive in order, each exactly once (spec: 416 otherwise).
+        if start != size {
+            return Err(self.upload_progress(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                base,
+                name,
+                id,
+                size,
+            ));
+        }
+        let len = end - start + 1;
+        if let Some(cl) = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        {
+            if cl != len {
+                return Err(err(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "BLOB_UPLOAD_INVALID",
+                    format!("Content-Length {cl} does not match Content-Range {r}"),
+                ));
+            }
+        }
+        Ok(Some(len))
+    }
+
+    /// Append a request body to an upload, hashing as it streams. Called with the
+    /// upload's lock held. A storage failure, or a body longer than its range, takes
+    /// back every byte of this request (the upload is as before it); a body cut short
+    /// by the client keeps what arrived, which the client can see and resume from.
     async fn append_body(
         &self,
+        id: &str,
         key: &str,
         body: Body,
-        slot: &mut Option<(u64, Hasher)>,
         size: u64,
         limit: Option<u64>,
-    ) -> Result<u64, Resp> {
+    ) -> Result<(u64, Hasher), Resp> {
+        let cached = self.hash_cache().take(id);
         let mut hasher = self
-            .hasher_at(key, slot.take(), size)
+            .hasher_at(key, cached, size)
             .await
             .map_err(storage_error)?;
+        // What the cache gets back if this request's bytes are taken back.
+        let before = hasher.clone();
         let mut written = 0u64;
         let mut body = body;
         let mut appender: Option<S::Appender> = None;
         let mut failure = None;
+        let mut undo = false;
         while let Some(frame) = body.frame().await {
             let data = match frame {
                 Ok(f) => match f.into_data() {
@@ -831,30 +979,55 @@ impl<S: Storage> Registry<S> {
                     "BLOB_UPLOAD_INVALID",
                     "body longer than its Content-Range",
                 ));
+                undo = true;
                 break;
             }
             if appender.is_none() {
-                appender = Some(self.store.append(key).await.map_err(storage_error)?);
+                match self.store.append(key).await {
+                    Ok(a) => appender = Some(a),
+                    Err(e) => {
+                        failure = Some(storage_error(e));
+                        break;
+                    }
+                }
             }
             if let Some(a) = appender.as_mut() {
                 if let Err(e) = a.write(data.clone()).await {
                     failure = Some(storage_error(e));
+                    undo = true;
                     break;
                 }
             }
             hasher.update(&data);
             written += data.len() as u64;
         }
-        if let Some(a) = appender {
-            if let Err(e) = a.finish().await {
-                failure.get_or_insert(storage_error(e));
+        if let Some(a) = appender.as_mut() {
+            if !undo {
+                if let Err(e) = a.finish().await {
+                    failure.get_or_insert(storage_error(e));
+                    undo = true;
+                }
             }
         }
-        // Whatever was stored is now part of the upload; the hash follows it exactly.
-        *slot = Some((size + written, hasher));
+        if undo {
+            if let Some(a) = appender {
+                if let Err(e) = a.abort().await {
+                    // The upload now holds bytes nobody hashed: let the next request
+                    // rehash what is really stored.
+                    tracing::error!(error = %e, upload = id, "could not take back a failed append");
+                    return Err(failure.unwrap_or_else(|| storage_error(e)));
+                }
+            }
+            self.hash_cache().put(id, size, before);
+            return Err(failure.unwrap_or_else(|| storage_error(std::io::Error::other("append"))));
+        }
         match failure {
-            Some(r) => Err(r),
-            None => Ok(size + written),
+            Some(r) => {
+                // Whatever was stored is now part of the upload; the hash follows it.
+                self.hash_cache().put(id, size + written, hasher);
+                Err(r)
+            }
+            None => Ok((size + written, hasher)),
         }
     }
 
@@ -867,77 +1040,52 @@ impl<S: Storage> Registry<S> {
         base: &str,
     ) -> Resp {
         let key = paths::upload_data(name, id);
-        let (mut slot, size) = match self.open_upload(id, &key).await {
+        let (_guard, size) = match self.open_upload(id, &key).await {
             Ok(o) => o,
             Err(r) => return r,
         };
-        let range_header = req
-            .headers
-            .get(header::CONTENT_RANGE)
-            .and_then(|v| v.to_str().ok());
-        let mut limit = None;
-        if let Some(r) = range_header {
-            let r = r
-                .trim()
-                .trim_start_matches("bytes=")
-                .trim_start_matches("bytes ");
-            let parsed = r
-                .split_once('-')
-                .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
-            let Some((start, end)) = parsed.filter(|(a, b)| a <= b) else {
-                return err(
-                    StatusCode::BAD_REQUEST,
-                    "BLOB_UPLOAD_INVALID",
-                    format!("bad Content-Range {r:?}"),
-                );
-            };
-            // Chunks must arrive in order, each exactly once (spec: 416 otherwise).
-            if start != size {
-                return self.upload_progress(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    base,
-                    name,
-                    id,
-                    size,
-                );
+        let limit = match self.chunk_limit(&req.headers, size, (name, id, base)) {
+            Ok(l) => l,
+            Err(r) => return r,
+        };
+        match self.append_body(id, &key, body, size, limit).await {
+            Ok((new_size, h)) => {
+                self.hash_cache().put(id, new_size, h);
+                self.upload_progress(StatusCode::ACCEPTED, base, name, id, new_size)
             }
-            let len = end - start + 1;
-            if let Some(cl) = req
-                .headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            {
-                if cl != len {
-                    return err(
-                        StatusCode::RANGE_NOT_SATISFIABLE,
-                        "BLOB_UPLOAD_INVALID",
-                        format!("Content-Length {cl} does not match Content-Range {r}"),
-                    );
-                }
-            }
-            limit = Some(len);
-        }
-        match self.append_body(&key, body, &mut slot, size, limit).await {
-            Ok(new_size) => self.upload_progress(StatusCode::ACCEPTED, base, name, id, new_size),
             Err(r) => r,
         }
     }
 
     /// Append the last body (may be empty), verify the digest, move the data into the
     /// blob store and link it into the repository.
-    async fn finish_upload(&self, name: &str, id: &str, d: Digest, body: Body, base: &str) -> Resp {
+    async fn finish_upload(
+        &self,
+        name: &str,
+        id: &str,
+        d: Digest,
+        headers: &HeaderMap,
+        body: Body,
+        base: &str,
+    ) -> Resp {
         let key = paths::upload_data(name, id);
-        let (mut slot, size) = match self.open_upload(id, &key).await {
+        let (_guard, size) = match self.open_upload(id, &key).await {
             Ok(o) => o,
             Err(r) => return r,
         };
-        let size = match self.append_body(&key, body, &mut slot, size, None).await {
+        // Checked before anything is read or appended: a refused closing PUT leaves
+        // the data and the cached hash exactly as they were.
+        let limit = match self.chunk_limit(headers, size, (name, id, base)) {
+            Ok(l) => l,
+            Err(r) => return r,
+        };
+        let (size, h) = match self.append_body(id, &key, body, size, limit).await {
             Ok(s) => s,
             Err(r) => return r,
         };
-        let actual = match (d.algorithm, slot.take()) {
-            (Algorithm::Sha256, Some((off, h))) if off == size => h.finish(),
-            // sha512 (or a hash we lost): one more pass over the stored bytes.
+        let actual = match d.algorithm {
+            Algorithm::Sha256 => h.finish(),
+            // sha512: one more pass over the stored bytes.
             _ => match self.hash_stored(&key, size, d.algorithm).await {
                 Ok(h) => h.finish(),
                 Err(e) => return storage_error(e),
@@ -982,7 +1130,11 @@ impl<S: Storage> Registry<S> {
     // ---- manifests ----
 
     /// Resolve a tag or digest reference to a digest stored in the repository.
-    async fn resolve(&self, name: &str, reference: &str) -> Result<Digest, Resp> {
+    ///
+    /// For a read (`read`), a malformed reference names no manifest: 404
+    /// MANIFEST_UNKNOWN, as distribution answers (its route does not match) and the OCI
+    /// conformance suite expects (`.INVALID_MANIFEST_NAME`). Writes keep the 400.
+    async fn resolve(&self, name: &str, reference: &str, read: bool) -> Result<Digest, Resp> {
         let unknown = || {
             unknown(
                 "MANIFEST_UNKNOWN",
@@ -990,9 +1142,16 @@ impl<S: Storage> Registry<S> {
             )
         };
         let d = if reference.contains(':') {
-            parse_digest(reference)?
+            match parse_digest(reference) {
+                Ok(d) => d,
+                Err(_) if read => return Err(unknown()),
+                Err(r) => return Err(r),
+            }
         } else {
             if !names::valid_tag(reference) {
+                if read {
+                    return Err(unknown());
+                }
                 return Err(err(
                     StatusCode::BAD_REQUEST,
                     "TAG_INVALID",
@@ -1016,7 +1175,7 @@ impl<S: Storage> Registry<S> {
     }
 
     async fn get_manifest(&self, name: &str, reference: &str) -> Resp {
-        let d = match self.resolve(name, reference).await {
+        let d = match self.resolve(name, reference, true).await {
             Ok(d) => d,
             Err(r) => return r,
         };
@@ -1065,7 +1224,12 @@ impl<S: Storage> Registry<S> {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let base = base_url(&req.headers, &req.uri);
-        let bytes = match read_limited(body, manifest::MAX_SIZE).await {
+        // Held until the manifest is stored: the bytes stay in memory that long.
+        let (_budget, declared) = match self.manifest_budget(&req.headers).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let bytes = match read_limited(body, manifest::MAX_SIZE, declared).await {
             Ok(b) => b,
             Err(r) => return r,
         };
@@ -1120,11 +1284,20 @@ impl<S: Storage> Registry<S> {
             }
             self.write_link(&paths::revision_link(name, &d), &d).await?;
             if !by_digest {
-                // `current` first: a tag folder then never exists without it, so a crash
-                // here cannot list a tag that resolves to nothing.
-                self.write_link(&paths::tag_current_link(name, reference), &d)
-                    .await?;
+                // A tag exists when its `current` link does (tags listing shows no
+                // other), so `current` is written last, as distribution does: every
+                // interleaving with a DELETE of the tag, in this process or another
+                // sharing the storage, ends with the tag resolving or absent, never a
+                // listed tag that resolves to nothing. The lock keeps this process's
+                // PUTs and DELETEs of one tag from racing on its folder at all.
+                let _tag = self
+                    .inflight
+                    .tag_locks
+                    .lock(tag_lock_key(name, reference))
+                    .await;
                 self.write_link(&paths::tag_index_link(name, reference, &d), &d)
+                    .await?;
+                self.write_link(&paths::tag_current_link(name, reference), &d)
                     .await?;
             }
             Ok::<_, std::io::Error>(())
@@ -1156,19 +1329,24 @@ impl<S: Storage> Registry<S> {
                     format!("invalid tag {reference:?}"),
                 );
             }
-            return match self
-                .read_link(&paths::tag_current_link(name, reference))
-                .await
-            {
-                Ok(Some(_)) => match self.store.delete(&paths::tag_dir(name, reference)).await {
+            let _tag = self
+                .inflight
+                .tag_locks
+                .lock(tag_lock_key(name, reference))
+                .await;
+            // A tag folder without its `current` link (left by a crash, or by
+            // distribution) is deleted too, as distribution 3 deletes the folder: it
+            // could otherwise never be removed through the API.
+            return match self.store.list(&paths::tag_dir(name, reference)).await {
+                Ok(entries) if !entries.is_empty() => match self.untag(name, reference).await {
                     Ok(()) => empty(StatusCode::ACCEPTED, &[]),
                     Err(e) => storage_error(e),
                 },
-                Ok(None) => unknown("MANIFEST_UNKNOWN", format!("tag {reference} unknown")),
+                Ok(_) => unknown("MANIFEST_UNKNOWN", format!("tag {reference} unknown")),
                 Err(e) => storage_error(e),
             };
         }
-        let d = match self.resolve(name, reference).await {
+        let d = match self.resolve(name, reference, false).await {
             Ok(d) => d,
             Err(r) => return r,
         };
@@ -1178,9 +1356,10 @@ impl<S: Storage> Registry<S> {
             Err(e) => return storage_error(e),
         };
         for t in tags {
+            let _tag = self.inflight.tag_locks.lock(tag_lock_key(name, &t)).await;
             if let Ok(Some(cur)) = self.read_link(&paths::tag_current_link(name, &t)).await {
                 if cur == d {
-                    if let Err(e) = self.store.delete(&paths::tag_dir(name, &t)).await {
+                    if let Err(e) = self.untag(name, &t).await {
                         return storage_error(e);
                     }
                 }
@@ -1192,17 +1371,103 @@ impl<S: Storage> Registry<S> {
         }
     }
 
+    /// Remove a tag (its lock held): `current` first, which makes the tag absent in
+    /// one atomic step, then the rest of its folder (history links), which nothing
+    /// reads once `current` is gone.
+    async fn untag(&self, name: &str, tag: &str) -> std::io::Result<()> {
+        self.store
+            .delete(&paths::tag_current_link(name, tag))
+            .await?;
+        self.store.delete(&paths::tag_dir(name, tag)).await
+    }
+
+    /// Wait for the share of `MANIFEST_BUDGET` a manifest PUT needs: its declared
+    /// Content-Length, or the most a manifest may be when it declares none. Also
+    /// returns the declared length, so the body buffer is allocated once.
+    async fn manifest_budget(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<(tokio::sync::OwnedSemaphorePermit, Option<usize>), Resp> {
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let limit = manifest::MAX_SIZE;
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large(limit));
+        }
+        let declared = declared.map(|n| n as usize);
+        // Twice the body: the bytes and their parsed form (annotations and all) are
+        // both held until the manifest is stored. At least one permit, so an empty
+        // body still takes its turn; never more than the whole budget.
+        let need = declared
+            .unwrap_or(limit)
+            .saturating_mul(2)
+            .clamp(1, MANIFEST_BUDGET);
+        let permits = u32::try_from(need).unwrap_or(u32::MAX);
+        let wait = self
+            .inflight
+            .manifest_budget
+            .clone()
+            .acquire_many_owned(permits);
+        match tokio::time::timeout(MANIFEST_BUDGET_WAIT, wait).await {
+            Ok(Ok(p)) => Ok((p, declared)),
+            // Closed never happens (nothing closes it); timed out: too busy.
+            _ => {
+                let mut r = err(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TOOMANYREQUESTS",
+                    format!(
+                        "too many manifest bytes are being received at once (budget {} MiB); retry shortly",
+                        MANIFEST_BUDGET >> 20
+                    ),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                Err(r)
+            }
+        }
+    }
+
     async fn tags(&self, name: &str, req: &Parts) -> Resp {
         let q = query(req);
         let (n, last) = match pagination_args(&q) {
             Ok(p) => p,
             Err(r) => return r,
         };
-        let all = match self.store.list(&paths::tags_dir(name)).await {
+        let folders = match self.store.list(&paths::tags_dir(name)).await {
             Ok(t) => t,
             Err(e) => return storage_error(e),
         };
-        if all.is_empty() {
+        let empty_repo = folders.is_empty();
+        // Only tags that resolve: a folder without `current` is no tag (a PUT or DELETE
+        // in progress elsewhere, or a crash), and listing it would offer clients a tag
+        // they cannot pull.
+        let checked: std::io::Result<Vec<String>> = futures_util::stream::iter(folders)
+            .map(|t| async move {
+                let present = self
+                    .store
+                    .stat(&paths::tag_current_link(name, &t))
+                    .await
+                    .map(|m| m.is_some());
+                (t, present)
+            })
+            .buffer_unordered(16)
+            .filter_map(|(t, present)| async move {
+                match present {
+                    Ok(true) => Some(Ok(t)),
+                    Ok(false) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            })
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect();
+        let all = match checked {
+            Ok(t) => t,
+            Err(e) => return storage_error(e),
+        };
+        if empty_repo {
             let known = matches!(self.store.list(&format!("{}/{name}", paths::repositories())).await, Ok(v) if !v.is_empty());
             if !known {
                 return err(
@@ -1309,9 +1574,27 @@ fn link_next(r: &mut Resp, target: &str) {
     }
 }
 
-/// Read a small body whole, refusing more than `limit` bytes (413).
-async fn read_limited(mut body: Body, limit: usize) -> Result<Bytes, Resp> {
-    let mut buf = Vec::new();
+fn tag_lock_key(name: &str, tag: &str) -> String {
+    // Neither a repository name nor a tag holds ':', so the key is unambiguous.
+    format!("{name}:{tag}")
+}
+
+fn too_large(limit: usize) -> Resp {
+    err(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "SIZE_INVALID",
+        format!("manifest larger than {limit} bytes"),
+    )
+}
+
+/// Read a small body whole, refusing more than `limit` bytes (413). `declared` is the
+/// Content-Length (already checked against `limit`); hyper ends the body there.
+async fn read_limited(
+    mut body: Body,
+    limit: usize,
+    declared: Option<usize>,
+) -> Result<Bytes, Resp> {
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             err(
@@ -1322,11 +1605,7 @@ async fn read_limited(mut body: Body, limit: usize) -> Result<Bytes, Resp> {
         })?;
         if let Ok(d) = frame.into_data() {
             if buf.len() + d.len() > limit {
-                return Err(err(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "SIZE_INVALID",
-                    format!("manifest larger than {limit} bytes"),
-                ));
+                return Err(too_large(limit));
             }
             buf.extend_from_slice(&d);
         }
@@ -1380,9 +1659,17 @@ mod tests {
         assert_eq!(parse_range(Some(&h("bytes=5-")), 10), Ok(Some((5, 10))));
         assert_eq!(parse_range(Some(&h("bytes=-3")), 10), Ok(Some((7, 10))));
         assert_eq!(parse_range(Some(&h("bytes=8-100")), 10), Ok(Some((8, 10))));
+        // Well-formed single ranges that miss the blob: 416.
         assert!(parse_range(Some(&h("bytes=10-")), 10).is_err());
-        assert!(parse_range(Some(&h("bytes=0-1,3-4")), 10).is_err());
-        assert!(parse_range(Some(&h("items=0-1")), 10).is_err());
+        assert!(parse_range(Some(&h("bytes=-0")), 10).is_err());
+        // RFC 9110 §14.2: ignored (whole blob, 200): several ranges, another unit,
+        // an invalid specifier.
+        assert_eq!(parse_range(Some(&h("bytes=0-1,3-4")), 10), Ok(None));
+        assert_eq!(parse_range(Some(&h("items=0-1")), 10), Ok(None));
+        assert_eq!(parse_range(Some(&h("bytes=5-3")), 10), Ok(None));
+        assert_eq!(parse_range(Some(&h("bytes=a-b")), 10), Ok(None));
+        assert_eq!(parse_range(Some(&h("bytes=-")), 10), Ok(None));
+        assert_eq!(parse_range(Some(&h("bytes=+1-2")), 10), Ok(None));
     }
 
     #[test]

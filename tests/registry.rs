@@ -560,7 +560,12 @@ async fn names_are_validated() {
             "{path}"
         );
     }
+    // A read by a malformed reference names no manifest (404); a write is refused.
     let a = api.get("/v2/a/manifests/bad%20tag").await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let a = api
+        .call("PUT", "/v2/a/manifests/bad%20tag", &[], Bytes::new())
+        .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
 }
 
@@ -1136,5 +1141,533 @@ async fn abandoned_uploads_are_purged_after_their_age() {
     assert_eq!(
         api.get(fresh.header("location")).await.status,
         StatusCode::NO_CONTENT
+    );
+}
+
+// ---- issue 8: concurrency, resumable closing PUT, reads of malformed references,
+// ---- ignored ranges, bounded per-upload state, full storage, manifest memory.
+
+/// PUT and DELETE of one tag at once, through two instances on one storage (each with
+/// its own in-process locks, so the order of writes on storage is what is tested too):
+/// never a 5xx, and after every round the tag resolves or is not listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_put_and_delete_of_one_tag_leave_it_resolving_or_absent() {
+    let shared = tempfile::tempdir().unwrap();
+    let backend = format!(
+        "[registry]\nroot = \"{}\"\nsecret = \"shared-secret\"\n",
+        shared.path().display()
+    );
+    let mut o1 = Options::registry();
+    o1.backend_toml = Some(backend.clone());
+    let mut o2 = Options::registry();
+    o2.backend_toml = Some(backend);
+    let a = std::sync::Arc::new(Api::with(o1).await);
+    let b = std::sync::Arc::new(Api::with(o2).await);
+    let (m, _) = a.image("race/tag", "base", "r").await;
+    let m = std::sync::Arc::new(m);
+    let rounds = 200;
+    let (mut listed_dangling, mut server_errors) = (0, Vec::new());
+    for round in 0..rounds {
+        let put = |api: std::sync::Arc<Api>, m: std::sync::Arc<Vec<u8>>| {
+            tokio::spawn(async move { api.put_manifest("race/tag", "t", OCI_MANIFEST, &m).await })
+        };
+        let p1 = put(a.clone(), m.clone());
+        let del = tokio::spawn({
+            let b = b.clone();
+            async move {
+                b.call("DELETE", "/v2/race/tag/manifests/t", &[], Bytes::new())
+                    .await
+            }
+        });
+        let p2 = put(b.clone(), m.clone());
+        for (what, r) in [
+            ("PUT", p1.await.unwrap()),
+            ("DELETE", del.await.unwrap()),
+            ("PUT", p2.await.unwrap()),
+        ] {
+            if r.status.is_server_error() {
+                server_errors.push(format!("round {round}: {what} {} {}", r.status, r.text()));
+            } else if what == "PUT" {
+                assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+            } else {
+                assert!(
+                    r.status == StatusCode::ACCEPTED || r.status == StatusCode::NOT_FOUND,
+                    "{} {}",
+                    r.status,
+                    r.text()
+                );
+            }
+        }
+        let list = a.get("/v2/race/tag/tags/list").await;
+        assert_eq!(list.status, StatusCode::OK, "{}", list.text());
+        let tags: serde_json::Value = serde_json::from_slice(&list.body).unwrap();
+        let listed = tags["tags"].as_array().unwrap().iter().any(|t| t == "t");
+        let got = b.get("/v2/race/tag/manifests/t").await;
+        if listed && got.status != StatusCode::OK {
+            listed_dangling += 1;
+        }
+        if got.status == StatusCode::OK {
+            assert_eq!(got.body.to_vec(), *m);
+        }
+    }
+    assert!(
+        server_errors.is_empty() && listed_dangling == 0,
+        "{} server errors (first: {:?}); {listed_dangling} of {rounds} rounds ended with a listed tag that does not resolve",
+        server_errors.len(),
+        server_errors.first()
+    );
+    // Whatever state the last round left, the tag can be deleted and is then gone.
+    let del = b
+        .call("DELETE", "/v2/race/tag/manifests/t", &[], Bytes::new())
+        .await;
+    assert!(del.status == StatusCode::ACCEPTED || del.status == StatusCode::NOT_FOUND);
+    let list = a.get("/v2/race/tag/tags/list").await;
+    let tags: serde_json::Value = serde_json::from_slice(&list.body).unwrap();
+    assert_eq!(tags["tags"], json!(["base"]));
+}
+
+/// A tag folder whose `current` link is missing (what a crash or the old race left):
+/// not listed, not resolvable, and deletable (distribution 3 deletes the folder).
+#[tokio::test]
+async fn a_tag_folder_without_current_link_is_not_listed_and_is_deletable() {
+    let api = Api::start().await;
+    let (_, d) = api.image("ghost/repo", "v1", "g").await;
+    let tags_dir = api
+        .p
+        .dir
+        .path()
+        .join("data/docker/registry/v2/repositories/ghost/repo/_manifests/tags");
+    let hex = d.strip_prefix("sha256:").unwrap();
+    let index = tags_dir.join("ghost/index/sha256").join(hex);
+    std::fs::create_dir_all(&index).unwrap();
+    std::fs::write(index.join("link"), &d).unwrap();
+
+    let list = api.get("/v2/ghost/repo/tags/list").await;
+    let tags: serde_json::Value = serde_json::from_slice(&list.body).unwrap();
+    assert_eq!(tags["tags"], json!(["v1"]), "{}", list.text());
+    let get = api.get("/v2/ghost/repo/manifests/ghost").await;
+    assert_eq!(
+        (get.status, get.oci_code().as_str()),
+        (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
+    );
+    let del = api
+        .call(
+            "DELETE",
+            "/v2/ghost/repo/manifests/ghost",
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(del.status, StatusCode::ACCEPTED, "{}", del.text());
+    assert!(!tags_dir.join("ghost").exists(), "the folder is removed");
+    let again = api
+        .call(
+            "DELETE",
+            "/v2/ghost/repo/manifests/ghost",
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(
+        (again.status, again.oci_code().as_str()),
+        (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN")
+    );
+    assert_eq!(api.get("/v2/ghost/repo/manifests/v1").await.status, 200);
+}
+
+/// OCI: a chunk (the closing PUT included) that does not start where the stored data
+/// ends is 416, and the session survives so the client can ask and resume.
+#[tokio::test]
+async fn closing_put_with_a_range_that_does_not_follow_is_416_and_resumable() {
+    let api = Api::start().await;
+    let start = api
+        .call("POST", "/v2/resume/me/blobs/uploads/", &[], Bytes::new())
+        .await;
+    let loc = start.header("location").to_string();
+    let head = vec![3u8; 1000];
+    let tail = b"the last chunk".to_vec();
+    let a = api
+        .call("PATCH", &loc, &[("content-range", "0-999")], head.clone())
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text());
+    let loc = a.header("location").to_string();
+    let mut all = head.clone();
+    all.extend_from_slice(&tail);
+    let d = format!("sha256:{}", sha256_hex(&all));
+
+    let wrong = format!("2000-{}", 2000 + tail.len() - 1);
+    let put = api
+        .call(
+            "PUT",
+            &format!("{loc}&digest={d}"),
+            &[("content-range", &wrong)],
+            tail.clone(),
+        )
+        .await;
+    assert_eq!(
+        put.status,
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "{}",
+        put.text()
+    );
+    assert_eq!(put.header("range"), "0-999");
+    let status = api.get(&loc).await;
+    assert_eq!(status.status, StatusCode::NO_CONTENT, "{}", status.text());
+    assert_eq!(status.header("range"), "0-999");
+
+    let right = format!("1000-{}", 1000 + tail.len() - 1);
+    let put = api
+        .call(
+            "PUT",
+            &format!("{loc}&digest={d}"),
+            &[("content-range", &right)],
+            tail,
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
+    assert_eq!(
+        api.get(&format!("/v2/resume/me/blobs/{d}"))
+            .await
+            .body
+            .to_vec(),
+        all
+    );
+}
+
+/// distribution and the OCI conformance suite: reading a manifest by a malformed
+/// reference is 404 MANIFEST_UNKNOWN; writing one is still 400 TAG_INVALID.
+#[tokio::test]
+async fn malformed_manifest_references_are_unknown_to_reads_and_invalid_to_writes() {
+    let api = Api::start().await;
+    let (m, _) = api.image("refs/app", "v1", "m").await;
+    for reference in [".INVALID_MANIFEST_NAME", "sha256:xyz"] {
+        let path = format!("/v2/refs/app/manifests/{reference}");
+        let get = api.get(&path).await;
+        assert_eq!(
+            (get.status, get.oci_code().as_str()),
+            (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
+            "GET {reference}"
+        );
+        let head = api.call("HEAD", &path, &[], Bytes::new()).await;
+        assert_eq!(head.status, StatusCode::NOT_FOUND, "HEAD {reference}");
+    }
+    let put = api
+        .put_manifest("refs/app", ".INVALID_MANIFEST_NAME", OCI_MANIFEST, &m)
+        .await;
+    assert_eq!(
+        (put.status, put.oci_code().as_str()),
+        (StatusCode::BAD_REQUEST, "TAG_INVALID")
+    );
+}
+
+/// RFC 9110 §14.2: a Range the server will not serve (several ranges, another unit,
+/// an invalid specifier) is ignored: 200 and the whole blob.
+#[tokio::test]
+async fn ranges_we_do_not_serve_are_ignored_with_the_whole_blob() {
+    let api = Api::start().await;
+    let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let d = api.push_blob("ranges/app", &data).await;
+    let url = format!("/v2/ranges/app/blobs/{d}");
+    for range in ["bytes=0-1,5-6", "items=0-1", "bytes=9-3"] {
+        let a = api
+            .call("GET", &url, &[("range", range)], Bytes::new())
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{range}");
+        assert_eq!(a.body.to_vec(), data, "{range}");
+        assert_eq!(a.header("content-length"), data.len().to_string());
+        assert!(a.headers.get("content-range").is_none(), "{range}");
+        let h = api
+            .call("HEAD", &url, &[("range", range)], Bytes::new())
+            .await;
+        assert_eq!(h.status, StatusCode::OK, "HEAD {range}");
+    }
+    // A single range is still served as one.
+    let a = api
+        .call("GET", &url, &[("range", "bytes=10-19")], Bytes::new())
+        .await;
+    assert_eq!(a.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(&a.body[..], &data[10..20]);
+}
+
+fn registry_of(p: &Portcullis) -> (usize, usize) {
+    match &p.state.load().backend {
+        portcullis::proxy::Backend::Registry(r) => r.upload_state_entries(),
+        _ => panic!("not the bundled registry"),
+    }
+}
+
+/// Uploads begun and abandoned leave no per-upload lock behind, and the cached hashes
+/// stay within their bound; an upload whose hash was evicted still finishes right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_uploads_leave_bounded_state_in_memory() {
+    let api = std::sync::Arc::new(Api::start().await);
+    let n = portcullis::registry::locks::HASH_CACHE_ENTRIES + 200;
+    let mut first = None;
+    let mut next = 0;
+    while next < n {
+        let batch: Vec<_> = (next..(next + 32).min(n))
+            .map(|i| {
+                let api = api.clone();
+                tokio::spawn(async move {
+                    let s = api
+                        .call("POST", "/v2/abandon/blobs/uploads/", &[], Bytes::new())
+                        .await;
+                    assert_eq!(s.status, StatusCode::ACCEPTED);
+                    let body = format!("upload {i}").into_bytes();
+                    let range = format!("0-{}", body.len() - 1);
+                    let p = api
+                        .call(
+                            "PATCH",
+                            s.header("location"),
+                            &[("content-range", &range)],
+                            body.clone(),
+                        )
+                        .await;
+                    assert_eq!(p.status, StatusCode::ACCEPTED, "{}", p.text());
+                    (p.header("location").to_string(), body)
+                })
+            })
+            .collect();
+        for t in batch {
+            let r = t.await.unwrap();
+            first.get_or_insert(r);
+        }
+        next += 32;
+    }
+    let (locks, hashes) = registry_of(&api.p);
+    assert_eq!(locks, 0, "locks of uploads nobody is working on");
+    assert!(
+        hashes < n,
+        "{hashes} cached hashes for {n} abandoned uploads: unbounded"
+    );
+    // The oldest upload's hash is long evicted: it is rehashed from storage.
+    let (loc, body) = first.unwrap();
+    let d = format!("sha256:{}", sha256_hex(&body));
+    let put = api
+        .call("PUT", &format!("{loc}&digest={d}"), &[], Bytes::new())
+        .await;
+    assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
+}
+
+/// A small tmpfs mounted for one test (root only; CI runs as root), unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(require("mount"))
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount tmpfs (the test needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Bytes in every file below the mount (on tmpfs, the space in use).
+    fn used(&self) -> u64 {
+        fn walk(p: &std::path::Path) -> u64 {
+            std::fs::read_dir(p)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| match e.metadata() {
+                            Ok(m) if m.is_dir() => walk(&e.path()),
+                            Ok(m) => m.len(),
+                            Err(_) => 0,
+                        })
+                        .sum()
+                })
+                .unwrap_or(0)
+        }
+        walk(self.path())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Disk full: 507 with an OCI error that says so, and the failed request's bytes are
+/// gone (the upload is as before it, a monolithic POST leaves no session).
+#[tokio::test]
+async fn a_full_storage_answers_507_and_keeps_nothing_of_the_failed_request() {
+    let disk = SmallDisk::mount("8m");
+    let mut opts = Options::registry();
+    opts.backend_toml = Some(format!(
+        "[registry]\nroot = \"{}\"\n",
+        disk.path().display()
+    ));
+    let api = Api::with(opts).await;
+    let big: Vec<u8> = (0..12u32 << 20).map(|i| (i % 249) as u8).collect();
+    let uploads = disk
+        .path()
+        .join("docker/registry/v2/repositories/full/disk/_uploads");
+
+    let s = api
+        .call("POST", "/v2/full/disk/blobs/uploads/", &[], Bytes::new())
+        .await;
+    let loc = s.header("location").to_string();
+    let used_before = disk.used();
+    let p = api.call("PATCH", &loc, &[], big.clone()).await;
+    assert_eq!(p.status, StatusCode::INSUFFICIENT_STORAGE, "{}", p.text());
+    assert_eq!(p.oci_code(), "UNKNOWN");
+    assert!(p.text().contains("full"), "{}", p.text());
+    assert!(
+        disk.used() <= used_before,
+        "the failed PATCH left {} bytes",
+        disk.used() - used_before
+    );
+    let status = api.get(&loc).await;
+    assert_eq!(status.status, StatusCode::NO_CONTENT);
+    assert_eq!(status.header("range"), "0-0", "the upload is as before");
+
+    let d = format!("sha256:{}", sha256_hex(&big));
+    let sessions = std::fs::read_dir(&uploads).unwrap().count();
+    let m = api
+        .call(
+            "POST",
+            &format!("/v2/full/disk/blobs/uploads/?digest={d}"),
+            &[],
+            big,
+        )
+        .await;
+    assert_eq!(m.status, StatusCode::INSUFFICIENT_STORAGE, "{}", m.text());
+    assert!(m.text().contains("full"), "{}", m.text());
+    assert_eq!(
+        std::fs::read_dir(&uploads).unwrap().count(),
+        sessions,
+        "the failed monolithic POST keeps no session"
+    );
+    assert!(disk.used() <= used_before);
+
+    // The space is free again: the same session takes a blob that fits.
+    let small = vec![5u8; 3 << 20];
+    let p = api.call("PATCH", &loc, &[], small.clone()).await;
+    assert_eq!(p.status, StatusCode::ACCEPTED, "{}", p.text());
+    let d = format!("sha256:{}", sha256_hex(&small));
+    let put = api
+        .call(
+            "PUT",
+            &format!("{}&digest={d}", p.header("location")),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
+}
+
+/// Sixty 4 MiB manifests PUT at once to the real binary: the bytes held in memory are
+/// bounded by the process-wide manifest budget, not by the number of requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_large_manifest_puts_stay_within_a_memory_budget() {
+    use futures_util::StreamExt;
+    let work = tempfile::tempdir().unwrap();
+    let server = support::oci::Server::start(&work.path().join("p"), &Options::registry());
+    // HTTP/1.1: one connection per request in flight, so all sixty bodies arrive at
+    // once (one h2 connection would pace them through its flow-control window).
+    let c = std::sync::Arc::new(Client::h1(&work.path().join("p/certs/ca.crt")));
+    let url = |path: &str| format!("https://127.0.0.1:{}{path}", server.port);
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let cd = format!("sha256:{}", sha256_hex(&config));
+    let a = c
+        .send(
+            request(
+                "POST",
+                &url(&format!("/v2/big/blobs/uploads/?digest={cd}")),
+                ALICE,
+            )
+            .body(body::full(config.clone()))
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let manifest = |i: usize, pad: usize| {
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+            "layers": [],
+            "annotations": {"pad": format!("{i:04}{}", "x".repeat(pad))},
+        }))
+        .unwrap()
+    };
+    // Each body sends three quarters at once and the rest only at `release`: every
+    // request is then in flight together, however fast the server reads, which is
+    // when memory would hold all of them.
+    let put = |tag: String, m: Vec<u8>, release: tokio::time::Instant| {
+        let c = c.clone();
+        let u = url(&format!("/v2/big/manifests/{tag}"));
+        async move {
+            let m = Bytes::from(m);
+            let len = m.len();
+            let cut = len * 3 / 4;
+            let parts = [(m.slice(..cut), None), (m.slice(cut..), Some(release))];
+            let parts = futures_util::stream::iter(parts).then(|(part, at)| async move {
+                if let Some(at) = at {
+                    tokio::time::sleep_until(at).await;
+                }
+                Ok::<_, body::BoxError>(http_body::Frame::data(part))
+            });
+            let a = c
+                .send(
+                    request("PUT", &u, ALICE)
+                        .header("content-type", OCI_MANIFEST)
+                        .header("content-length", len.to_string())
+                        .body(body::boxed(http_body_util::StreamBody::new(parts)))
+                        .unwrap(),
+                )
+                .await;
+            (tag, a)
+        }
+    };
+    // Warm up (TLS, allocator) before the baseline.
+    let (_, warm) = put("warm".into(), manifest(0, 100), tokio::time::Instant::now()).await;
+    assert_eq!(warm.status, StatusCode::CREATED, "{}", warm.text());
+    let before = server.peak_rss_kib();
+
+    let n = 60;
+    let pad = (4 << 20) - 1024;
+    // Bodies built first (slow in a debug build), so that none misses `release`.
+    let bodies: Vec<_> = (0..n).map(|i| manifest(i, pad)).collect();
+    assert!(bodies.iter().all(|m| m.len() <= 4 << 20));
+    let release = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| tokio::spawn(put(format!("t{i}"), m, release)))
+        .collect();
+    let mut created = 0;
+    for t in tasks {
+        let (tag, a) = t.await.unwrap();
+        match a.status {
+            StatusCode::CREATED => created += 1,
+            // Waited too long for its share on a very busy machine: refused clearly.
+            StatusCode::TOO_MANY_REQUESTS => assert_eq!(a.oci_code(), "TOOMANYREQUESTS"),
+            s => panic!("{tag}: {s} {}", a.text()),
+        }
+    }
+    let grew_mib = server.peak_rss_kib().saturating_sub(before) / 1024;
+    eprintln!("{n} parallel 4 MiB manifest PUTs: peak RSS grew {grew_mib} MiB, {created} created");
+    assert!(created >= 8, "only {created} of {n} were stored");
+    // All sixty at once hold 180 MiB of bodies before `release`, and their buffers and
+    // parsed copies grew past 400 MiB before the budget.
+    assert!(
+        grew_mib < 150,
+        "peak RSS grew {grew_mib} MiB for {n} parallel 4 MiB manifests"
     );
 }

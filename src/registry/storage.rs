@@ -25,7 +25,10 @@ pub struct Meta {
 /// Appends to one upload's data; the bytes are durable once `finish` returns.
 pub trait Appender: Send {
     fn write(&mut self, data: Bytes) -> impl Future<Output = io::Result<()>> + Send;
-    fn finish(self) -> impl Future<Output = io::Result<()>> + Send;
+    fn finish(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Discard everything written through this appender (a failed request's bytes must
+    /// not stay in the upload, nor on a full disk): the data is as it was at `append`.
+    fn abort(self) -> impl Future<Output = io::Result<()>> + Send;
 }
 
 /// Keys are `/`-separated paths below the storage root (see `paths`).

@@ -42,6 +42,20 @@ fn none_if_missing<T>(r: io::Result<T>) -> io::Result<Option<T>> {
     }
 }
 
+/// The same error, its message prefixed with the file it is about, so a log line names
+/// the path at fault (a full disk, a permission). The kind is kept: callers classify
+/// by it.
+fn at(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// How often a write or a delete is retried when a concurrent delete or create of the
+/// same folder (another request, or another instance on the same storage) gets in
+/// between its steps: `create_dir_all` then open, or `remove_dir_all` racing a new
+/// file. Each retry starts over, so a few are enough; the bound keeps a real fault
+/// from spinning.
+const RACE_RETRIES: usize = 5;
+
 async fn sync_dir(dir: &Path) {
     // Makes the rename itself durable. Best effort: some filesystems refuse it.
     if let Ok(d) = tokio::fs::File::open(dir).await {
@@ -57,6 +71,9 @@ const APPEND_BATCH: usize = 1 << 20;
 pub struct FsAppender {
     file: tokio::fs::File,
     buf: Vec<u8>,
+    path: PathBuf,
+    /// The file's length when opened: `abort` cuts it back to this.
+    start: u64,
 }
 
 impl FsAppender {
@@ -72,19 +89,46 @@ impl FsAppender {
 impl Appender for FsAppender {
     async fn write(&mut self, data: Bytes) -> io::Result<()> {
         if self.buf.len() + data.len() > APPEND_BATCH {
-            self.flush_buf().await?;
+            self.flush_buf().await.map_err(|e| at(&self.path, e))?;
         }
         if data.len() >= APPEND_BATCH {
-            return self.file.write_all(&data).await;
+            return self
+                .file
+                .write_all(&data)
+                .await
+                .map_err(|e| at(&self.path, e));
         }
         self.buf.extend_from_slice(&data);
         Ok(())
     }
 
-    async fn finish(mut self) -> io::Result<()> {
-        self.flush_buf().await?;
-        self.file.flush().await?;
-        self.file.sync_data().await
+    async fn finish(&mut self) -> io::Result<()> {
+        async {
+            self.flush_buf().await?;
+            self.file.flush().await?;
+            self.file.sync_data().await
+        }
+        .await
+        .map_err(|e| at(&self.path, e))
+    }
+
+    async fn abort(mut self) -> io::Result<()> {
+        self.buf.clear();
+        // An upload whose first bytes failed leaves no empty file behind: absent and
+        // empty mean the same (offset 0).
+        if self.start == 0 {
+            drop(self.file);
+            return none_if_missing(tokio::fs::remove_file(&self.path).await)
+                .map(|_| ())
+                .map_err(|e| at(&self.path, e));
+        }
+        // Truncation frees blocks, so it works on a full disk too.
+        async {
+            self.file.set_len(self.start).await?;
+            self.file.sync_data().await
+        }
+        .await
+        .map_err(|e| at(&self.path, e))
     }
 }
 
@@ -98,9 +142,21 @@ impl Storage for Fs {
     async fn put(&self, key: &str, data: Bytes) -> io::Result<()> {
         // One hop to a blocking thread for the whole write, not one per file call.
         let path = self.path(key);
-        tokio::task::spawn_blocking(move || crate::files::write_atomic(&path, &data, 0o644))
-            .await
-            .map_err(io::Error::other)?
+        tokio::task::spawn_blocking(move || {
+            let mut tries = 0;
+            loop {
+                match crate::files::write_atomic(&path, &data, 0o644) {
+                    // The folder went away between creating it and writing into it (a
+                    // concurrent tag delete): create it again.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && tries < RACE_RETRIES => {
+                        tries += 1;
+                    }
+                    r => return r.map_err(|e| at(&path, e)),
+                }
+            }
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     async fn stat(&self, key: &str) -> io::Result<Option<Meta>> {
@@ -145,37 +201,62 @@ impl Storage for Fs {
 
     async fn delete(&self, key: &str) -> io::Result<()> {
         let p = self.path(key);
-        match tokio::fs::symlink_metadata(&p).await {
-            Ok(m) if m.is_dir() => none_if_missing(tokio::fs::remove_dir_all(&p).await).map(|_| ()),
-            Ok(_) => none_if_missing(tokio::fs::remove_file(&p).await).map(|_| ()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
+        let mut tries = 0;
+        loop {
+            let r = match tokio::fs::symlink_metadata(&p).await {
+                Ok(m) if m.is_dir() => {
+                    none_if_missing(tokio::fs::remove_dir_all(&p).await).map(|_| ())
+                }
+                Ok(_) => none_if_missing(tokio::fs::remove_file(&p).await).map(|_| ()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            };
+            match r {
+                // A file appeared in the folder while it was being emptied (a write
+                // by another instance): empty it again.
+                Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty && tries < RACE_RETRIES => {
+                    tries += 1;
+                }
+                r => return r.map_err(|e| at(&p, e)),
+            }
         }
     }
 
     async fn append(&self, key: &str) -> io::Result<FsAppender> {
         let p = self.path(key);
-        if let Some(dir) = p.parent() {
-            tokio::fs::create_dir_all(dir).await?;
+        let opened = async {
+            if let Some(dir) = p.parent() {
+                tokio::fs::create_dir_all(dir).await?;
+            }
+            let file = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&p)
+                .await?;
+            let start = file.metadata().await?.len();
+            Ok::<_, io::Error>((file, start))
         }
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&p)
-            .await?;
+        .await;
+        let (file, start) = opened.map_err(|e| at(&p, e))?;
         Ok(FsAppender {
             file,
             buf: Vec::new(),
+            path: p,
+            start,
         })
     }
 
     async fn commit(&self, from: &str, to: &str) -> io::Result<()> {
         let (from, to) = (self.path(from), self.path(to));
         let dir = to.parent().unwrap_or(Path::new("."));
-        tokio::fs::create_dir_all(dir).await?;
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| at(dir, e))?;
         // The upload data was fsync'd by its appender; rename makes it the blob in
         // one step. A concurrent commit of the same digest renames identical bytes.
-        tokio::fs::rename(&from, &to).await?;
+        tokio::fs::rename(&from, &to)
+            .await
+            .map_err(|e| at(&from, e))?;
         sync_dir(dir).await;
         Ok(())
     }
@@ -208,6 +289,18 @@ mod tests {
         let mut ap = fs.append("u/data").await.unwrap();
         ap.write(Bytes::from_static(b"z")).await.unwrap();
         ap.finish().await.unwrap();
+        // An aborted append leaves the data as it was, flushed or not.
+        let mut ap = fs.append("u/data").await.unwrap();
+        ap.write(Bytes::from(vec![7u8; APPEND_BATCH + 1]))
+            .await
+            .unwrap();
+        ap.write(Bytes::from_static(b"more")).await.unwrap();
+        ap.abort().await.unwrap();
+        assert_eq!(fs.read("u/data").await.unwrap().unwrap(), "xyz");
+        let mut ap = fs.append("v/data").await.unwrap();
+        ap.write(Bytes::from_static(b"first")).await.unwrap();
+        ap.abort().await.unwrap();
+        assert!(fs.stat("v/data").await.unwrap().is_none());
         fs.commit("u/data", "blobs/x/data").await.unwrap();
         assert_eq!(fs.read("blobs/x/data").await.unwrap().unwrap(), "xyz");
         assert!(fs.stat("u/data").await.unwrap().is_none());
