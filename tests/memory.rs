@@ -21,7 +21,9 @@ async fn three_hundred_concurrent_downloads_of_a_large_blob_stay_under_96_mib() 
     let server = Server::start(&work.path().join("p"), &Options::registry());
     let ca = server.dir.join("certs/ca.crt");
     let base = format!("https://127.0.0.1:{}", server.port);
-    let data: Vec<u8> = (0..BLOB as u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..BLOB as u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let digest = format!("sha256:{}", sha256_hex(&data));
     let pushed = Client::h1(&ca)
         .send(
@@ -37,7 +39,9 @@ async fn three_hundred_concurrent_downloads_of_a_large_blob_stay_under_96_mib() 
     assert_eq!(pushed.status, 201, "{}", pushed.text());
     let before = server.peak_rss_kib();
 
-    let clients: Vec<Arc<Client>> = (0..CONNECTIONS).map(|_| Arc::new(Client::h2(&ca))).collect();
+    let clients: Vec<Arc<Client>> = (0..CONNECTIONS)
+        .map(|_| Arc::new(Client::h2(&ca)))
+        .collect();
     let all_started = Arc::new(tokio::sync::Barrier::new(STREAMS));
     let mut tasks = Vec::new();
     for i in 0..STREAMS {
@@ -46,7 +50,11 @@ async fn three_hundred_concurrent_downloads_of_a_large_blob_stay_under_96_mib() 
         let all_started = all_started.clone();
         tasks.push(tokio::spawn(async move {
             let resp = c
-                .send_streaming(request("GET", &url, Some(BCRYPT_USER)).body(body::empty()).unwrap())
+                .send_streaming(
+                    request("GET", &url, Some(BCRYPT_USER))
+                        .body(body::empty())
+                        .unwrap(),
+                )
                 .await
                 .expect("GET");
             assert_eq!(resp.status(), 200);
