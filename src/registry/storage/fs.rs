@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use std::io;
 use std::path::{Path, PathBuf};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// A storage root on the local filesystem (distribution's `rootdirectory`).
 #[derive(Debug, Clone)]
@@ -14,9 +14,40 @@ pub struct Fs {
     root: PathBuf,
 }
 
-/// Read size for streamed gets: large enough that a blob download is a few big
-/// writes, small enough that memory stays flat.
-const CHUNK: usize = 256 << 10;
+/// Read sizes for streamed gets. A download holds a few chunks at a time (the one
+/// being read, the ones its connection has queued), so memory is a small multiple of
+/// the chunk size times the downloads in flight. Few downloads read in large chunks
+/// (fewer hops to a blocking thread per MiB); many share [`READ_BUDGET`], down to
+/// [`MIN_CHUNK`]: 300 concurrent downloads of any size stay in tens of MiB
+/// (tests/memory.rs).
+const MAX_CHUNK: usize = 256 << 10;
+const MIN_CHUNK: usize = 32 << 10;
+const READ_BUDGET: usize = 8 << 20;
+
+/// Streamed gets in flight in this process, for the chunk size.
+static READING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One streamed get in flight; counted while it lives.
+struct Reading;
+
+impl Reading {
+    fn start() -> Reading {
+        READING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Reading
+    }
+
+    /// The next chunk's size: the budget shared by every download in flight.
+    fn chunk(&self) -> usize {
+        let n = READING.load(std::sync::atomic::Ordering::Relaxed).max(1);
+        (READ_BUDGET / n).clamp(MIN_CHUNK, MAX_CHUNK)
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        READING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 impl Fs {
     pub fn new(root: impl Into<PathBuf>) -> Fs {
@@ -168,18 +199,44 @@ impl Storage for Fs {
     }
 
     async fn get(&self, key: &str, range: Option<(u64, u64)>) -> io::Result<Option<ByteStream>> {
-        let Some(mut f) = none_if_missing(tokio::fs::File::open(self.path(key)).await)? else {
+        let path = self.path(key);
+        // Open and size in one hop to a blocking thread.
+        let opened = tokio::task::spawn_blocking(move || {
+            let f = std::fs::File::open(path)?;
+            let len = f.metadata()?.len();
+            Ok::<_, io::Error>((f, len))
+        })
+        .await
+        .map_err(io::Error::other)?;
+        let Some((file, len)) = none_if_missing(opened)? else {
             return Ok(None);
         };
-        let (start, end) = match range {
-            Some(r) => r,
-            None => (0, f.metadata().await?.len()),
-        };
-        if start > 0 {
-            f.seek(io::SeekFrom::Start(start)).await?;
-        }
-        let reader = f.take(end.saturating_sub(start));
-        let stream = tokio_util::io::ReaderStream::with_capacity(reader, CHUNK);
+        let (start, end) = range.unwrap_or((0, len));
+        let file = std::sync::Arc::new(file);
+        let reading = std::sync::Arc::new(Reading::start());
+        // Positioned reads of one chunk each, only when the client is ready for more:
+        // no read-ahead buffer and no copy, so a stream holds at most the chunk in hand
+        // and what the connection has queued.
+        let stream = futures_util::stream::try_unfold(start, move |pos| {
+            let file = file.clone();
+            let reading = reading.clone();
+            async move {
+                if pos >= end {
+                    return Ok(None);
+                }
+                let chunk = reading.chunk();
+                let n = usize::try_from((end - pos).min(chunk as u64)).unwrap_or(chunk);
+                let chunk = tokio::task::spawn_blocking(move || {
+                    use std::os::unix::fs::FileExt;
+                    let mut buf = vec![0u8; n];
+                    file.read_exact_at(&mut buf, pos)?;
+                    Ok::<_, io::Error>(Bytes::from(buf))
+                })
+                .await
+                .map_err(io::Error::other)??;
+                Ok(Some((chunk, pos + n as u64)))
+            }
+        });
         Ok(Some(stream.boxed()))
     }
 
