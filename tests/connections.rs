@@ -37,6 +37,19 @@ async fn closed_after<S: tokio::io::AsyncRead + Unpin>(s: &mut S, since: Instant
     since.elapsed()
 }
 
+/// The client side of a connection ends (the server closed it) no sooner than `min`
+/// from now and well before [`NEVER`].
+async fn ends_after<T>(conn: tokio::task::JoinHandle<T>, min: Duration, what: &str) {
+    let since = Instant::now();
+    let ended = tokio::time::timeout(NEVER, conn).await;
+    assert!(ended.is_ok(), "{what} was never closed");
+    assert!(
+        since.elapsed() >= min,
+        "{what} closed after {:?}",
+        since.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn a_client_silent_after_tls_is_closed_after_the_header_timeout() {
     let p = Portcullis::start(with_server(
@@ -143,17 +156,12 @@ async fn http1_keep_alive_lasts_the_idle_timeout_not_the_header_timeout() {
         .expect("a kept-alive connection outlives header_timeout");
     assert_eq!(r.status(), StatusCode::OK);
     r.into_body().collect().await.unwrap();
-    let idle = Instant::now();
-    let ended = tokio::time::timeout(NEVER, conn).await;
-    assert!(
-        ended.is_ok(),
-        "an idle HTTP/1.1 connection was never closed"
-    );
-    assert!(
-        idle.elapsed() >= Duration::from_millis(3900),
-        "{:?}",
-        idle.elapsed()
-    );
+    ends_after(
+        conn,
+        Duration::from_millis(3900),
+        "an idle HTTP/1.1 connection",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -180,17 +188,12 @@ async fn an_idle_http2_connection_answering_pings_gets_goaway_after_the_idle_tim
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     r.into_body().collect().await.unwrap();
-    let idle = Instant::now();
-    let ended = tokio::time::timeout(NEVER, conn).await;
-    assert!(
-        ended.is_ok(),
-        "an idle HTTP/2 connection kept alive by pings was never closed"
-    );
-    assert!(
-        idle.elapsed() >= Duration::from_millis(2900),
-        "{:?}",
-        idle.elapsed()
-    );
+    ends_after(
+        conn,
+        Duration::from_millis(2900),
+        "an idle HTTP/2 connection kept alive by pings",
+    )
+    .await;
     assert!(send.is_closed(), "the server said GOAWAY");
 }
 
@@ -295,6 +298,10 @@ async fn a_401_to_a_large_body_says_connection_close_and_closes_cleanly() {
     assert_eq!(r.headers()["connection"], "close");
     let body = r.into_body().collect().await.unwrap().to_bytes();
     assert!(body.starts_with(b"{\"errors\""), "{body:?}");
-    let ended = tokio::time::timeout(NEVER, conn).await;
-    assert!(ended.is_ok(), "closed after the answer");
+    ends_after(
+        conn,
+        Duration::ZERO,
+        "a connection answered with Connection: close",
+    )
+    .await;
 }

@@ -269,18 +269,21 @@ impl Htpasswd {
         Ok(Self::parse(&text))
     }
 
+    /// The loaded entry of `user` (its first line, as Apache uses), if usable.
+    fn entry(&self, user: &str) -> Option<&Entry> {
+        self.index
+            .get(user)
+            .and_then(|first| first.entry)
+            .and_then(|i| self.entries.get(i))
+    }
+
     /// `true` if `user` exists and `password` matches its hash.
     ///
     /// An unknown user costs the same as a known user with a wrong password:
     /// the password is checked against the file's most expensive hash and the
     /// result thrown away, so response times do not reveal which names exist.
     pub fn verify(&self, user: &str, password: &str) -> bool {
-        let known = self
-            .index
-            .get(user)
-            .and_then(|first| first.entry)
-            .and_then(|i| self.entries.get(i));
-        match known {
+        match self.entry(user) {
             Some(entry) => verify_hash(&entry.hash.0, password).unwrap_or(false),
             None => {
                 if let Some(decoy) = self.decoy.and_then(|i| self.entries.get(i)) {
@@ -298,12 +301,7 @@ impl Htpasswd {
     /// (see `auth::Authenticator`) instead of burning a hash. `hashed` says which
     /// scheme was computed, if any, so callers can count real work.
     pub fn check(&self, user: &str, password: &str) -> Checked {
-        let known = self
-            .index
-            .get(user)
-            .and_then(|first| first.entry)
-            .and_then(|i| self.entries.get(i));
-        match known {
+        match self.entry(user) {
             Some(entry) if password.len() <= MAX_PASSWORD_BYTES => Checked {
                 matched: verify_hash(&entry.hash.0, password).unwrap_or(false),
                 hashed: Some(entry.scheme),
