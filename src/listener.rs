@@ -120,12 +120,15 @@ impl Activity {
         InFlight(self.clone())
     }
 
-    /// Bytes arrived from the client.
+    /// Bytes arrived from the client. The first ones after the connection went idle
+    /// start the head timer (once per request, so one wake-up per request at most).
     fn read(&self) {
         if self.in_flight.load(Ordering::Acquire) == 0 {
             let mut m = self.marks();
             if m.head_since.is_none() {
                 m.head_since = Some(Instant::now());
+                drop(m);
+                self.changed.notify_one();
             }
         }
     }

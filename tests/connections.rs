@@ -305,3 +305,58 @@ async fn a_401_to_a_large_body_says_connection_close_and_closes_cleanly() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_slow_head_on_a_kept_alive_connection_is_cut_after_the_header_timeout() {
+    let p = Portcullis::start(with_server(
+        Options::registry(),
+        "header_timeout = \"1s\"\nidle_timeout = \"60s\"",
+    ))
+    .await;
+    let mut s = tls_connect(&p.ca(), p.addr, &[b"http/1.1"]).await;
+    let auth = {
+        use base64::Engine;
+        let (u, pw) = BCRYPT_USER;
+        base64::engine::general_purpose::STANDARD.encode(format!("{u}:{pw}"))
+    };
+    let first =
+        format!("GET /v2/ HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {auth}\r\n\r\n");
+    s.write_all(first.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.ends_with(b"\r\n\r\n{}") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the first answer");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        seen.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    // The next request's head arrives a byte every 300 ms: cut about a second after its
+    // first byte, not when the 60 s idle timer would have run out.
+    let (mut rd, mut wr) = tokio::io::split(s);
+    let t = Instant::now();
+    let closed = tokio::spawn(async move {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = rd.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+        t.elapsed()
+    });
+    for b in b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n" {
+        if closed.is_finished() || wr.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let took = tokio::time::timeout(NEVER, closed)
+        .await
+        .expect("closed")
+        .unwrap();
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    assert!(took < Duration::from_secs(20), "cut only after {took:?}");
+}
