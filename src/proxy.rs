@@ -149,7 +149,7 @@ where
             user: None,
             method: method.to_string(),
             repository: repository.clone(),
-            path: path.clone(),
+            path,
             status: CLIENT_CLOSED_REQUEST,
             bytes_in: 0,
             bytes_out: 0,
@@ -161,7 +161,7 @@ where
         bytes_in: bytes_in.clone(),
         format: state.config.log_format,
     };
-    let (mut resp, user, outcome) = answer(
+    let (mut resp, outcome) = answer(
         &state,
         req,
         peer,
@@ -174,21 +174,14 @@ where
         keep_connection_usable(&leftover, expects_continue, &mut resp).await;
     }
     finish_headers(route, &method, &mut resp);
-    unanswered.entry = None;
-    let entry = crate::access::Entry {
-        time,
-        peer,
-        user,
-        method: method.to_string(),
-        repository,
-        path,
-        status: resp.status().as_u16(),
-        bytes_in: 0,
-        bytes_out: 0,
-        duration: std::time::Duration::ZERO,
-        upstream: outcome.upstream,
-        retries: outcome.retries,
+    // Answered: the one entry of this request moves from the 499 guard to the end of
+    // the response body.
+    let Some(mut entry) = unanswered.entry.take() else {
+        return resp;
     };
+    entry.status = resp.status().as_u16();
+    entry.upstream = outcome.upstream;
+    entry.retries = outcome.retries;
     let format = state.config.log_format;
     let bytes_out = Arc::new(AtomicU64::new(0));
     let counter = bytes_out.clone();
@@ -211,7 +204,8 @@ where
 
 /// The phases up to the backend's answer: route, client rule, authentication,
 /// dispatch. Takes the request by value so that whatever the answer leaves of its
-/// body is released when it returns.
+/// body is released when it returns. The authenticated user goes into the request's
+/// access-log entry (held by `unanswered` until there is an answer).
 async fn answer(
     state: &State,
     req: Request<Body>,
@@ -219,26 +213,18 @@ async fn answer(
     route: Route,
     repository: Option<&str>,
     unanswered: &mut Unanswered,
-) -> (
-    Response<Body>,
-    Option<String>,
-    crate::upstream::forward::Outcome,
-) {
+) -> (Response<Body>, crate::upstream::forward::Outcome) {
     let m = crate::metrics::get();
     match route {
         Route::Other => (
             oci_error(StatusCode::NOT_FOUND, Code::NotFound, "not found"),
-            None,
             Default::default(),
         ),
-        Route::V2NoSlash => (redirect_to_v2(&req), None, Default::default()),
-        Route::Ping => {
-            let (r, o) = dispatch(state, req, peer, repository).await;
-            (r, None, o)
-        }
+        Route::V2NoSlash => (redirect_to_v2(&req), Default::default()),
+        Route::Ping => dispatch(state, req, peer, repository).await,
         Route::V2 => {
             if let Some(r) = client_rule(&state.config, &req) {
-                return (r, None, Default::default());
+                return (r, Default::default());
             }
             match state
                 .auth
@@ -248,12 +234,11 @@ async fn answer(
                 Outcome::Allowed(u) => {
                     m.auth_successes.inc();
                     if let Some(e) = &mut unanswered.entry {
-                        e.user = Some(u.clone());
+                        e.user = Some(u);
                     }
-                    let (r, o) = dispatch(state, req, peer, repository).await;
-                    (r, Some(u), o)
+                    dispatch(state, req, peer, repository).await
                 }
-                Outcome::Missing => (state.auth.challenge(), None, Default::default()),
+                Outcome::Missing => (state.auth.challenge(), Default::default()),
                 Outcome::Refused(u) => {
                     m.auth_failures.inc();
                     match u {
@@ -262,7 +247,7 @@ async fn answer(
                         ),
                         None => tracing::info!(%peer, "authentication failed (unknown user)"),
                     }
-                    (state.auth.challenge(), None, Default::default())
+                    (state.auth.challenge(), Default::default())
                 }
             }
         }
