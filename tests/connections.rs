@@ -134,6 +134,17 @@ fn with_body(
     r
 }
 
+/// An authenticated request's answer: sent on the connection it was given, 200, body
+/// read to the end.
+async fn expect_ok(
+    sent: impl std::future::Future<Output = Result<http::Response<hyper::body::Incoming>, hyper::Error>>,
+    what: &str,
+) {
+    let r = sent.await.unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(r.status(), StatusCode::OK, "{what}");
+    r.into_body().collect().await.unwrap();
+}
+
 #[tokio::test]
 async fn http1_keep_alive_lasts_the_idle_timeout_not_the_header_timeout() {
     let p = Portcullis::start(with_server(
@@ -142,20 +153,18 @@ async fn http1_keep_alive_lasts_the_idle_timeout_not_the_header_timeout() {
     ))
     .await;
     let (mut send, conn) = h1_connection(&p).await;
-    let r = send
-        .send_request(get(&p, "/v2/", Some(BCRYPT_USER)))
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    r.into_body().collect().await.unwrap();
+    expect_ok(
+        send.send_request(get(&p, "/v2/", Some(BCRYPT_USER))),
+        "first request",
+    )
+    .await;
     // Idle for twice the header timeout: the connection is still there.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let r = send
-        .send_request(get(&p, "/v2/", Some(BCRYPT_USER)))
-        .await
-        .expect("a kept-alive connection outlives header_timeout");
-    assert_eq!(r.status(), StatusCode::OK);
-    r.into_body().collect().await.unwrap();
+    expect_ok(
+        send.send_request(get(&p, "/v2/", Some(BCRYPT_USER))),
+        "a kept-alive connection outlives header_timeout",
+    )
+    .await;
     ends_after(
         conn,
         Duration::from_millis(3900),
@@ -182,12 +191,11 @@ async fn an_idle_http2_connection_answering_pings_gets_goaway_after_the_idle_tim
         .await
         .unwrap();
     let conn = tokio::spawn(conn);
-    let r = send
-        .send_request(get(&p, "/v2/", Some(BCRYPT_USER)))
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    r.into_body().collect().await.unwrap();
+    expect_ok(
+        send.send_request(get(&p, "/v2/", Some(BCRYPT_USER))),
+        "a request",
+    )
+    .await;
     ends_after(
         conn,
         Duration::from_millis(2900),
@@ -252,12 +260,11 @@ async fn a_401_to_a_request_with_a_body_keeps_the_http1_connection_usable() {
         assert!(!r.headers().contains_key("connection"), "{:?}", r.headers());
         r.into_body().collect().await.unwrap();
         // The client's authenticated retry, on the same connection.
-        let r = send
-            .send_request(get(&p, "/v2/", Some(BCRYPT_USER)))
-            .await
-            .unwrap_or_else(|e| panic!("{method}: the connection died after the 401: {e}"));
-        assert_eq!(r.status(), StatusCode::OK);
-        r.into_body().collect().await.unwrap();
+        expect_ok(
+            send.send_request(get(&p, "/v2/", Some(BCRYPT_USER))),
+            &format!("{method}: the connection died after the 401"),
+        )
+        .await;
     }
     // An authenticated request the registry refuses before reading its body (an
     // unknown upload) keeps the connection too.
@@ -273,11 +280,11 @@ async fn a_401_to_a_request_with_a_body_keeps_the_http1_connection_usable() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     r.into_body().collect().await.unwrap();
-    let r = send
-        .send_request(get(&p, "/v2/", Some(BCRYPT_USER)))
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    expect_ok(
+        send.send_request(get(&p, "/v2/", Some(BCRYPT_USER))),
+        "the connection after a 404",
+    )
+    .await;
 }
 
 #[tokio::test]
