@@ -51,6 +51,58 @@ pub fn oci(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     resp
 }
 
+/// An OCI error answer not yet rendered: status, spec code, message and any headers
+/// the answer must carry (`Retry-After`, ...). Handlers return it with `?`; one place
+/// (`into_response`) turns it into the JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// 400 with a spec code (DIGEST_INVALID, TAG_INVALID, ...).
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404 with a spec code (BLOB_UNKNOWN, MANIFEST_UNKNOWN, ...).
+    pub fn unknown(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// 405 UNSUPPORTED.
+    pub fn unsupported(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", message)
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> ApiError {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let mut r = oci(self.status, self.code, &self.message);
+        for (k, v) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                r.headers_mut().append(k, v);
+            }
+        }
+        r
+    }
+}
+
 /// Minimal JSON string encoder: messages are ours, but may quote a path or host.
 pub fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);

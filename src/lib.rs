@@ -13,6 +13,7 @@ pub mod error;
 pub mod files;
 pub mod listener;
 pub mod metrics;
+pub mod oci;
 pub mod proxy;
 pub mod registry;
 pub mod service;

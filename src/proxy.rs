@@ -7,6 +7,7 @@ use crate::body::{self, Body, Idle, Watched};
 use crate::clients::{self, Route};
 use crate::config::{Backend as BackendConfig, Config};
 use crate::error::{oci_error, Code, API_VERSION, API_VERSION_HEADER};
+use crate::oci::Call;
 use crate::registry::storage::fs::Fs;
 use crate::registry::Registry;
 use crate::upstream::Pool;
@@ -72,7 +73,8 @@ impl State {
                     path: r.root.display().to_string(),
                     words: crate::io_error_words(&e),
                 })?;
-                let registry = Registry::new(Fs::new(&r.root), r.delete, secret);
+                let registry =
+                    Registry::new(Fs::new(&r.root), r.delete, secret, Default::default());
                 registry.start_maintenance(
                     r.gc_interval.map(|every| (every, r.gc_grace)),
                     r.upload_purge,
@@ -136,7 +138,18 @@ where
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let route = clients::route(&path);
-    let repository = crate::registry::repository_of(&path).map(str::to_string);
+    // The API request understood once: the repository for the log and the balancer,
+    // the route class for metrics, the typed endpoint for the bundled registry.
+    let call = (route == Route::V2).then(|| Call::parse(&method, &path, req.uri().query()));
+    let class = match route {
+        Route::Ping | Route::V2NoSlash => "ping",
+        Route::Other => "other",
+        Route::V2 => call.as_ref().map_or("other", Call::class),
+    };
+    let repository = call
+        .as_ref()
+        .and_then(|c| c.repository.as_ref())
+        .map(|r| r.to_string());
     let version = req.version();
     let expects_continue = req
         .headers()
@@ -160,16 +173,9 @@ where
         started,
         bytes_in: bytes_in.clone(),
         format: state.config.log_format,
+        class,
     };
-    let (mut resp, outcome) = answer(
-        &state,
-        req,
-        peer,
-        route,
-        repository.as_deref(),
-        &mut unanswered,
-    )
-    .await;
+    let (mut resp, outcome) = answer(&state, req, peer, route, call, &mut unanswered).await;
     if version < http::Version::HTTP_2 {
         keep_connection_usable(&leftover, expects_continue, &mut resp).await;
     }
@@ -196,7 +202,7 @@ where
                     e.duration = started.elapsed();
                     e.bytes_in = bytes_in.load(Ordering::Relaxed);
                     e.bytes_out = bytes_out.load(Ordering::Relaxed);
-                    record(&e, format);
+                    record(&e, class, format);
                 }),
         )
     })
@@ -211,7 +217,7 @@ async fn answer(
     req: Request<Body>,
     peer: SocketAddr,
     route: Route,
-    repository: Option<&str>,
+    call: Option<Call>,
     unanswered: &mut Unanswered,
 ) -> (Response<Body>, crate::upstream::forward::Outcome) {
     let m = crate::metrics::get();
@@ -221,7 +227,7 @@ async fn answer(
             Default::default(),
         ),
         Route::V2NoSlash => (redirect_to_v2(&req), Default::default()),
-        Route::Ping => dispatch(state, req, peer, repository).await,
+        Route::Ping => dispatch(state, req, peer, call).await,
         Route::V2 => {
             if let Some(r) = client_rule(&state.config, &req) {
                 return (r, Default::default());
@@ -236,7 +242,7 @@ async fn answer(
                     if let Some(e) = &mut unanswered.entry {
                         e.user = Some(u);
                     }
-                    dispatch(state, req, peer, repository).await
+                    dispatch(state, req, peer, call).await
                 }
                 Outcome::Missing => (state.auth.challenge(), Default::default()),
                 Outcome::Refused(u) => {
@@ -364,6 +370,8 @@ struct Unanswered {
     started: Instant,
     bytes_in: Arc<AtomicU64>,
     format: crate::access::Format,
+    /// The metrics route class.
+    class: &'static str,
 }
 
 impl Drop for Unanswered {
@@ -371,7 +379,7 @@ impl Drop for Unanswered {
         if let Some(mut e) = self.entry.take() {
             e.duration = self.started.elapsed();
             e.bytes_in = self.bytes_in.load(Ordering::Relaxed);
-            record(&e, self.format);
+            record(&e, self.class, self.format);
         }
     }
 }
@@ -417,9 +425,8 @@ async fn keep_connection_usable(
 }
 
 /// The end of a request: metrics and the access log line.
-fn record(e: &crate::access::Entry, format: crate::access::Format) {
+fn record(e: &crate::access::Entry, route: &'static str, format: crate::access::Format) {
     let m = crate::metrics::get();
-    let route = crate::registry::route_class(&e.path);
     m.requests
         .get_or_create(&crate::metrics::RequestLabels {
             method: crate::metrics::method_label(&e.method),
@@ -519,11 +526,21 @@ async fn dispatch(
     state: &State,
     req: Request<Body>,
     peer: SocketAddr,
-    repository: Option<&str>,
+    call: Option<Call>,
 ) -> (Response<Body>, crate::upstream::forward::Outcome) {
     match &state.backend {
-        Backend::Upstream(pool) => pool.forward(req, peer, repository).await,
-        Backend::Registry(r) => (r.handle(req).await, Default::default()),
+        Backend::Upstream(pool) => {
+            let repository = call.as_ref().and_then(|c| c.repository.as_deref());
+            pool.forward(req, peer, repository).await
+        }
+        Backend::Registry(r) => match call {
+            Some(call) => (r.handle(call, req).await, Default::default()),
+            // `/_ping` and `/v1/_ping`: the bundled registry has no v1 API.
+            None => (
+                oci_error(StatusCode::NOT_FOUND, Code::NotFound, "not found"),
+                Default::default(),
+            ),
+        },
     }
 }
 

@@ -5,9 +5,9 @@
 //! repositories' links to what was swept.
 
 use super::manifest;
-use super::names::Digest;
 use super::paths;
 use super::storage::Storage;
+use crate::oci::Digest;
 use std::collections::HashSet;
 use std::io;
 use std::time::{Duration, SystemTime};

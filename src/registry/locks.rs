@@ -3,7 +3,7 @@
 //! only while someone holds or waits on it, and the hash cache has a fixed number of
 //! entries, so abandoned uploads cost nothing once their requests are over.
 
-use super::names::Hasher;
+use crate::oci::Hasher;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -135,7 +135,7 @@ impl HashCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::names::Algorithm;
+    use crate::oci::Algorithm;
 
     /// Poll a future once; true when it finished.
     async fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> bool {

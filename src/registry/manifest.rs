@@ -1,7 +1,7 @@
 //! Manifest parsing and validation: Docker schema 2, Docker manifest list, OCI image
 //! manifest, OCI index, artifacts (`artifactType`, empty config) and `subject`.
 
-use super::names::Digest;
+use crate::oci::Digest;
 use serde::Deserialize;
 
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";

@@ -3,7 +3,7 @@
 //! Paths are `/`-separated keys relative to the storage root; every input has been
 //! validated by `names`.
 
-use super::names::Digest;
+use crate::oci::{Algorithm, Digest};
 
 const ROOT: &str = "docker/registry/v2";
 
@@ -21,8 +21,23 @@ pub fn repositories() -> String {
     format!("{ROOT}/repositories")
 }
 
-fn repo(name: &str) -> String {
+/// A repository's folder.
+pub fn repository(name: &str) -> String {
     format!("{ROOT}/repositories/{name}")
+}
+
+fn repo(name: &str) -> String {
+    repository(name)
+}
+
+/// `<dir>/<name>`: an entry of a listed folder.
+pub fn child(dir: &str, name: &str) -> String {
+    format!("{dir}/{name}")
+}
+
+/// `<dir>/<alg>`: the digests of one algorithm in a `<alg>/<hex>` folder.
+pub fn algorithm_dir(dir: &str, alg: Algorithm) -> String {
+    format!("{dir}/{}", alg.name())
 }
 
 /// `_layers/<alg>/<hex>/link`: the blob is part of this repository.
@@ -33,6 +48,11 @@ pub fn layer_link(name: &str, d: &Digest) -> String {
         d.algorithm.name(),
         d.hex
     )
+}
+
+/// `_layers/<alg>/<hex>`: the folder of a layer link.
+pub fn layer_dir(name: &str, d: &Digest) -> String {
+    format!("{}/_layers/{}/{}", repo(name), d.algorithm.name(), d.hex)
 }
 
 /// `_manifests/revisions/<alg>/<hex>/link`

@@ -1,0 +1,75 @@
+//! Blobs: GET and HEAD (with a single `Range`), and DELETE (unlinks from the
+//! repository; the data goes with garbage collection, as in distribution).
+
+use super::{empty, parse_range, Answer};
+use crate::body;
+use crate::error::ApiError;
+use crate::oci::{Digest, Repository};
+use crate::registry::storage::Storage;
+use crate::registry::{paths, store, Error, Registry};
+use futures_util::StreamExt;
+use http::request::Parts;
+use http::{header, StatusCode};
+
+fn blob_unknown(repo: &Repository, d: &Digest) -> ApiError {
+    ApiError::unknown(
+        "BLOB_UNKNOWN",
+        format!("blob {d} unknown to repository {repo}"),
+    )
+}
+
+impl<S: Storage> Registry<S> {
+    pub(in crate::registry) async fn get_blob(
+        &self,
+        repo: &Repository,
+        d: &Digest,
+        req: &Parts,
+        head: bool,
+    ) -> Answer {
+        let size = store::blob_in_repo(&self.store, repo, d)
+            .await?
+            .ok_or_else(|| blob_unknown(repo, d))?;
+        let range = parse_range(req.headers.get(header::RANGE), size).map_err(|()| {
+            Error::Unsatisfiable(vec![("content-range", format!("bytes */{size}"))])
+        })?;
+        let mut headers = vec![
+            ("content-type", "application/octet-stream".to_string()),
+            ("docker-content-digest", d.to_string()),
+            ("etag", format!("\"{d}\"")),
+            ("accept-ranges", "bytes".to_string()),
+            ("cache-control", "max-age=31536000".to_string()),
+        ];
+        let (status, len) = match range {
+            Some((a, b)) => {
+                headers.push(("content-range", format!("bytes {a}-{}/{size}", b - 1)));
+                (StatusCode::PARTIAL_CONTENT, b - a)
+            }
+            None => (StatusCode::OK, size),
+        };
+        headers.push(("content-length", len.to_string()));
+        if head {
+            return Ok(empty(status, &headers));
+        }
+        let stream = self
+            .store
+            .get(&paths::blob_data(d), range)
+            .await?
+            .ok_or_else(|| ApiError::unknown("BLOB_UNKNOWN", format!("blob {d} unknown")))?;
+        let body = http_body_util::StreamBody::new(
+            stream.map(|r| r.map(http_body::Frame::data).map_err(body::BoxError::from)),
+        );
+        let mut r = empty(status, &headers);
+        *r.body_mut() = body::boxed(body);
+        Ok(r)
+    }
+
+    pub(in crate::registry) async fn delete_blob(&self, repo: &Repository, d: &Digest) -> Answer {
+        self.deletes_refused()?;
+        let link = paths::layer_link(repo, d);
+        if store::read_link(&self.store, &link).await?.as_ref() != Some(d) {
+            return Err(blob_unknown(repo, d).into());
+        }
+        self.store.delete(&paths::layer_dir(repo, d)).await?;
+        Ok(empty(StatusCode::ACCEPTED, &[]))
+    }
+}

@@ -1,0 +1,255 @@
+//! Manifests by tag or digest: GET/HEAD, PUT (parsed, verified, every referenced blob
+//! and child manifest present, stored data → revision → tag so a crash never leaves a
+//! tag to nothing) and DELETE (a tag alone, or a revision with every tag on it).
+
+use super::{empty, Answer};
+use crate::body::{self, Body};
+use crate::error::ApiError;
+use crate::oci::{Algorithm, Hasher, Reference, Repository};
+use crate::registry::manifest;
+use crate::registry::storage::Storage;
+use crate::registry::{paths, store, Error, Registry, MANIFEST_BUDGET};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http_body_util::BodyExt;
+
+/// How long a manifest PUT waits for its share of the budget before it is refused
+/// with 429 (a client that sends slowly must not stall every other push forever).
+const MANIFEST_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn manifest_unknown(repo: &Repository, reference: impl std::fmt::Display) -> Error {
+    ApiError::unknown(
+        "MANIFEST_UNKNOWN",
+        format!("manifest {reference} unknown to repository {repo}"),
+    )
+    .into()
+}
+
+impl<S: Storage> Registry<S> {
+    pub(in crate::registry) async fn get_manifest(
+        &self,
+        repo: &Repository,
+        reference: &Reference,
+    ) -> Answer {
+        let d = store::resolve(&self.store, repo, reference)
+            .await?
+            .ok_or_else(|| manifest_unknown(repo, reference))?;
+        let bytes = self
+            .store
+            .read(&paths::blob_data(&d))
+            .await?
+            .ok_or_else(|| {
+                ApiError::unknown("MANIFEST_UNKNOWN", format!("manifest {d} data missing"))
+            })?;
+        let media_type = manifest::parse(None, &bytes)
+            .map(|m| m.media_type)
+            .unwrap_or_else(|_| manifest::OCI_MANIFEST.to_string());
+        let len = bytes.len();
+        let mut r = Response::new(body::full(bytes));
+        let h = r.headers_mut();
+        for (k, v) in [
+            ("content-type", media_type),
+            ("docker-content-digest", d.to_string()),
+            ("etag", format!("\"{d}\"")),
+            ("content-length", len.to_string()),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert(k, v);
+            }
+        }
+        Ok(r)
+    }
+
+    pub(in crate::registry) async fn put_manifest(
+        &self,
+        repo: &Repository,
+        reference: &Reference,
+        req: &Parts,
+        body: Body,
+        base: &str,
+    ) -> Answer {
+        let expected = match reference {
+            Reference::Digest(d) => Some(d),
+            Reference::Tag(_) => None,
+        };
+        let content_type = req
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        // Held until the manifest is stored: the bytes stay in memory that long.
+        let (_budget, declared) = self.manifest_budget(&req.headers).await?;
+        let bytes = read_limited(body, manifest::MAX_SIZE, declared).await?;
+        let m = manifest::parse(content_type.as_deref(), &bytes)
+            .map_err(|e| ApiError::bad_request("MANIFEST_INVALID", e.0))?;
+        let alg = expected.map_or(Algorithm::Sha256, |d| d.algorithm);
+        let mut h = Hasher::new(alg);
+        h.update(&bytes);
+        let d = h.finish();
+        if let Some(e) = expected {
+            if *e != d {
+                return Err(ApiError::bad_request(
+                    "DIGEST_INVALID",
+                    format!("manifest has digest {d}, not {e}"),
+                )
+                .into());
+            }
+        }
+        for b in &m.blobs {
+            if store::blob_in_repo(&self.store, repo, b).await?.is_none() {
+                return Err(ApiError::bad_request(
+                    "MANIFEST_BLOB_UNKNOWN",
+                    format!("blob {b} is not in repository {repo}"),
+                )
+                .into());
+            }
+        }
+        for sub in &m.manifests {
+            if !store::has_revision(&self.store, repo, sub).await? {
+                return Err(ApiError::bad_request(
+                    "MANIFEST_BLOB_UNKNOWN",
+                    format!("manifest {sub} is not in repository {repo}"),
+                )
+                .into());
+            }
+        }
+        // Data first, then the revision link, then the tag: each step atomic, so a
+        // crash leaves at worst an unreferenced blob, never a tag to nothing.
+        if self.store.stat(&paths::blob_data(&d)).await?.is_none() {
+            self.store.put(&paths::blob_data(&d), bytes.clone()).await?;
+        }
+        store::write_link(&self.store, &paths::revision_link(repo, &d), &d).await?;
+        if let Reference::Tag(t) = reference {
+            // The lock keeps this process's PUTs and DELETEs of one tag from racing on
+            // its folder at all (`store::tag` says why the order suffices elsewhere).
+            let _tag = self.inflight.lock_tag(repo, t).await;
+            store::tag(&self.store, repo, t, &d).await?;
+        }
+        let mut headers = vec![
+            ("location", format!("{base}/v2/{repo}/manifests/{d}")),
+            ("docker-content-digest", d.to_string()),
+        ];
+        if let Some(s) = &m.subject {
+            headers.push(("oci-subject", s.to_string()));
+        }
+        Ok(empty(StatusCode::CREATED, &headers))
+    }
+
+    pub(in crate::registry) async fn delete_manifest(
+        &self,
+        repo: &Repository,
+        reference: &Reference,
+    ) -> Answer {
+        self.deletes_refused()?;
+        let d = match reference {
+            Reference::Tag(t) => {
+                // OCI 1.1: deleting a tag removes the tag only.
+                let _tag = self.inflight.lock_tag(repo, t).await;
+                // A tag folder without its `current` link (left by a crash, or by
+                // distribution) is deleted too, as distribution 3 deletes the folder:
+                // it could otherwise never be removed through the API.
+                if self.store.list(&paths::tag_dir(repo, t)).await?.is_empty() {
+                    return Err(
+                        ApiError::unknown("MANIFEST_UNKNOWN", format!("tag {t} unknown")).into(),
+                    );
+                }
+                store::untag(&self.store, repo, t).await?;
+                return Ok(empty(StatusCode::ACCEPTED, &[]));
+            }
+            Reference::Digest(_) => store::resolve(&self.store, repo, reference)
+                .await?
+                .ok_or_else(|| manifest_unknown(repo, reference))?,
+        };
+        // As distribution: every tag pointing at it goes too, then the revision.
+        for t in store::tag_folders(&self.store, repo).await? {
+            let Some(t) = crate::oci::Tag::parse(&t) else {
+                continue;
+            };
+            let _tag = self.inflight.lock_tag(repo, &t).await;
+            if let Ok(Some(cur)) =
+                store::read_link(&self.store, &paths::tag_current_link(repo, &t)).await
+            {
+                if cur == d {
+                    store::untag(&self.store, repo, &t).await?;
+                }
+            }
+        }
+        self.store.delete(&paths::revision_dir(repo, &d)).await?;
+        Ok(empty(StatusCode::ACCEPTED, &[]))
+    }
+
+    /// Wait for the share of `MANIFEST_BUDGET` a manifest PUT needs: its declared
+    /// Content-Length, or the most a manifest may be when it declares none. Also
+    /// returns the declared length, so the body buffer is allocated once.
+    async fn manifest_budget(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<(tokio::sync::OwnedSemaphorePermit, Option<usize>), Error> {
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let limit = manifest::MAX_SIZE;
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large(limit));
+        }
+        let declared = declared.map(|n| n as usize);
+        // Twice the body: the bytes and their parsed form (annotations and all) are
+        // both held until the manifest is stored. At least one permit, so an empty
+        // body still takes its turn; never more than the whole budget.
+        let need = declared
+            .unwrap_or(limit)
+            .saturating_mul(2)
+            .clamp(1, MANIFEST_BUDGET);
+        let permits = u32::try_from(need).unwrap_or(u32::MAX);
+        let wait = self
+            .inflight
+            .manifest_budget
+            .clone()
+            .acquire_many_owned(permits);
+        match tokio::time::timeout(MANIFEST_BUDGET_WAIT, wait).await {
+            Ok(Ok(p)) => Ok((p, declared)),
+            // Closed never happens (nothing closes it); timed out: too busy.
+            _ => Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOOMANYREQUESTS",
+                format!(
+                    "too many manifest bytes are being received at once (budget {} MiB); retry shortly",
+                    MANIFEST_BUDGET >> 20
+                ),
+            )
+            .with_header("retry-after", "5")
+            .into()),
+        }
+    }
+}
+
+fn too_large(limit: usize) -> Error {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "SIZE_INVALID",
+        format!("manifest larger than {limit} bytes"),
+    )
+    .into()
+}
+
+/// Read a small body whole, refusing more than `limit` bytes (413). `declared` is the
+/// Content-Length (already checked against `limit`); hyper ends the body there.
+async fn read_limited(
+    mut body: Body,
+    limit: usize,
+    declared: Option<usize>,
+) -> Result<Bytes, Error> {
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0));
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request("MANIFEST_INVALID", format!("request body: {e}")))?;
+        if let Ok(d) = frame.into_data() {
+            if buf.len() + d.len() > limit {
+                return Err(too_large(limit));
+            }
+            buf.extend_from_slice(&d);
+        }
+    }
+    Ok(Bytes::from(buf))
+}
