@@ -55,11 +55,10 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let metrics_port = free_port();
-        let mut opts = Options::registry();
-        opts.htpasswd = htpasswd;
-        opts.extra_toml = format!(
-            "\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n[log]\nformat = \"{log_format}\"\n"
-        );
+        let opts = Options::registry()
+            .htpasswd(htpasswd)
+            .metrics(format!("127.0.0.1:{metrics_port}"))
+            .log_format(log_format);
         let config = write_config(dir.path(), &opts, &format!("127.0.0.1:{port}"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args(["serve", "-c"])

@@ -32,14 +32,11 @@ impl Pair {
         Pair { a, b, _root: root }
     }
 
-    fn options(&self, balance: &str, a_extra: &str, b_extra: &str, extra: &str) -> Options {
-        let mut o = Options::upstream(self.a.url());
-        o.backend_toml = Some(format!(
-            "[upstream]\nbalance = \"{balance}\"\n{extra}\n[[upstream.server]]\nurl = \"{}\"\n{a_extra}\n[[upstream.server]]\nurl = \"{}\"\n{b_extra}\n",
-            self.a.url(),
-            self.b.url()
-        ));
-        o
+    /// Both registries as upstreams, balanced by `balance`.
+    fn options(&self, balance: &str) -> Options {
+        Options::upstream(self.a.url())
+            .server(self.b.url())
+            .balance(balance)
     }
 }
 
@@ -55,10 +52,7 @@ fn skopeo_round_trip_under_every_strategy() {
     let pair = Pair::start();
     let work = tempfile::tempdir().unwrap();
     for balance in ["round_robin", "ip_hash", "least_conn", "repository_hash"] {
-        let server = Server::start(
-            &work.path().join(balance),
-            &pair.options(balance, "", "", ""),
-        );
+        let server = Server::start(&work.path().join(balance), &pair.options(balance));
         let img = image(
             &work.path().join(format!("src-{balance}")),
             &[2 << 20, 4096],
@@ -74,7 +68,14 @@ fn skopeo_round_trip_under_every_strategy() {
 #[tokio::test]
 async fn weights_split_requests_as_configured() {
     let pair = Pair::start();
-    let p = Portcullis::start(pair.options("round_robin", "weight = 3", "weight = 1", "")).await;
+    let p = Portcullis::start(
+        Options::upstream(pair.a.url())
+            .weight(3)
+            .server(pair.b.url())
+            .weight(1)
+            .balance("round_robin"),
+    )
+    .await;
     let c = Client::h2(&p.ca());
     for _ in 0..1000 {
         assert_eq!(c.get(&p.url("/v2/"), ALICE).await.status, StatusCode::OK);
@@ -138,7 +139,7 @@ async fn seed(c: &Client, p: &Portcullis, repo: &str) -> (String, String) {
 async fn killing_an_upstream_mid_loop_fails_no_request() {
     for balance in ["round_robin", "least_conn", "ip_hash", "repository_hash"] {
         let mut pair = Pair::start();
-        let p = Portcullis::start(pair.options(balance, "", "", "")).await;
+        let p = Portcullis::start(pair.options(balance)).await;
         let c = Client::h1(&p.ca());
         let (manifest, layer) = seed(&c, &p, "read/loop").await;
         let pool = pool(&p);
@@ -193,10 +194,7 @@ fn a_push_started_while_one_upstream_is_down_succeeds() {
     let mut pair = Pair::start();
     pair.a.kill();
     let work = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        &work.path().join("p"),
-        &pair.options("round_robin", "", "", ""),
-    );
+    let server = Server::start(&work.path().join("p"), &pair.options("round_robin"));
     let img = image(&work.path().join("src"), &[4 << 20, 4096]);
     server.push(&img, "down/push:v1", false);
     let back = work.path().join("back");
@@ -208,12 +206,14 @@ fn a_push_started_while_one_upstream_is_down_succeeds() {
 async fn health_checks_take_a_dead_upstream_out_and_put_it_back() {
     let mut pair = Pair::start();
     let a_port = pair.a.port;
-    let p = Portcullis::start(pair.options(
-        "round_robin",
-        "max_fails = 0",
-        "max_fails = 0",
-        "health_check = { interval = \"200ms\", path = \"/v2/\" }",
-    ))
+    let p = Portcullis::start(
+        Options::upstream(pair.a.url())
+            .max_fails(0)
+            .server(pair.b.url())
+            .max_fails(0)
+            .balance("round_robin")
+            .health_check(Duration::from_millis(200), "/v2/"),
+    )
     .await;
     let pool = pool(&p);
     let c = Client::h1(&p.ca());
@@ -259,12 +259,8 @@ async fn https_upstream_with_a_configured_ca() {
         &certs.path().join("server.crt"),
         &certs.path().join("server.key"),
     );
-    let mut o = Options::upstream("unused");
-    o.backend_toml = Some(format!(
-        "[upstream]\nca = \"{}\"\n[[upstream.server]]\nurl = \"https://127.0.0.1:{}\"\n",
-        certs.path().join("ca.crt").display(),
-        reg.port
-    ));
+    let o = Options::upstream(format!("https://127.0.0.1:{}", reg.port))
+        .upstream_ca(certs.path().join("ca.crt"));
     let p = Portcullis::start(o).await;
     let c = Client::h2(&p.ca());
     let a = c.get(&p.url("/v2/"), ALICE).await;
@@ -283,12 +279,8 @@ async fn https_upstream_with_a_configured_ca() {
         false,
     )
     .unwrap();
-    let mut o = Options::upstream("unused");
-    o.backend_toml = Some(format!(
-        "[upstream]\nca = \"{}\"\n[[upstream.server]]\nurl = \"https://127.0.0.1:{}\"\n",
-        other.path().join("ca.crt").display(),
-        reg.port
-    ));
+    let o = Options::upstream(format!("https://127.0.0.1:{}", reg.port))
+        .upstream_ca(other.path().join("ca.crt"));
     let p2 = Portcullis::start(o).await;
     let a = Client::h1(&p2.ca()).get(&p2.url("/v2/"), ALICE).await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);

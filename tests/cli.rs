@@ -37,13 +37,14 @@ fn assert_clean_failure(o: &Output) -> Vec<String> {
     err.lines().map(str::to_string).collect()
 }
 
+/// A configuration `check` accepts (nothing needs to listen on the upstream).
+fn good_options() -> Options {
+    Options::upstream("http://127.0.0.1:5000")
+}
+
 fn good_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    write_config(
-        dir.path(),
-        &Options::upstream("http://127.0.0.1:5000"),
-        "127.0.0.1:0",
-    );
+    write_config(dir.path(), &good_options(), "127.0.0.1:0");
     dir
 }
 
@@ -231,12 +232,7 @@ fn serve_names_a_busy_listen_address() {
     let dir = good_dir();
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
-    let toml = std::fs::read_to_string(dir.path().join("proxy.toml")).unwrap();
-    std::fs::write(
-        dir.path().join("proxy.toml"),
-        toml.replace("127.0.0.1:0", &addr),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("proxy.toml"), good_options().render(&addr)).unwrap();
     let lines = assert_clean_failure(&run(&["serve", "-c", "proxy.toml"], dir.path()));
     assert!(
         lines.last().unwrap().contains(&format!(
@@ -502,11 +498,12 @@ async fn pkcs8_sec1_and_pkcs1_keys_load() {
         "-addext",
         "subjectAltName=DNS:localhost,IP:127.0.0.1",
     ]);
-    let toml = std::fs::read_to_string(d.join("proxy.toml")).unwrap();
     std::fs::write(
         d.join("proxy.toml"),
-        toml.replace("server.crt", "rsa.crt")
-            .replace("server.key", "rsa.key"),
+        good_options()
+            .certificate("certs/rsa.crt")
+            .key("certs/rsa.key")
+            .render("127.0.0.1:0"),
     )
     .unwrap();
     let lines = run(&["check", "-c", "proxy.toml"], d);

@@ -16,11 +16,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Far longer than any timer under test: a connection still open then was never closed.
 const NEVER: Duration = Duration::from_secs(40);
 
-fn with_server(mut o: Options, server: &str) -> Options {
-    o.server_toml = server.to_string();
-    o
-}
-
 /// Wait for the server to close `s` (EOF or reset); how long it took from `since`.
 async fn closed_after<S: tokio::io::AsyncRead + Unpin>(s: &mut S, since: Instant) -> Duration {
     let mut buf = vec![0u8; 64 << 10];
@@ -52,10 +47,11 @@ async fn ends_after<T>(conn: tokio::task::JoinHandle<T>, min: Duration, what: &s
 
 #[tokio::test]
 async fn a_client_silent_after_tls_is_closed_after_the_header_timeout() {
-    let p = Portcullis::start(with_server(
-        Options::registry(),
-        "header_timeout = \"2s\"\nidle_timeout = \"60s\"",
-    ))
+    let p = Portcullis::start(
+        Options::registry()
+            .header_timeout(Duration::from_secs(2))
+            .idle_timeout(Duration::from_secs(60)),
+    )
     .await;
     for alpn in [&[&b"http/1.1"[..]][..], &[&b"h2"[..]][..], &[][..]] {
         let t = Instant::now();
@@ -70,10 +66,11 @@ async fn a_client_silent_after_tls_is_closed_after_the_header_timeout() {
 
 #[tokio::test]
 async fn half_an_http2_preface_or_a_slow_request_head_is_cut_off() {
-    let p = Portcullis::start(with_server(
-        Options::registry(),
-        "header_timeout = \"2s\"\nidle_timeout = \"60s\"",
-    ))
+    let p = Portcullis::start(
+        Options::registry()
+            .header_timeout(Duration::from_secs(2))
+            .idle_timeout(Duration::from_secs(60)),
+    )
     .await;
     let t = Instant::now();
     let mut s = tls_connect(&p.ca(), p.addr, &[b"h2"]).await;
@@ -147,10 +144,11 @@ async fn expect_ok(
 
 #[tokio::test]
 async fn http1_keep_alive_lasts_the_idle_timeout_not_the_header_timeout() {
-    let p = Portcullis::start(with_server(
-        Options::registry(),
-        "header_timeout = \"1s\"\nidle_timeout = \"4s\"",
-    ))
+    let p = Portcullis::start(
+        Options::registry()
+            .header_timeout(Duration::from_secs(1))
+            .idle_timeout(Duration::from_secs(4)),
+    )
     .await;
     let (mut send, conn) = h1_connection(&p).await;
     expect_ok(
@@ -175,10 +173,11 @@ async fn http1_keep_alive_lasts_the_idle_timeout_not_the_header_timeout() {
 
 #[tokio::test]
 async fn an_idle_http2_connection_answering_pings_gets_goaway_after_the_idle_timeout() {
-    let p = Portcullis::start(with_server(
-        Options::registry(),
-        "header_timeout = \"2s\"\nidle_timeout = \"3s\"",
-    ))
+    let p = Portcullis::start(
+        Options::registry()
+            .header_timeout(Duration::from_secs(2))
+            .idle_timeout(Duration::from_secs(3)),
+    )
     .await;
     let s = tls_connect(&p.ca(), p.addr, &[b"h2"]).await;
     let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
@@ -207,10 +206,11 @@ async fn an_idle_http2_connection_answering_pings_gets_goaway_after_the_idle_tim
 
 #[tokio::test]
 async fn silent_connections_cannot_lock_out_legitimate_clients() {
-    let p = Portcullis::start(with_server(
-        Options::registry(),
-        "header_timeout = \"2s\"\nmax_connections = 16",
-    ))
+    let p = Portcullis::start(
+        Options::registry()
+            .header_timeout(Duration::from_secs(2))
+            .max_connections(16),
+    )
     .await;
     let mut silent = Vec::new();
     for _ in 0..16 {
@@ -315,10 +315,11 @@ async fn a_401_to_a_large_body_says_connection_close_and_closes_cleanly() {
 
 #[tokio::test]
 async fn a_slow_head_on_a_kept_alive_connection_is_cut_after_the_header_timeout() {
-    let p = Portcullis::start(with_server(
-        Options::registry(),
-        "header_timeout = \"1s\"\nidle_timeout = \"60s\"",
-    ))
+    let p = Portcullis::start(
+        Options::registry()
+            .header_timeout(Duration::from_secs(1))
+            .idle_timeout(Duration::from_secs(60)),
+    )
     .await;
     let mut s = tls_connect(&p.ca(), p.addr, &[b"http/1.1"]).await;
     let auth = {

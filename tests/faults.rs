@@ -172,8 +172,7 @@ async fn forwarded_headers_are_the_recipes() {
 #[tokio::test]
 async fn stalled_upstream_times_out_with_504() {
     let (url, seen) = stub(Mode::Stall).await;
-    let mut opts = Options::upstream(url);
-    opts.read_timeout = "1s";
+    let opts = Options::upstream(url).read_timeout(Duration::from_secs(1));
     let p = Portcullis::start(opts).await;
     let c = Client::h1(&p.ca());
     let t = Instant::now();
@@ -223,8 +222,7 @@ async fn reset_mid_response_is_passed_on_not_retried() {
 #[tokio::test]
 async fn upstream_silent_mid_body_hits_the_read_timeout() {
     let (url, _) = stub(Mode::StallBody).await;
-    let mut opts = Options::upstream(url);
-    opts.read_timeout = "1s";
+    let opts = Options::upstream(url).read_timeout(Duration::from_secs(1));
     let p = Portcullis::start(opts).await;
     let c = Client::h1(&p.ca());
     let t = Instant::now();
@@ -237,9 +235,7 @@ async fn upstream_silent_mid_body_hits_the_read_timeout() {
 }
 
 fn two(first: String, second: String) -> Options {
-    let mut o = Options::upstream(first);
-    o.upstreams.push(second);
-    o
+    Options::upstream(first).server(second)
 }
 
 #[tokio::test]
@@ -279,8 +275,7 @@ async fn refused_connection_fails_over_to_the_next_peer() {
 async fn a_stalled_peer_times_out_and_the_next_one_answers() {
     let (stall, stalled) = stub(Mode::Stall).await;
     let (echo, _) = stub(Mode::Echo).await;
-    let mut o = two(stall, echo);
-    o.read_timeout = "1s";
+    let o = two(stall, echo).read_timeout(Duration::from_secs(1));
     let p = Portcullis::start(o).await;
     let c = Client::h1(&p.ca());
     let t = Instant::now();
@@ -401,8 +396,7 @@ fn auth_header() -> String {
 async fn client_faults_never_count_against_upstreams() {
     let (a, _) = stub(Mode::Sink).await;
     let (b, _) = stub(Mode::Sink).await;
-    let mut o = two(a, b);
-    o.read_timeout = "2s";
+    let o = two(a, b).read_timeout(Duration::from_secs(2));
     let p = Portcullis::start(o).await;
     let host = format!("Host: localhost:{}", p.addr.port());
     let auth = auth_header();
@@ -465,8 +459,7 @@ async fn a_response_with_both_content_length_and_transfer_encoding_is_a_502() {
 async fn a_post_that_timed_out_is_not_sent_to_the_next_peer() {
     let (stall, stalled) = stub(Mode::Stall).await;
     let (echo, echoed) = stub(Mode::Echo).await;
-    let mut o = two(stall, echo);
-    o.read_timeout = "1s";
+    let o = two(stall, echo).read_timeout(Duration::from_secs(1));
     let p = Portcullis::start(o).await;
     let c = Client::h1(&p.ca());
     // The first pick is the stalled peer (round-robin, equal weights).

@@ -89,9 +89,8 @@ async fn every_htpasswd_scheme_logs_in_and_wrong_ones_do_not() {
 #[tokio::test]
 async fn a_verified_credential_costs_one_hash() {
     let reg = DockerRegistry::start();
-    let mut opts = Options::upstream(reg.url());
     let hash = portcullis::auth::htpasswd::hash_bcrypt("slow-secret", 10).unwrap();
-    opts.htpasswd = format!("slow:{hash}\n");
+    let opts = Options::upstream(reg.url()).htpasswd(format!("slow:{hash}\n"));
     let p = Portcullis::start(opts).await;
     let c = Client::h2(&p.ca());
     for _ in 0..20 {

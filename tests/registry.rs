@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use portcullis::body;
 use serde_json::json;
+use std::time::Duration;
 use support::*;
 
 const ALICE: Option<(&str, &str)> = Some(BCRYPT_USER);
@@ -792,9 +793,7 @@ async fn deletes_of_manifests_tags_and_blobs() {
 
 #[tokio::test]
 async fn delete_false_answers_405_unsupported() {
-    let mut opts = Options::registry();
-    opts.backend_toml = Some("[registry]\nroot = \"data\"\ndelete = false\n".into());
-    let api = Api::with(opts).await;
+    let api = Api::with(Options::registry().delete(false)).await;
     let (_, d) = api.image("app", "v1", "a").await;
     for path in [
         format!("/v2/app/manifests/{d}"),
@@ -824,14 +823,10 @@ async fn delete_false_answers_405_unsupported() {
 #[tokio::test]
 async fn an_upload_begun_on_one_instance_finishes_on_another() {
     let shared = tempfile::tempdir().unwrap();
-    let backend = format!(
-        "[registry]\nroot = \"{}\"\nsecret = \"shared-secret\"\n",
-        shared.path().display()
-    );
-    let mut o1 = Options::registry();
-    o1.backend_toml = Some(backend.clone());
-    let mut o2 = Options::registry();
-    o2.backend_toml = Some(backend);
+    let o1 = Options::registry()
+        .root(shared.path())
+        .secret("shared-secret");
+    let o2 = o1.clone();
     let a = Api::with(o1).await;
     let b = Api::with(o2).await;
     let s = a
@@ -974,9 +969,7 @@ fn portcullis_gc(config: &std::path::Path, dry_run: bool) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_deletes_only_what_no_manifest_references() {
-    let mut opts = Options::registry();
-    opts.backend_toml = Some("[registry]\nroot = \"data\"\n[registry.gc]\ngrace = \"0s\"\n".into());
-    let api = Api::with(opts).await;
+    let api = Api::with(Options::registry().gc_grace(Duration::ZERO)).await;
     let (keep_m, _) = api.image("gc/app", "keep", "kept").await;
     let (_, drop_d) = api.image("gc/app", "drop", "dropped").await;
     let orphan = api.push_blob("gc/app", b"pushed, never referenced").await;
@@ -1069,11 +1062,12 @@ async fn gc_spares_young_blobs_by_default() {
 
 #[tokio::test]
 async fn online_gc_runs_on_its_interval_while_serving() {
-    let mut opts = Options::registry();
-    opts.backend_toml = Some(
-        "[registry]\nroot = \"data\"\n[registry.gc]\ninterval = \"300ms\"\ngrace = \"1s\"\n".into(),
-    );
-    let api = Api::with(opts).await;
+    let api = Api::with(
+        Options::registry()
+            .gc_interval(Duration::from_millis(300))
+            .gc_grace(Duration::from_secs(1)),
+    )
+    .await;
     // Grace 1 s: the image's blobs are referenced long before they are that old, so
     // the collector can never catch them between upload and manifest.
     let (_, kept) = api.image("online/gc", "v1", "k").await;
@@ -1100,11 +1094,10 @@ async fn online_gc_runs_on_its_interval_while_serving() {
 
 #[tokio::test]
 async fn abandoned_uploads_are_purged_after_their_age() {
-    let mut opts = Options::registry();
-    opts.backend_toml = Some(
-        "[registry]\nroot = \"data\"\n[registry.upload_purge]\nage = \"1s\"\ninterval = \"300ms\"\n".into(),
-    );
-    let api = Api::with(opts).await;
+    let api = Api::with(
+        Options::registry().upload_purge(Duration::from_secs(1), Duration::from_millis(300)),
+    )
+    .await;
     let s = api
         .call("POST", "/v2/purge/me/blobs/uploads/", &[], Bytes::new())
         .await;
@@ -1153,14 +1146,10 @@ async fn abandoned_uploads_are_purged_after_their_age() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_put_and_delete_of_one_tag_leave_it_resolving_or_absent() {
     let shared = tempfile::tempdir().unwrap();
-    let backend = format!(
-        "[registry]\nroot = \"{}\"\nsecret = \"shared-secret\"\n",
-        shared.path().display()
-    );
-    let mut o1 = Options::registry();
-    o1.backend_toml = Some(backend.clone());
-    let mut o2 = Options::registry();
-    o2.backend_toml = Some(backend);
+    let o1 = Options::registry()
+        .root(shared.path())
+        .secret("shared-secret");
+    let o2 = o1.clone();
     let a = std::sync::Arc::new(Api::with(o1).await);
     let b = std::sync::Arc::new(Api::with(o2).await);
     let (m, _) = a.image("race/tag", "base", "r").await;
@@ -1507,12 +1496,7 @@ impl Drop for SmallDisk {
 #[tokio::test]
 async fn a_full_storage_answers_507_and_keeps_nothing_of_the_failed_request() {
     let disk = SmallDisk::mount("8m");
-    let mut opts = Options::registry();
-    opts.backend_toml = Some(format!(
-        "[registry]\nroot = \"{}\"\n",
-        disk.path().display()
-    ));
-    let api = Api::with(opts).await;
+    let api = Api::with(Options::registry().root(disk.path())).await;
     let big: Vec<u8> = (0..12u32 << 20).map(|i| (i % 249) as u8).collect();
     let uploads = disk
         .path()

@@ -12,9 +12,7 @@ use support::*;
 const BIG: usize = 100 << 20;
 
 fn registry_options(root: &std::path::Path) -> Options {
-    let mut o = Options::registry();
-    o.backend_toml = Some(format!("[registry]\nroot = \"{}\"\n", root.display()));
-    o
+    Options::registry().root(root)
 }
 
 #[test]

@@ -405,9 +405,9 @@ async fn sigterm_lets_an_upload_in_progress_finish_then_exits_0() {
 async fn metrics_count_known_traffic_and_the_access_log_records_it() {
     let dir = tempfile::tempdir().unwrap();
     let metrics_port = free_port();
-    let mut opts = Options::registry();
-    opts.extra_toml =
-        format!("\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n[log]\nformat = \"json\"\n");
+    let opts = Options::registry()
+        .metrics(format!("127.0.0.1:{metrics_port}"))
+        .log_format("json");
     let mut svc = Service::start(dir.path(), &opts, &[("KEEP_STDOUT", "1")]);
     svc.wait_for("READY=1");
     let stdout = svc.stdout.take().unwrap();

@@ -156,75 +156,12 @@ pub fn default_htpasswd() -> String {
     )
 }
 
-/// How to start a test Portcullis.
-pub struct Options {
-    /// Upstream URLs; empty means the bundled registry on `<dir>/data`.
-    pub upstreams: Vec<String>,
-    pub read_timeout: &'static str,
-    /// More `[server]` keys, one per line (`header_timeout = "2s"`).
-    pub server_toml: String,
-    pub htpasswd: String,
-    pub extra_toml: String,
-    /// Replaces the generated backend section (e.g. a `[registry]` with another root).
-    pub backend_toml: Option<String>,
-}
-
-impl Options {
-    /// The bundled registry (all-in-one), storage in the Portcullis test folder.
-    pub fn registry() -> Options {
-        Options {
-            upstreams: Vec::new(),
-            read_timeout: "900s",
-            server_toml: String::new(),
-            htpasswd: default_htpasswd(),
-            extra_toml: String::new(),
-            backend_toml: None,
-        }
-    }
-
-    pub fn upstream(url: impl Into<String>) -> Options {
-        Options {
-            upstreams: vec![url.into()],
-            read_timeout: "900s",
-            server_toml: String::new(),
-            htpasswd: default_htpasswd(),
-            extra_toml: String::new(),
-            backend_toml: None,
-        }
-    }
-}
+pub use config::Options;
 
 /// Write certificates, htpasswd and proxy.toml for a Portcullis into `dir`; return the
 /// config path. `listen` is the address written into the file.
 pub fn write_config(dir: &Path, opts: &Options, listen: &str) -> PathBuf {
-    let certs = dir.join("certs");
-    portcullis::certs::generate(
-        &portcullis::certs::Layout::in_dir(&certs),
-        &["localhost".to_string(), "127.0.0.1".to_string()],
-        false,
-    )
-    .expect("generate certificates");
-    std::fs::create_dir_all(dir.join("auth")).unwrap();
-    std::fs::write(dir.join("auth/htpasswd"), &opts.htpasswd).unwrap();
-    let backend = if let Some(b) = &opts.backend_toml {
-        b.clone()
-    } else if opts.upstreams.is_empty() {
-        "[registry]\nroot = \"data\"\n".to_string()
-    } else {
-        let servers: String = opts
-            .upstreams
-            .iter()
-            .map(|u| format!("[[upstream.server]]\nurl = \"{u}\"\n"))
-            .collect();
-        format!("[upstream]\nbalance = \"round_robin\"\n{servers}")
-    };
-    let toml = format!(
-        "[server]\nlisten = \"{listen}\"\nread_timeout = \"{}\"\n{}\n\n[tls]\ncertificate = \"certs/server.crt\"\nkey = \"certs/server.key\"\n\n[auth]\nhtpasswd = \"auth/htpasswd\"\nrealm = \"Registry Realm\"\n{}\n{backend}",
-        opts.read_timeout, opts.server_toml, opts.extra_toml
-    );
-    let path = dir.join("proxy.toml");
-    std::fs::write(&path, toml).unwrap();
-    path
+    opts.write(dir, listen)
 }
 
 /// An in-process Portcullis on 127.0.0.1:<ephemeral>, stopped when dropped.
@@ -417,6 +354,7 @@ pub fn request(method: &str, url: &str, user: Option<(&str, &str)>) -> http::req
     b
 }
 
+pub mod config;
 pub mod docker;
 pub mod oci;
 
