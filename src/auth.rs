@@ -81,9 +81,9 @@ struct Loaded {
     stamp: Option<Stamp>,
 }
 
-/// The result of checking a request's credentials.
+/// What authentication decided about a request's credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Decision {
     /// Verified; the user name.
     Allowed(String),
     /// No (usable) Authorization header: ask for credentials.
@@ -223,7 +223,7 @@ impl Authenticator {
         let current = self.loaded.load();
         let now = match stamp(&self.path) {
             Ok(s) => s,
-            Err(e) => return Refresh::Failed(crate::io_error_words(&e)),
+            Err(e) => return Refresh::Failed(crate::files::io_error_words(&e)),
         };
         if current.stamp.as_ref() == Some(&now) {
             return Refresh::Unchanged;
@@ -258,24 +258,24 @@ impl Authenticator {
     /// hashing [`pool`], shared with identical checks in progress; a refusal comes no
     /// sooner than [`Self::failure_delay`] after the call. Dropping the future gives
     /// up the turn (the hash is skipped unless another request still waits for it).
-    pub async fn authenticate(&self, authorization: Option<&HeaderValue>) -> Outcome {
+    pub async fn authenticate(&self, authorization: Option<&HeaderValue>) -> Decision {
         let Some((user, password)) = authorization.and_then(parse_basic) else {
-            return Outcome::Missing;
+            return Decision::Missing;
         };
         let started = Instant::now();
         let loaded = self.loaded.load_full();
         let key = cache_key(loaded.generation, &user, &password);
         let Some(flight) = self.join(key, &loaded, &user, password) else {
             crate::metrics::get().auth_cache_hits.inc();
-            return Outcome::Allowed(user);
+            return Decision::Allowed(user);
         };
         if flight.await == Verdict::Match {
-            return Outcome::Allowed(user);
+            return Decision::Allowed(user);
         }
         // Pad from this request's own start: the pool slot is already free, so a
         // flood of failures costs timers, not hashing threads.
         tokio::time::sleep_until((started + self.failure_delay()).into()).await;
-        Outcome::Refused(loaded.file.contains(&user).then_some(user))
+        Decision::Refused(loaded.file.contains(&user).then_some(user))
     }
 
     /// `None` if the credential is cached; else the check in progress for `key`, or a
@@ -395,7 +395,7 @@ pub fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
 fn read(path: &Path) -> Result<(Htpasswd, Stamp), AuthError> {
     let err = |e: std::io::Error| AuthError {
         path: path.to_path_buf(),
-        words: crate::io_error_words(&e),
+        words: crate::files::io_error_words(&e),
     };
     // Stamp first: if the file changes while we read, the next refresh sees a newer
     // stamp and reads it again rather than missing the change.
@@ -472,24 +472,24 @@ mod tests {
         let a = Authenticator::load(&path, "R").unwrap();
         assert_eq!(
             a.authenticate(Some(&basic("alice", "s3cret"))).await,
-            Outcome::Allowed("alice".into())
+            Decision::Allowed("alice".into())
         );
         assert_eq!(a.cache_stats(), (0, 1));
         assert_eq!(
             a.authenticate(Some(&basic("alice", "s3cret"))).await,
-            Outcome::Allowed("alice".into())
+            Decision::Allowed("alice".into())
         );
         assert_eq!(a.cache_stats(), (1, 1), "second request must hit the cache");
         assert_eq!(
             a.authenticate(Some(&basic("alice", "wrong"))).await,
-            Outcome::Refused(Some("alice".into()))
+            Decision::Refused(Some("alice".into()))
         );
         assert_eq!(
             a.authenticate(Some(&basic("bob", "s3cret"))).await,
-            Outcome::Refused(None),
+            Decision::Refused(None),
             "an unknown name is not handed to the log"
         );
-        assert_eq!(a.authenticate(None).await, Outcome::Missing);
+        assert_eq!(a.authenticate(None).await, Decision::Missing);
 
         // Replace the password: the cached credential must stop working at once.
         std::thread::sleep(Duration::from_millis(20));
@@ -505,11 +505,11 @@ mod tests {
         assert_eq!(a.cache_stats().1, 0);
         assert_eq!(
             a.authenticate(Some(&basic("alice", "s3cret"))).await,
-            Outcome::Refused(Some("alice".into()))
+            Decision::Refused(Some("alice".into()))
         );
         assert_eq!(
             a.authenticate(Some(&basic("alice", "n3w"))).await,
-            Outcome::Allowed("alice".into())
+            Decision::Allowed("alice".into())
         );
         assert_eq!(a.refresh(), Refresh::Unchanged);
 
@@ -518,7 +518,7 @@ mod tests {
         assert!(matches!(a.refresh(), Refresh::Failed(_)));
         assert_eq!(
             a.authenticate(Some(&basic("alice", "n3w"))).await,
-            Outcome::Allowed("alice".into())
+            Decision::Allowed("alice".into())
         );
     }
 
@@ -540,11 +540,11 @@ mod tests {
             futures_util::future::join_all(tasks)
         };
         for r in run("s3cret").await {
-            assert_eq!(r.unwrap(), Outcome::Allowed("alice".into()));
+            assert_eq!(r.unwrap(), Decision::Allowed("alice".into()));
         }
         assert_eq!(a.hashes(), 1, "100 parallel first requests, one hash");
         for r in run("wrong").await {
-            assert_eq!(r.unwrap(), Outcome::Refused(Some("alice".into())));
+            assert_eq!(r.unwrap(), Decision::Refused(Some("alice".into())));
         }
         assert!(
             a.hashes() <= 10,
@@ -576,7 +576,7 @@ mod tests {
             let t = Instant::now();
             let out = a.authenticate(Some(&basic(user, "wrong"))).await;
             let took = t.elapsed();
-            assert!(matches!(out, Outcome::Refused(_)), "{user}");
+            assert!(matches!(out, Decision::Refused(_)), "{user}");
             assert!(took >= delay, "{user}: refused after {took:?} < {delay:?}");
             assert_eq!(a.hashes() - before, hashed, "{user}");
         }
@@ -584,7 +584,7 @@ mod tests {
         let t = Instant::now();
         assert_eq!(
             a.authenticate(Some(&basic("april", "x"))).await,
-            Outcome::Allowed("april".into())
+            Decision::Allowed("april".into())
         );
         assert!(t.elapsed() < delay, "{:?}", t.elapsed());
     }

@@ -34,7 +34,7 @@ pub enum CertsError {
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CertsError + '_ {
     move |e| CertsError::Io {
         path: path.to_path_buf(),
-        words: crate::io_error_words(&e),
+        words: crate::files::io_error_words(&e),
     }
 }
 

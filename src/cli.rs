@@ -155,7 +155,7 @@ pub fn main(cli: Cli) -> ExitCode {
 
 fn serve(path: &Path) -> Result<(), Failure> {
     init_tracing();
-    let config = Config::load(path)?;
+    let config = preflight(path)?.config;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -163,7 +163,7 @@ fn serve(path: &Path) -> Result<(), Failure> {
     rt.block_on(async move {
         let listen = config.server.listen.clone();
         let metrics_listen = config.metrics_listen;
-        if let Some(password) = crate::ensure_htpasswd(&config).map_err(Failure)? {
+        if let Some(password) = crate::app::ensure_htpasswd(&config).map_err(Failure)? {
             // Printed once, to the terminal only: it is stored nowhere in the clear.
             eprintln!(
                 "\n  Created {} with user \"admin\" and password: {password}\n  Log in with: docker login -u admin {}:{}\n  Add users with: portcullis passwd add NAME\n",
@@ -172,8 +172,8 @@ fn serve(path: &Path) -> Result<(), Failure> {
                 listen.first().map(|a| a.port()).unwrap_or(5443),
             );
         }
-        let state = crate::State::build(config)?;
-        let listeners = match crate::service::inherited_listeners()
+        let state = crate::state::State::build(config)?;
+        let listeners = match crate::systemd::inherited_listeners()
             .map_err(|e| Failure(format!("socket activation (LISTEN_FDS): {e}")))?
         {
             Some(l) => {
@@ -187,7 +187,7 @@ fn serve(path: &Path) -> Result<(), Failure> {
                         Failure(format!(
                             "{}: server.listen: cannot listen on {addr}: {}",
                             path.display(),
-                            crate::io_error_words(&e)
+                            crate::files::io_error_words(&e)
                         ))
                     })?;
                     ls.push(l);
@@ -200,36 +200,36 @@ fn serve(path: &Path) -> Result<(), Failure> {
                 Failure(format!(
                     "{}: metrics.listen: cannot listen on {addr}: {}",
                     path.display(),
-                    crate::io_error_words(&e)
+                    crate::files::io_error_words(&e)
                 ))
             })?),
             None => None,
         };
-        let status = crate::service::status_line(&state);
-        let shared = crate::shared(state);
+        let status = crate::app::status_line(&state);
+        let shared = crate::app::shared(state);
         let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         if let Some(l) = metrics_listener {
-            tokio::spawn(crate::metrics::serve(l, shared.clone(), async move {
+            tokio::spawn(crate::admin::serve(l, shared.clone(), async move {
                 let _ = metrics_stopped.await;
             }));
         }
         // Before READY: systemd may send SIGHUP the moment it reads READY=1.
-        let signals = crate::service::Signals::install()
+        let signals = crate::app::Signals::install()
             .map_err(|e| Failure(format!("cannot install signal handlers: {e}")))?;
         tracing::info!(%status, "portcullis ready");
-        crate::service::notify(&[
+        crate::systemd::notify(&[
             sd_notify::NotifyState::Ready,
             sd_notify::NotifyState::Status(&status),
         ]);
-        crate::service::start_watchdog();
-        crate::run(
+        crate::systemd::start_watchdog();
+        crate::app::run(
             shared.clone(),
             listeners,
-            crate::service::until_stopped(path.to_path_buf(), shared, signals),
+            crate::app::until_stopped(path.to_path_buf(), shared, signals),
         )
         .await;
         let _ = stop_metrics.send(());
-        crate::access::flush();
+        crate::access_log::flush();
         tracing::info!("stopped");
         Ok(())
     })
@@ -246,25 +246,44 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListen
     socket.listen(1024)
 }
 
-/// `check`: every problem, one line each; exit 1 if any.
-pub fn check_problems(path: &Path) -> Vec<String> {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(p) => return p.0.iter().map(ToString::to_string).collect(),
-    };
+/// What `check` reports and `serve` starts from: the configuration, loaded once, and
+/// what is wrong with the files it names.
+pub struct Preflight {
+    pub config: Config,
+    /// Failures, one line each: `check` exits 1 on any.
+    pub problems: Vec<String>,
+    /// Advice that is not a failure: one line per htpasswd entry with a weak hash
+    /// (apr1, MD5-crypt, {SHA}), saying how to rehash it.
+    pub warnings: Vec<String>,
+}
+
+/// The preflight `check` and `serve` share. `Err`: the configuration itself does not
+/// load (every problem, one line each; both stop there). Then certificates (unless
+/// they will be created on start), the htpasswd file and the storage root are looked
+/// at. These findings are `check`'s verdict; `serve` goes on from the configuration,
+/// creates what a first start creates, and `State::build` refuses (in its own words)
+/// only what cannot serve: an htpasswd line it skips is a warning there, as in nginx.
+pub fn preflight(path: &Path) -> Result<Preflight, crate::config::Problems> {
+    let config = Config::load(path)?;
+    Ok(inspect(config))
+}
+
+fn inspect(config: Config) -> Preflight {
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     let t = &config.tls;
     if t.generate_if_missing && !(t.certificate.exists() && t.key.exists()) {
         // Will be created on start: nothing to check yet.
     } else if let Err(e) = crate::tls::load_server_config(&t.certificate, &t.key) {
         problems.push(e.to_string());
     }
-    match htpasswd::Htpasswd::load(&config.auth.htpasswd) {
+    let file = &config.auth.htpasswd;
+    match htpasswd::Htpasswd::load(file) {
         Ok(h) => {
             for p in h.problems() {
                 problems.push(format!(
                     "{}: line {}: {}",
-                    config.auth.htpasswd.display(),
+                    file.display(),
                     p.line,
                     p.message
                 ));
@@ -272,14 +291,19 @@ pub fn check_problems(path: &Path) -> Vec<String> {
             if h.is_empty() {
                 problems.push(format!(
                     "{}: no users; add one with: portcullis passwd add NAME",
-                    config.auth.htpasswd.display()
+                    file.display()
                 ));
             }
+            warnings.extend(
+                h.weak_entries()
+                    .iter()
+                    .map(|w| format!("{}: {w}", file.display())),
+            );
         }
         Err(e) => problems.push(format!(
             "{}: auth.htpasswd: cannot read: {}",
-            config.auth.htpasswd.display(),
-            crate::io_error_words(&e)
+            file.display(),
+            crate::files::io_error_words(&e)
         )),
     }
     if let crate::config::Backend::Registry(r) = &config.backend {
@@ -291,7 +315,11 @@ pub fn check_problems(path: &Path) -> Vec<String> {
             ));
         }
     }
-    problems
+    Preflight {
+        config,
+        problems,
+        warnings,
+    }
 }
 
 /// The storage root must be a writable folder, or creatable.
@@ -311,34 +339,19 @@ fn check_storage_root(root: &Path) -> Result<(), String> {
                 Some(parent) if !parent.as_os_str().is_empty() => p = parent,
                 _ => return Ok(()),
             },
-            Err(e) => return Err(crate::io_error_words(&e)),
+            Err(e) => return Err(crate::files::io_error_words(&e)),
         }
     }
 }
 
-/// `check`'s advice that is not a failure: one line per htpasswd entry with a weak
-/// hash (apr1, MD5-crypt, {SHA}), saying how to rehash it.
-pub fn check_warnings(path: &Path) -> Vec<String> {
-    let Ok(config) = Config::load(path) else {
-        return Vec::new();
-    };
-    let file = &config.auth.htpasswd;
-    match htpasswd::Htpasswd::load(file) {
-        Ok(h) => h
-            .weak_entries()
-            .iter()
-            .map(|w| format!("{}: {w}", file.display()))
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
 fn check(path: &Path) -> Result<(), Failure> {
-    let problems = check_problems(path);
+    let Preflight {
+        problems, warnings, ..
+    } = preflight(path)?;
     // Weak hashes still work (nginx accepts them too), so they are advice on
     // standard output and `check` still succeeds; a deployment that wants them gone
     // can grep for "weak password hash".
-    for w in check_warnings(path) {
+    for w in warnings {
         println!("{w}");
     }
     if problems.is_empty() {
@@ -475,7 +488,7 @@ fn cannot<'a>(path: &'a Path, verb: &'a str) -> impl FnOnce(std::io::Error) -> F
         Failure(format!(
             "{}: cannot {verb}: {}",
             path.display(),
-            crate::io_error_words(&e)
+            crate::files::io_error_words(&e)
         ))
     }
 }
@@ -505,7 +518,7 @@ fn gc(path: &Path, dry_run: bool) -> Result<(), Failure> {
                 "{}: registry.root: {}: {}",
                 path.display(),
                 r.root.display(),
-                crate::io_error_words(&e)
+                crate::files::io_error_words(&e)
             ))
         })?;
     let verb = if dry_run { "would delete" } else { "deleted" };

@@ -1,5 +1,6 @@
 //! Files that are either absent or complete: what certificates, keys, htpasswd files,
-//! the registry secret and the registry's small objects are written with.
+//! the registry secret and the registry's small objects are written with; and I/O
+//! errors in the words one-line messages use.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -39,6 +40,21 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// An I/O error in a few lowercase words ("no such file or directory"), without
+/// Rust's "(os error 2)" suffix, for one-line messages.
+pub fn io_error_words(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = match s.find(" (os error") {
+        Some(i) => &s[..i],
+        None => &s,
+    };
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //! serve the connection with hyper, close connections that are silent or idle too
 //! long, and drain gracefully on shutdown.
 
-use crate::proxy::{self, State};
-use arc_swap::ArcSwap;
+use crate::proxy;
+use crate::state::Shared;
 use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -261,11 +261,7 @@ enum Phase {
 
 /// Serve `listeners` until `shutdown` resolves, then stop accepting and let requests
 /// in flight finish for up to the configured grace period.
-pub async fn serve(
-    state: Arc<ArcSwap<State>>,
-    listeners: Vec<TcpListener>,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn serve(state: Shared, listeners: Vec<TcpListener>, shutdown: impl Future<Output = ()>) {
     let (max_conns, grace) = {
         let s = state.load();
         (
@@ -334,7 +330,7 @@ pub async fn serve(
 
 /// One accepted TCP connection.
 struct Connection {
-    shared: Arc<ArcSwap<State>>,
+    shared: Shared,
     peer: SocketAddr,
     accepted: Instant,
 }

@@ -1,20 +1,14 @@
-//! Metrics: process-wide Prometheus counters (they outlive configuration reloads) and
-//! the separate plain-HTTP listener serving `/metrics`, `/healthz` and `/readyz`.
+//! Metrics: the process-wide Prometheus counters (they outlive configuration reloads)
+//! and their text exposition. Served by `admin`.
 
-use crate::body::{self, Body};
-use http::{header, HeaderValue, Request, Response, StatusCode};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use std::convert::Infallible;
 use std::sync::atomic::AtomicU64;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -212,63 +206,4 @@ impl Metrics {
 pub fn get() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
-}
-
-fn text(status: StatusCode, content_type: &'static str, s: String) -> Response<Body> {
-    let mut r = Response::new(body::full(s));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
-}
-
-/// Serve `/metrics`, `/healthz` (alive) and `/readyz` (listeners bound and backend
-/// reachable) on a plain-HTTP listener until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: crate::Shared,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, _) = tokio::select! {
-            _ = &mut shutdown => return,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let state = state.clone();
-                async move {
-                    let r = match req.uri().path() {
-                        "/metrics" => text(
-                            StatusCode::OK,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            get().encode(),
-                        ),
-                        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
-                        "/readyz" => match crate::proxy::backend_ready(&state.load_full()).await {
-                            Ok(()) => text(StatusCode::OK, "text/plain", "ready\n".into()),
-                            Err(why) => text(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "text/plain",
-                                format!("not ready: {why}\n"),
-                            ),
-                        },
-                        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
-                    };
-                    Ok::<_, Infallible>(r)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
-        });
-    }
 }

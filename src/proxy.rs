@@ -1,100 +1,24 @@
-//! The request phases, in order: route → client rule → authenticate → backend →
-//! finish headers → log. Each phase is a plain function that may answer early, so
-//! each is testable without sockets (CONVENTIONS.md §4).
+//! The request phases, in order: route → client rule → authenticate ([`admit`]) →
+//! backend → finish headers → log. Each phase is a plain function that may answer
+//! early, so each is testable without sockets (CONVENTIONS.md §4; tests below).
 
-use crate::auth::{Authenticator, Outcome};
+use crate::auth::{Authenticator, Decision};
 use crate::body::{self, Body, Idle, Watched};
 use crate::clients::{self, Route};
-use crate::config::{Backend as BackendConfig, Config};
+use crate::config::Config;
 use crate::error::{oci_error, Code, API_VERSION, API_VERSION_HEADER};
 use crate::oci::Call;
-use crate::registry::storage::fs::Fs;
-use crate::registry::Registry;
-use crate::upstream::Pool;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use crate::state::{Backend, Shared, State};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Where authorised requests are dispatched.
-pub enum Backend {
-    Upstream(Arc<Pool>),
-    /// The bundled registry, served in-process (no loopback hop).
-    Registry(Registry<Fs>),
-}
-
-/// Everything a request needs, built whole from one configuration (a reload builds a
-/// new one and swaps it in; requests in flight keep the one they began with).
-pub struct State {
-    pub config: Config,
-    pub tls: tokio_rustls::TlsAcceptor,
-    pub auth: Arc<Authenticator>,
-    pub backend: Backend,
-}
-
-/// Errors while building a [`State`]; each names the file or key at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
-    #[error(transparent)]
-    Certs(#[from] crate::certs::CertsError),
-    #[error(transparent)]
-    Auth(#[from] crate::auth::AuthError),
-    #[error(transparent)]
-    UpstreamCa(#[from] crate::upstream::CaError),
-    #[error("{file}: registry.root: {path}: {words}")]
-    Storage {
-        file: String,
-        path: String,
-        words: String,
-    },
-}
-
-impl State {
-    /// Load certificates (creating them when allowed), the htpasswd file and the backend.
-    pub fn build(config: Config) -> Result<State, BuildError> {
-        crate::ensure_certificates(&config)?;
-        let tls = crate::tls::load_server_config(&config.tls.certificate, &config.tls.key)?;
-        let auth = Arc::new(Authenticator::load(
-            &config.auth.htpasswd,
-            &config.auth.realm,
-        )?);
-        let backend = match &config.backend {
-            BackendConfig::Upstream(u) => {
-                let pool = Arc::new(Pool::new(u, config.server.read_timeout)?);
-                pool.start_health_checks();
-                Backend::Upstream(pool)
-            }
-            BackendConfig::Registry(r) => {
-                let secret = registry_secret(r).map_err(|e| BuildError::Storage {
-                    file: config.path.display().to_string(),
-                    path: r.root.display().to_string(),
-                    words: crate::io_error_words(&e),
-                })?;
-                let registry =
-                    Registry::new(Fs::new(&r.root), r.delete, secret, Default::default());
-                registry.start_maintenance(
-                    r.gc_interval.map(|every| (every, r.gc_grace)),
-                    r.upload_purge,
-                );
-                Backend::Registry(registry)
-            }
-        };
-        Ok(State {
-            tls: tokio_rustls::TlsAcceptor::from(tls),
-            config,
-            auth,
-            backend,
-        })
-    }
-}
-
 /// The upload-state secret: `registry.secret`, or one generated on first start and
 /// kept in the storage root (`portcullis.secret`), so every instance sharing the
 /// storage shares it too.
-fn registry_secret(r: &crate::config::Registry) -> std::io::Result<Vec<u8>> {
+pub(crate) fn registry_secret(r: &crate::config::Registry) -> std::io::Result<Vec<u8>> {
     if let Some(s) = &r.secret {
         return Ok(s.as_bytes().to_vec());
     }
@@ -118,7 +42,7 @@ fn registry_secret(r: &crate::config::Registry) -> std::io::Result<Vec<u8>> {
 /// Handle one request from `peer`, on the configuration current when it arrives (a
 /// reload applies to the next request, even on a kept-alive connection; this one
 /// finishes on the state it began with).
-pub async fn handle<B>(shared: crate::Shared, peer: SocketAddr, req: Request<B>) -> Response<Body>
+pub async fn handle<B>(shared: Shared, peer: SocketAddr, req: Request<B>) -> Response<Body>
 where
     B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<body::BoxError>,
@@ -156,7 +80,7 @@ where
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let mut unanswered = Unanswered {
-        entry: Some(crate::access::Entry {
+        entry: Some(crate::access_log::Entry {
             time,
             peer,
             user: None,
@@ -175,7 +99,7 @@ where
         format: state.config.log_format,
         class,
     };
-    let (mut resp, outcome) = answer(&state, req, peer, route, call, &mut unanswered).await;
+    let (mut resp, attempts) = answer(&state, req, peer, route, call, &mut unanswered).await;
     if version < http::Version::HTTP_2 {
         keep_connection_usable(&leftover, expects_continue, &mut resp).await;
     }
@@ -186,8 +110,8 @@ where
         return resp;
     };
     entry.status = resp.status().as_u16();
-    entry.upstream = outcome.upstream;
-    entry.retries = outcome.retries;
+    entry.upstream = attempts.upstream;
+    entry.retries = attempts.retries;
     let format = state.config.log_format;
     let bytes_out = Arc::new(AtomicU64::new(0));
     let counter = bytes_out.clone();
@@ -219,43 +143,90 @@ async fn answer(
     route: Route,
     call: Option<Call>,
     unanswered: &mut Unanswered,
-) -> (Response<Body>, crate::upstream::forward::Outcome) {
-    let m = crate::metrics::get();
+) -> (Response<Body>, crate::upstream::forward::Attempts) {
+    match admit(
+        &state.config,
+        &state.auth,
+        route,
+        req.headers(),
+        req.uri(),
+        peer,
+    )
+    .await
+    {
+        Admission::Answer(r) => (r, Default::default()),
+        Admission::Dispatch { user } => {
+            if let (Some(u), Some(e)) = (user, &mut unanswered.entry) {
+                e.user = Some(u);
+            }
+            dispatch(state, req, peer, call).await
+        }
+    }
+}
+
+/// What the phases before the backend decided about a request.
+#[derive(Debug)]
+pub enum Admission {
+    /// Hand it to the backend; `user` when it authenticated (`/_ping` does not).
+    Dispatch { user: Option<String> },
+    /// Answered early (404, the redirect to `/v2/`, 401 with the challenge).
+    Answer(Response<Body>),
+}
+
+/// Phases: route, client rule, authenticate, in nginx's order (the recipe's rewrite
+/// phase, then its access phase). Reads only the request head.
+pub async fn admit(
+    config: &Config,
+    auth: &Authenticator,
+    route: Route,
+    headers: &HeaderMap,
+    uri: &Uri,
+    peer: SocketAddr,
+) -> Admission {
     match route {
-        Route::Other => (
-            oci_error(StatusCode::NOT_FOUND, Code::NotFound, "not found"),
-            Default::default(),
-        ),
-        Route::V2NoSlash => (redirect_to_v2(&req), Default::default()),
-        Route::Ping => dispatch(state, req, peer, call).await,
+        Route::Other => Admission::Answer(oci_error(
+            StatusCode::NOT_FOUND,
+            Code::NotFound,
+            "not found",
+        )),
+        Route::V2NoSlash => Admission::Answer(redirect_to_v2(headers, uri)),
+        // The recipe's `location = /_ping` has no auth_basic: it answers anyone.
+        Route::Ping => Admission::Dispatch { user: None },
         Route::V2 => {
-            if let Some(r) = client_rule(&state.config, &req) {
-                return (r, Default::default());
+            if let Some(r) = client_rule(config, headers) {
+                return Admission::Answer(r);
             }
-            match state
-                .auth
-                .authenticate(req.headers().get(header::AUTHORIZATION))
-                .await
-            {
-                Outcome::Allowed(u) => {
-                    m.auth_successes.inc();
-                    if let Some(e) = &mut unanswered.entry {
-                        e.user = Some(u);
-                    }
-                    dispatch(state, req, peer, call).await
-                }
-                Outcome::Missing => (state.auth.challenge(), Default::default()),
-                Outcome::Refused(u) => {
-                    m.auth_failures.inc();
-                    match u {
-                        Some(u) => tracing::info!(
-                            %peer, user = %crate::access::Escaped(&u), "authentication failed"
-                        ),
-                        None => tracing::info!(%peer, "authentication failed (unknown user)"),
-                    }
-                    (state.auth.challenge(), Default::default())
-                }
+            match authenticate(auth, headers, peer).await {
+                Ok(user) => Admission::Dispatch { user: Some(user) },
+                Err(r) => Admission::Answer(r),
             }
+        }
+    }
+}
+
+/// Phase: Basic authentication against the htpasswd file. The user, or the 401 that
+/// asks for credentials.
+pub async fn authenticate(
+    auth: &Authenticator,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<String, Response<Body>> {
+    let m = crate::metrics::get();
+    match auth.authenticate(headers.get(header::AUTHORIZATION)).await {
+        Decision::Allowed(u) => {
+            m.auth_successes.inc();
+            Ok(u)
+        }
+        Decision::Missing => Err(auth.challenge()),
+        Decision::Refused(u) => {
+            m.auth_failures.inc();
+            match u {
+                Some(u) => tracing::info!(
+                    %peer, user = %crate::access_log::Escaped(&u), "authentication failed"
+                ),
+                None => tracing::info!(%peer, "authentication failed (unknown user)"),
+            }
+            Err(auth.challenge())
         }
     }
 }
@@ -366,10 +337,10 @@ const CLIENT_CLOSED_REQUEST: u16 = 499;
 /// this, such requests left no trace. Disarmed by taking `entry` once a response exists;
 /// from then on the response body's drop writes the line.
 struct Unanswered {
-    entry: Option<crate::access::Entry>,
+    entry: Option<crate::access_log::Entry>,
     started: Instant,
     bytes_in: Arc<AtomicU64>,
-    format: crate::access::Format,
+    format: crate::access_log::Format,
     /// The metrics route class.
     class: &'static str,
 }
@@ -425,7 +396,7 @@ async fn keep_connection_usable(
 }
 
 /// The end of a request: metrics and the access log line.
-fn record(e: &crate::access::Entry, route: &'static str, format: crate::access::Format) {
+fn record(e: &crate::access_log::Entry, route: &'static str, format: crate::access_log::Format) {
     let m = crate::metrics::get();
     m.requests
         .get_or_create(&crate::metrics::RequestLabels {
@@ -439,54 +410,16 @@ fn record(e: &crate::access::Entry, route: &'static str, format: crate::access::
         .observe(e.duration.as_secs_f64());
     m.bytes_in.inc_by(e.bytes_in);
     m.bytes_out.inc_by(e.bytes_out);
-    crate::access::emit(e, format);
-}
-
-/// `/readyz`: can the backend take requests? Upstreams: at least one answers a TCP
-/// connect within a second. Bundled registry: its storage folder is there.
-pub async fn backend_ready(state: &State) -> Result<(), String> {
-    match &state.backend {
-        Backend::Upstream(pool) => {
-            for peer in pool.peers() {
-                let host = peer
-                    .base
-                    .host()
-                    .unwrap_or("")
-                    .trim_matches(|c| c == '[' || c == ']')
-                    .to_string();
-                let port =
-                    peer.base
-                        .port_u16()
-                        .unwrap_or(if peer.base.scheme_str() == Some("https") {
-                            443
-                        } else {
-                            80
-                        });
-                let connect = tokio::net::TcpStream::connect((host.as_str(), port));
-                if let Ok(Ok(_)) =
-                    tokio::time::timeout(std::time::Duration::from_secs(1), connect).await
-                {
-                    return Ok(());
-                }
-            }
-            Err("no upstream accepts connections".into())
-        }
-        Backend::Registry(r) => match tokio::fs::metadata(r.storage().root()).await {
-            Ok(m) if m.is_dir() => Ok(()),
-            Ok(_) => Err("storage root is not a folder".into()),
-            Err(e) => Err(format!("storage root: {}", crate::io_error_words(&e))),
-        },
-    }
+    crate::access_log::emit(e, format);
 }
 
 /// Phase: the nginx-recipe user-agent rule (404, before authentication, as nginx's
 /// rewrite phase runs before its access phase).
-pub fn client_rule<B>(config: &Config, req: &Request<B>) -> Option<Response<Body>> {
+pub fn client_rule(config: &Config, headers: &HeaderMap) -> Option<Response<Body>> {
     if !config.clients.reject_old_docker {
         return None;
     }
-    let ua = req
-        .headers()
+    let ua = headers
         .get(header::USER_AGENT)
         .map(HeaderValue::as_bytes)
         .unwrap_or_default();
@@ -501,13 +434,9 @@ pub fn client_rule<B>(config: &Config, req: &Request<B>) -> Option<Response<Body
 
 /// nginx's answer to `/v2` for a `location /v2/` with proxy_pass: 301 to the same
 /// URI with the slash, absolute, built from the client's Host.
-pub fn redirect_to_v2<B>(req: &Request<B>) -> Response<Body> {
-    let host = clients::host(req.headers(), req.uri());
-    let query = req
-        .uri()
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
+pub fn redirect_to_v2(headers: &HeaderMap, uri: &Uri) -> Response<Body> {
+    let host = clients::host(headers, uri);
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
     let location = match host {
         Some(h) => format!("https://{h}/v2/{query}"),
         None => format!("/v2/{query}"),
@@ -527,7 +456,7 @@ async fn dispatch(
     req: Request<Body>,
     peer: SocketAddr,
     call: Option<Call>,
-) -> (Response<Body>, crate::upstream::forward::Outcome) {
+) -> (Response<Body>, crate::upstream::forward::Attempts) {
     match &state.backend {
         Backend::Upstream(pool) => {
             let repository = call.as_ref().and_then(|c| c.repository.as_deref());
@@ -565,5 +494,222 @@ pub fn finish_headers(route: Route, method: &Method, resp: &mut Response<Body>) 
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
         }
         *resp.body_mut() = body::empty();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use std::path::Path;
+
+    const PEER: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40000);
+
+    /// A configuration in front of one upstream; `clients` is the `[clients]` table.
+    fn config(dir: &Path, clients: &str) -> Config {
+        let text = format!(
+            "[tls]\ncertificate = \"server.crt\"\nkey = \"server.key\"\n\n[auth]\nhtpasswd = \"htpasswd\"\nrealm = \"Phase Realm\"\n\n[clients]\n{clients}\n\n[upstream]\n[[upstream.server]]\nurl = \"http://127.0.0.1:5000\"\n"
+        );
+        Config::parse(&dir.join("proxy.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// An authenticator over a file with user `alice`, password `s3cret`.
+    fn authenticator(dir: &Path) -> Authenticator {
+        let hash = crate::auth::htpasswd::hash_bcrypt("s3cret", 4).expect("bcrypt");
+        let path = dir.join("htpasswd");
+        std::fs::write(&path, format!("alice:{hash}\n")).expect("write htpasswd");
+        Authenticator::load(&path, "Phase Realm").expect("load htpasswd")
+    }
+
+    fn request(path: &str, user_agent: &str, credentials: Option<(&str, &str)>) -> Request<()> {
+        let mut b = Request::get(path).header(header::USER_AGENT, user_agent);
+        if let Some((u, p)) = credentials {
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+            b = b.header(header::AUTHORIZATION, format!("Basic {token}"));
+        }
+        b.body(()).expect("request")
+    }
+
+    async fn admitted(config: &Config, auth: &Authenticator, req: &Request<()>) -> Admission {
+        let route = clients::route(req.uri().path());
+        admit(config, auth, route, req.headers(), req.uri(), PEER).await
+    }
+
+    const MODERN: &str = "docker/27.0.3 go/go1.21.12 git-commit/c4c9bbe os/linux arch/amd64";
+    const OLD: &str =
+        "docker/1.5.0 go/go1.4.1 git-commit/a8a31ef kernel/3.13.0 os/linux arch/amd64";
+
+    #[tokio::test]
+    async fn old_docker_gets_404_before_authentication() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (config, auth) = (config(dir.path(), ""), authenticator(dir.path()));
+        // Without credentials, so that reaching authentication would answer 401.
+        let Admission::Answer(r) = admitted(&config, &auth, &request("/v2/", OLD, None)).await
+        else {
+            panic!("docker 1.5 was let through");
+        };
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert!(!r.headers().contains_key(header::WWW_AUTHENTICATE));
+        // Even with good credentials the rule answers first.
+        let good = request("/v2/", OLD, Some(("alice", "s3cret")));
+        let Admission::Answer(r) = admitted(&config, &auth, &good).await else {
+            panic!("docker 1.5 with credentials was let through");
+        };
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn the_client_rule_can_be_switched_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = config(dir.path(), "reject_old_docker = false");
+        let auth = authenticator(dir.path());
+        let good = request("/v2/", OLD, Some(("alice", "s3cret")));
+        assert!(matches!(
+            admitted(&config, &auth, &good).await,
+            Admission::Dispatch { user: Some(u) } if u == "alice"
+        ));
+    }
+
+    #[tokio::test]
+    async fn v2_without_credentials_is_challenged_with_the_api_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (config, auth) = (config(dir.path(), ""), authenticator(dir.path()));
+        let req = request("/v2/", MODERN, None);
+        let Admission::Answer(mut r) = admitted(&config, &auth, &req).await else {
+            panic!("/v2/ without credentials was let through");
+        };
+        finish_headers(Route::V2, req.method(), &mut r);
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let challenge = r
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(
+            challenge.starts_with("Basic ") && challenge.contains("Phase Realm"),
+            "{challenge:?}"
+        );
+        assert_eq!(
+            r.headers().get(API_VERSION_HEADER),
+            Some(&HeaderValue::from_static("registry/2.0"))
+        );
+    }
+
+    #[tokio::test]
+    async fn credentials_decide_between_dispatch_and_401() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (config, auth) = (config(dir.path(), ""), authenticator(dir.path()));
+        let good = request(
+            "/v2/library/alpine/tags/list",
+            MODERN,
+            Some(("alice", "s3cret")),
+        );
+        assert!(matches!(
+            admitted(&config, &auth, &good).await,
+            Admission::Dispatch { user: Some(u) } if u == "alice"
+        ));
+        let bad = request("/v2/", MODERN, Some(("alice", "wrong")));
+        let Admission::Answer(r) = admitted(&config, &auth, &bad).await else {
+            panic!("a wrong password was let through");
+        };
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(r.headers().contains_key(header::WWW_AUTHENTICATE));
+    }
+
+    #[tokio::test]
+    async fn ping_bypasses_authentication_and_the_client_rule() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (config, auth) = (config(dir.path(), ""), authenticator(dir.path()));
+        for ua in [MODERN, OLD] {
+            let req = request("/_ping", ua, None);
+            assert!(
+                matches!(
+                    admitted(&config, &auth, &req).await,
+                    Admission::Dispatch { user: None }
+                ),
+                "/_ping from {ua} was not dispatched"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn v2_without_slash_is_redirected_and_other_paths_are_404() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (config, auth) = (config(dir.path(), ""), authenticator(dir.path()));
+        let mut req = request("/v2?x=1", MODERN, None);
+        req.headers_mut()
+            .insert(header::HOST, HeaderValue::from_static("reg.example:5443"));
+        let Admission::Answer(r) = admitted(&config, &auth, &req).await else {
+            panic!("/v2 was dispatched");
+        };
+        assert_eq!(r.status(), StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(
+            r.headers().get(header::LOCATION),
+            Some(&HeaderValue::from_static(
+                "https://reg.example:5443/v2/?x=1"
+            ))
+        );
+        let Admission::Answer(r) = admitted(&config, &auth, &request("/v1/", MODERN, None)).await
+        else {
+            panic!("/v1/ was dispatched");
+        };
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn finish_headers_adds_the_api_version_once_and_keeps_an_upstreams() {
+        let mut bare = Response::new(body::empty());
+        finish_headers(Route::V2, &Method::GET, &mut bare);
+        let values: Vec<_> = bare.headers().get_all(API_VERSION_HEADER).iter().collect();
+        assert_eq!(values, [&HeaderValue::from_static("registry/2.0")]);
+
+        let mut upstream = Response::new(body::empty());
+        upstream
+            .headers_mut()
+            .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.1"));
+        finish_headers(Route::V2, &Method::GET, &mut upstream);
+        let values: Vec<_> = upstream
+            .headers()
+            .get_all(API_VERSION_HEADER)
+            .iter()
+            .collect();
+        assert_eq!(values, [&HeaderValue::from_static("registry/2.1")]);
+
+        // Not a registry answer: no API version.
+        let mut other = Response::new(body::empty());
+        finish_headers(Route::Other, &Method::GET, &mut other);
+        assert!(!other.headers().contains_key(API_VERSION_HEADER));
+    }
+
+    #[test]
+    fn finish_headers_adds_nosniff_unless_present() {
+        let mut r = Response::new(body::empty());
+        finish_headers(Route::Ping, &Method::GET, &mut r);
+        assert_eq!(
+            r.headers().get("x-content-type-options"),
+            Some(&HeaderValue::from_static("nosniff"))
+        );
+        let mut kept = Response::new(body::empty());
+        kept.headers_mut()
+            .insert("x-content-type-options", HeaderValue::from_static("other"));
+        finish_headers(Route::V2, &Method::GET, &mut kept);
+        let values: Vec<_> = kept
+            .headers()
+            .get_all("x-content-type-options")
+            .iter()
+            .collect();
+        assert_eq!(values, [&HeaderValue::from_static("other")]);
+    }
+
+    #[test]
+    fn finish_headers_empties_a_head_answer_and_keeps_its_length() {
+        let mut r = Response::new(body::full("12345"));
+        finish_headers(Route::V2, &Method::HEAD, &mut r);
+        assert_eq!(
+            r.headers().get(header::CONTENT_LENGTH),
+            Some(&HeaderValue::from(5u64))
+        );
+        assert_eq!(http_body::Body::size_hint(r.body()).exact(), Some(0));
     }
 }

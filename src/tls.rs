@@ -39,7 +39,7 @@ pub struct Identity {
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|e| TlsError::Read {
         path: path.to_path_buf(),
-        words: crate::io_error_words(&e),
+        words: crate::files::io_error_words(&e),
     })
 }
 

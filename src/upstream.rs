@@ -1,11 +1,12 @@
-//! The upstream backend: a group of registries behind a balancer, the forwarding of
-//! requests to them over a keep-alive pool of HTTP/1.1 connections (plain or TLS), and
-//! active health checks.
+//! The upstream backend: a group of registries ([`Peer`]s) behind a balancer, the
+//! forwarding of requests to them over a keep-alive pool of HTTP/1.1 connections
+//! (plain or TLS), and active health checks.
 
 pub mod balance;
 pub mod forward;
+mod health;
 
-use crate::body::{self, Body};
+use crate::body::Body;
 use crate::config;
 use balance::{Balancer, PeerConfig};
 use http::Uri;
@@ -14,25 +15,47 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use std::sync::{Arc, Weak};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// One upstream registry.
-#[derive(Debug, Clone)]
+/// One upstream registry: where it is, its `[[upstream.server]]` settings and its
+/// metric series. Its balancing counters are the [`Balancer`]'s, under the group lock.
+#[derive(Debug)]
 pub struct Peer {
     /// `http(s)://host:port`, no path.
     pub base: Uri,
     /// `host:port`, for logs.
     pub label: String,
+    /// Weight, failure window, down/backup, max_conns.
+    pub config: PeerConfig,
     /// This peer's metric series.
     pub(crate) selections: Counter,
     pub(crate) failures: Counter,
     pub(crate) healthy: Gauge,
+    /// How often the balancer picked it.
+    pub(crate) picks: AtomicU64,
 }
 
 impl Peer {
-    /// A peer at `base`, with its metric series looked up once (not per request).
+    /// A peer at `base` with nginx's defaults for a `server` line (weight 1,
+    /// max_fails 1, fail_timeout 10s).
     pub fn new(base: Uri) -> Peer {
+        let config = PeerConfig {
+            key: base.to_string(),
+            weight: 1,
+            max_fails: 1,
+            fail_timeout: Duration::from_secs(10),
+            down: false,
+            backup: false,
+            max_conns: 0,
+        };
+        Peer::with_config(base, config)
+    }
+
+    /// A peer at `base` with `config`, its metric series looked up once (not per
+    /// request).
+    pub fn with_config(base: Uri, config: PeerConfig) -> Peer {
         let label = base.authority().map(|a| a.to_string()).unwrap_or_default();
         let m = crate::metrics::get();
         let labels = crate::metrics::UpstreamLabels {
@@ -44,9 +67,19 @@ impl Peer {
             selections: m.upstream_selections.get_or_create(&labels).clone(),
             failures: m.upstream_failures.get_or_create(&labels).clone(),
             healthy,
+            picks: AtomicU64::new(0),
             base,
             label,
+            config,
         }
+    }
+}
+
+impl From<PeerConfig> for Peer {
+    /// A peer known only by its settings: the key is its URL.
+    fn from(config: PeerConfig) -> Peer {
+        let base = config.key.parse().unwrap_or_default();
+        Peer::with_config(base, config)
     }
 }
 
@@ -54,7 +87,6 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// A group of upstream registries and the connections to them.
 pub struct Pool {
-    peers: Vec<Peer>,
     balancer: Arc<Balancer>,
     client: Client<Connector, Body>,
     read_timeout: Duration,
@@ -114,13 +146,8 @@ impl Pool {
         let peers: Vec<Peer> = cfg
             .servers
             .iter()
-            .map(|s| Peer::new(s.url.clone()))
-            .collect();
-        let balancer = Balancer::new(
-            cfg.balance,
-            cfg.servers
-                .iter()
-                .map(|s| PeerConfig {
+            .map(|s| {
+                let config = PeerConfig {
                     key: s.url.to_string(),
                     weight: s.weight,
                     max_fails: s.max_fails,
@@ -128,9 +155,11 @@ impl Pool {
                     down: s.down,
                     backup: s.backup,
                     max_conns: s.max_conns,
-                })
-                .collect(),
-        );
+                };
+                Peer::with_config(s.url.clone(), config)
+            })
+            .collect();
+        let balancer = Balancer::new(cfg.balance, peers);
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -140,7 +169,6 @@ impl Pool {
             // pool, as nginx does with proxy_http_version 1.1 + keepalive.
             .build(connector(cfg.ca.as_deref())?);
         Ok(Pool {
-            peers,
             balancer: Arc::new(balancer),
             client,
             read_timeout,
@@ -149,68 +177,10 @@ impl Pool {
     }
 
     pub fn peers(&self) -> &[Peer] {
-        &self.peers
+        self.balancer.peers()
     }
 
     pub fn balancer(&self) -> &Balancer {
         &self.balancer
-    }
-
-    /// Start the active health checks, if configured. The task ends by itself when
-    /// the pool is dropped (a reload builds a new one).
-    pub fn start_health_checks(self: &Arc<Pool>) {
-        let Some(hc) = self.health_check.clone() else {
-            return;
-        };
-        let weak: Weak<Pool> = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(hc.interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(pool) = weak.upgrade() else { return };
-                let checks = (0..pool.peers.len()).map(|i| pool.check_one(i, &hc));
-                futures_util::future::join_all(checks).await;
-            }
-        });
-    }
-
-    async fn check_one(&self, i: usize, hc: &config::HealthCheck) {
-        let peer = &self.peers[i];
-        let mut uri = peer.base.clone().into_parts();
-        uri.path_and_query = hc.path.parse().ok();
-        let Ok(uri) = Uri::from_parts(uri) else {
-            return;
-        };
-        let req = http::Request::get(uri)
-            .header(http::header::USER_AGENT, "portcullis-health-check")
-            .body(body::empty());
-        let Ok(req) = req else { return };
-        let limit = hc.interval.min(Duration::from_secs(10));
-        let verdict = match tokio::time::timeout(limit, self.client.request(req)).await {
-            Ok(Ok(r)) => {
-                let s = r.status().as_u16();
-                // A registry with its own auth answers 401 to /v2/: alive all the same.
-                if s == 200 || s == 401 {
-                    Ok(())
-                } else {
-                    Err(format!("status {s}"))
-                }
-            }
-            Ok(Err(e)) => Err(forward::describe(&e)),
-            Err(_) => Err(format!("no answer within {limit:?}")),
-        };
-        let healthy = verdict.is_ok();
-        let was = self.balancer.set_healthy(i, healthy);
-        peer.healthy.set(i64::from(healthy));
-        match (was, verdict) {
-            (true, Err(why)) => {
-                tracing::warn!(upstream = %peer.label, reason = %why, "health check failed; upstream taken out")
-            }
-            (false, Ok(())) => {
-                tracing::info!(upstream = %peer.label, "health check passed; upstream back in")
-            }
-            _ => {}
-        }
     }
 }

@@ -42,7 +42,7 @@ impl Pair {
 
 fn pool(p: &Portcullis) -> std::sync::Arc<portcullis::upstream::Pool> {
     match &p.state.load().backend {
-        portcullis::proxy::Backend::Upstream(pool) => pool.clone(),
+        portcullis::state::Backend::Upstream(pool) => pool.clone(),
         _ => panic!("upstream backend expected"),
     }
 }

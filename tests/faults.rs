@@ -261,7 +261,7 @@ async fn refused_connection_fails_over_to_the_next_peer() {
     }
     assert_eq!(seen.load(Ordering::SeqCst), 4);
     let pool = match &p.state.load().backend {
-        portcullis::proxy::Backend::Upstream(pool) => pool.clone(),
+        portcullis::state::Backend::Upstream(pool) => pool.clone(),
         _ => unreachable!(),
     };
     assert_eq!(
@@ -348,7 +348,7 @@ async fn all_peers_failed_is_502_naming_each() {
 
 fn pool(p: &Portcullis) -> std::sync::Arc<portcullis::upstream::Pool> {
     match &p.state.load().backend {
-        portcullis::proxy::Backend::Upstream(pool) => pool.clone(),
+        portcullis::state::Backend::Upstream(pool) => pool.clone(),
         _ => unreachable!(),
     }
 }

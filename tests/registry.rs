@@ -1380,7 +1380,7 @@ async fn ranges_we_do_not_serve_are_ignored_with_the_whole_blob() {
 
 fn registry_of(p: &Portcullis) -> (usize, usize) {
     match &p.state.load().backend {
-        portcullis::proxy::Backend::Registry(r) => r.upload_state_entries(),
+        portcullis::state::Backend::Registry(r) => r.upload_state_entries(),
         _ => panic!("not the bundled registry"),
     }
 }

@@ -8,10 +8,11 @@
 //! `ngx_http_upstream_least_conn_module.c`. `repository_hash` (consistent hashing on
 //! the repository name) is ours. Times come from the caller so tests drive the clock.
 
+use super::Peer;
 use crate::config::Balance;
 use sha2::Digest as _;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,8 @@ pub struct PeerConfig {
 }
 
 /// nginx's per-peer counters (`ngx_http_upstream_rr_peer_t`), plus the active health
-/// check's verdict.
+/// check's verdict. They live apart from [`Peer`] under one lock for the whole group,
+/// as nginx's do: a pick reads and writes every peer's current weight at once.
 #[derive(Debug, Clone)]
 struct PeerState {
     current_weight: i64,
@@ -48,11 +50,11 @@ const RING_POINTS: u32 = 160;
 /// nginx ip_hash: rehash at most this many times, then round-robin.
 const IP_HASH_TRIES: u32 = 20;
 
-/// The balancing state of one upstream group (primaries and backups).
+/// The peers of one upstream group (primaries and backups) and their balancing state.
 #[derive(Debug)]
 pub struct Balancer {
     method: Balance,
-    config: Vec<PeerConfig>,
+    peers: Vec<Peer>,
     primaries: Vec<usize>,
     backups: Vec<usize>,
     /// Sum of primary weights, down peers included (nginx `peers->total_weight`), so
@@ -63,7 +65,6 @@ pub struct Balancer {
     // One lock over the group, as nginx's `ngx_http_upstream_rr_peers_wlock`: a pick
     // reads and writes every peer's current weight.
     state: Mutex<Vec<PeerState>>,
-    picks: Vec<AtomicU64>,
 }
 
 /// What a request offers to hash on.
@@ -80,12 +81,14 @@ fn ring_hash(data: &[u8]) -> u64 {
 }
 
 impl Balancer {
-    pub fn new(method: Balance, config: Vec<PeerConfig>) -> Balancer {
-        let state = config
+    /// A group of `peers` (a [`Peer`], or a bare [`PeerConfig`] whose key is its URL).
+    pub fn new<P: Into<Peer>>(method: Balance, peers: Vec<P>) -> Balancer {
+        let peers: Vec<Peer> = peers.into_iter().map(Into::into).collect();
+        let state = peers
             .iter()
-            .map(|c| PeerState {
+            .map(|p| PeerState {
                 current_weight: 0,
-                effective_weight: i64::from(c.weight),
+                effective_weight: i64::from(p.config.weight),
                 fails: 0,
                 conns: 0,
                 accessed: None,
@@ -93,29 +96,34 @@ impl Balancer {
                 healthy: true,
             })
             .collect();
-        let primaries: Vec<usize> = (0..config.len()).filter(|&i| !config[i].backup).collect();
-        let backups = (0..config.len()).filter(|&i| config[i].backup).collect();
-        let total_weight = primaries.iter().map(|&i| config[i].weight).sum();
+        let config = |i: usize| &peers[i].config;
+        let primaries: Vec<usize> = (0..peers.len()).filter(|&i| !config(i).backup).collect();
+        let backups = (0..peers.len()).filter(|&i| config(i).backup).collect();
+        let total_weight = primaries.iter().map(|&i| config(i).weight).sum();
         let mut ring = Vec::new();
         if method == Balance::RepositoryHash {
             for &i in &primaries {
-                for k in 0..config[i].weight.saturating_mul(RING_POINTS) {
-                    ring.push((ring_hash(format!("{}#{k}", config[i].key).as_bytes()), i));
+                for k in 0..config(i).weight.saturating_mul(RING_POINTS) {
+                    ring.push((ring_hash(format!("{}#{k}", config(i).key).as_bytes()), i));
                 }
             }
             ring.sort_unstable();
         }
-        let picks = config.iter().map(|_| AtomicU64::new(0)).collect();
         Balancer {
             method,
-            config,
+            peers,
             primaries,
             backups,
             total_weight,
             ring,
             state: Mutex::new(state),
-            picks,
         }
+    }
+
+    /// The group's peers, in configuration order (a peer's index is its identity in
+    /// every other call).
+    pub fn peers(&self) -> &[Peer] {
+        &self.peers
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PeerState>> {
@@ -125,7 +133,7 @@ impl Balancer {
 
     /// nginx's `peers->single`: a one-server group is never marked failed.
     fn single(&self) -> bool {
-        self.config.len() == 1
+        self.peers.len() == 1
     }
 
     /// Start the try order for one request.
@@ -133,7 +141,7 @@ impl Balancer {
         Selection {
             balancer: self,
             key,
-            tried: vec![false; self.config.len()],
+            tried: vec![false; self.peers.len()],
             in_backups: false,
             ip_hash: 89,
             ip_tries: 0,
@@ -142,7 +150,7 @@ impl Balancer {
 
     /// Can peer `i` take a request now? (down, health, failure window, max_conns, tried)
     fn eligible(&self, st: &[PeerState], i: usize, tried: &[bool], now: Instant) -> bool {
-        let c = &self.config[i];
+        let c = &self.peers[i].config;
         let p = &st[i];
         if tried[i] || c.down || !p.healthy {
             return false;
@@ -161,7 +169,7 @@ impl Balancer {
 
     /// Bookkeeping of a successful pick (`checked` restarts the fail window).
     fn take(&self, st: &mut [PeerState], i: usize, now: Instant) -> usize {
-        let c = &self.config[i];
+        let c = &self.peers[i].config;
         let p = &mut st[i];
         if p.checked
             .is_none_or(|t| now.saturating_duration_since(t) > c.fail_timeout)
@@ -169,7 +177,7 @@ impl Balancer {
             p.checked = Some(now);
         }
         p.conns += 1;
-        self.picks[i].fetch_add(1, Ordering::Relaxed);
+        self.peers[i].picks.fetch_add(1, Ordering::Relaxed);
         i
     }
 
@@ -187,7 +195,7 @@ impl Balancer {
             if !self.eligible(st, i, tried, now) {
                 continue;
             }
-            let weight = i64::from(self.config[i].weight);
+            let weight = i64::from(self.peers[i].config.weight);
             let p = &mut st[i];
             p.current_weight += p.effective_weight;
             total += p.effective_weight;
@@ -225,8 +233,8 @@ impl Balancer {
                 Some(b) => {
                     let (ci, cb) = (u64::from(st[i].conns), u64::from(st[b].conns));
                     let (wi, wb) = (
-                        u64::from(self.config[i].weight),
-                        u64::from(self.config[b].weight),
+                        u64::from(self.peers[i].config.weight),
+                        u64::from(self.peers[b].config.weight),
                     );
                     if ci * wb < cb * wi {
                         best = Some(i);
@@ -241,13 +249,16 @@ impl Balancer {
         if !many {
             return Some(self.take(st, b, now));
         }
-        let (cb, wb) = (u64::from(st[b].conns), u64::from(self.config[b].weight));
+        let (cb, wb) = (
+            u64::from(st[b].conns),
+            u64::from(self.peers[b].config.weight),
+        );
         let tied: Vec<usize> = among
             .iter()
             .copied()
             .filter(|&i| {
                 self.eligible(st, i, tried, now)
-                    && u64::from(st[i].conns) * wb == cb * u64::from(self.config[i].weight)
+                    && u64::from(st[i].conns) * wb == cb * u64::from(self.peers[i].config.weight)
             })
             .collect();
         self.round_robin(st, &tied, tried, now)
@@ -267,7 +278,7 @@ impl Balancer {
         }
         let h = ring_hash(repo.as_bytes());
         let start = self.ring.partition_point(|(p, _)| *p < h);
-        let mut seen = vec![false; self.config.len()];
+        let mut seen = vec![false; self.peers.len()];
         for k in 0..self.ring.len() {
             let (_, i) = self.ring[(start + k) % self.ring.len()];
             if seen[i] {
@@ -290,7 +301,7 @@ impl Balancer {
             return;
         }
         let mut st = self.lock();
-        let c = &self.config[i];
+        let c = &self.peers[i].config;
         let p = &mut st[i];
         if failed {
             p.fails += 1;
@@ -345,7 +356,7 @@ impl Balancer {
 
     /// How often peer `i` has been picked.
     pub fn picks(&self, i: usize) -> u64 {
-        self.picks[i].load(Ordering::Relaxed)
+        self.peers[i].picks.load(Ordering::Relaxed)
     }
 }
 
@@ -419,8 +430,8 @@ impl Selection<'_> {
             }
             let mut w = hash % b.total_weight;
             let mut k = 0;
-            while w >= b.config[b.primaries[k]].weight {
-                w -= b.config[b.primaries[k]].weight;
+            while w >= b.peers[b.primaries[k]].config.weight {
+                w -= b.peers[b.primaries[k]].config.weight;
                 k += 1;
             }
             let i = b.primaries[k];
@@ -691,7 +702,7 @@ mod tests {
             };
             let a = all.select(key).next_at(t0).unwrap();
             let b = r.select(key).next_at(t0).unwrap();
-            assert_eq!(keys[a], r.config[b].key);
+            assert_eq!(keys[a], r.peers[b].config.key);
         }
     }
 

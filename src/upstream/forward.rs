@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// What the forwarding did, for the access log.
+/// The upstreams one forwarded request tried (which answered, which failed first),
+/// for the access log.
 #[derive(Debug, Default, Clone)]
-pub struct Outcome {
+pub struct Attempts {
     /// The peer that answered (or the last one tried).
     pub upstream: Option<String>,
     /// Failed attempts before the answer, with their reasons.
@@ -173,7 +174,7 @@ impl Pool {
         req: Request<Body>,
         client: SocketAddr,
         repository: Option<&str>,
-    ) -> (Response<Body>, Outcome) {
+    ) -> (Response<Body>, Attempts) {
         let (parts, body) = req.into_parts();
         let end = http_body::Body::is_end_stream(&body);
         let hint = http_body::Body::size_hint(&body);
@@ -190,12 +191,12 @@ impl Pool {
             client: client.ip(),
             repository,
         };
-        let mut outcome = Outcome::default();
+        let mut attempts = Attempts::default();
         let mut selection = self.balancer.select(key);
         let mut last_status = StatusCode::BAD_GATEWAY;
         while let Some(i) = selection.next_at(Instant::now()) {
-            let peer = &self.peers[i];
-            outcome.upstream = Some(peer.label.clone());
+            let peer = &self.peers()[i];
+            attempts.upstream = Some(peer.label.clone());
             peer.selections.inc();
             let attempt_body = body::boxed(AttemptBody {
                 slot: slot.clone(),
@@ -226,10 +227,10 @@ impl Pool {
                         Watched::new(Idle::new(rbody, self.read_timeout))
                             .on_drop(move || balancer.release(i)),
                     );
-                    return (Response::from_parts(rparts, rbody), outcome);
+                    return (Response::from_parts(rparts, rbody), attempts);
                 }
                 _ if slot.client_fault().is_some() => {
-                    return (self.client_failed(i, &slot), outcome);
+                    return (self.client_failed(i, &slot), attempts);
                 }
                 Some(Err(e)) => {
                     last_status = StatusCode::BAD_GATEWAY;
@@ -244,7 +245,7 @@ impl Pool {
             self.balancer.finish(i, true, Instant::now());
             peer.failures.inc();
             tracing::warn!(upstream = %peer.label, reason = %why, "upstream attempt failed");
-            outcome.retries.push(format!("{}: {why}", peer.label));
+            attempts.retries.push(format!("{}: {why}", peer.label));
             if slot.taken.load(Ordering::SeqCst) {
                 // Body bytes may have gone to this peer: replaying is not safe.
                 break;
@@ -255,15 +256,18 @@ impl Pool {
                 break;
             }
         }
-        let message = if outcome.retries.is_empty() {
+        let message = if attempts.retries.is_empty() {
             "no upstream registry is available".to_string()
         } else {
             format!(
                 "upstream registry unavailable ({})",
-                outcome.retries.join("; ")
+                attempts.retries.join("; ")
             )
         };
-        (oci_error(last_status, Code::Unavailable, &message), outcome)
+        (
+            oci_error(last_status, Code::Unavailable, &message),
+            attempts,
+        )
     }
 
     /// The client's body failed: nothing to hold against peer `i`; 408 for a stall,
@@ -274,7 +278,7 @@ impl Pool {
             timed_out: false,
             why: "broken off".into(),
         });
-        tracing::info!(upstream = %self.peers[i].label, reason = %fault.why, "request body failed on the client's side");
+        tracing::info!(upstream = %self.peers()[i].label, reason = %fault.why, "request body failed on the client's side");
         let (status, code) = if fault.timed_out {
             (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT")
         } else {

@@ -167,7 +167,7 @@ pub fn write_config(dir: &Path, opts: &Options, listen: &str) -> PathBuf {
 /// An in-process Portcullis on 127.0.0.1:<ephemeral>, stopped when dropped.
 pub struct Portcullis {
     pub addr: SocketAddr,
-    pub state: portcullis::Shared,
+    pub state: portcullis::state::Shared,
     pub dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -178,13 +178,13 @@ impl Portcullis {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let dir = tempfile::tempdir().expect("tempdir");
         let path = write_config(dir.path(), &opts, "127.0.0.1:0");
-        let config = portcullis::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-        let state = portcullis::State::build(config).unwrap_or_else(|e| panic!("{e}"));
+        let config = portcullis::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let state = portcullis::state::State::build(config).unwrap_or_else(|e| panic!("{e}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let shared = portcullis::shared(state);
+        let shared = portcullis::app::shared(state);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(portcullis::run(
+        let task = tokio::spawn(portcullis::app::run(
             shared.clone(),
             vec![listener],
             async move {

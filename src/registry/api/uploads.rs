@@ -143,7 +143,7 @@ impl<S: Storage> Registry<S> {
             // Not there: fall back to an ordinary upload (spec).
         }
         let id = uuid::Uuid::new_v4().to_string();
-        let started = crate::access::rfc3339(std::time::SystemTime::now());
+        let started = crate::access_log::rfc3339(std::time::SystemTime::now());
         if let Err(e) = self
             .store
             .put(&paths::upload_started_at(repo, &id), Bytes::from(started))
