@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 /// Most lines of non-test code (before the file's `#[cfg(test)]`) in one source file.
 const MAX_LINES: usize = 600;
 
-
 fn src_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }

@@ -1655,3 +1655,88 @@ async fn parallel_large_manifest_puts_stay_within_a_memory_budget() {
         "peak RSS grew {grew_mib} MiB for {n} parallel 4 MiB manifests"
     );
 }
+
+/// The per-upload lock outlives a reload: a PATCH that arrives after SIGHUP's new
+/// state waits for one still streaming into the same upload under the old state,
+/// so their bytes never interleave and the upload ends with the right digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_lock_is_shared_across_a_reload() {
+    let api = Api::start().await;
+    let start = api
+        .call("POST", "/v2/reload/lock/blobs/uploads/", &[], Bytes::new())
+        .await;
+    assert_eq!(start.status, StatusCode::ACCEPTED);
+    let loc = start.header("location").to_string();
+    let first = Bytes::from(vec![b'a'; 256 << 10]);
+    let second = Bytes::from(vec![b'b'; 64 << 10]);
+
+    // PATCH A: half its body now, the rest when the test says.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, body::BoxError>(http_body::Frame::data(b)), rx))
+    });
+    let patch_a = {
+        let c = api.c.clone();
+        let req = request("PATCH", &loc, ALICE)
+            .body(body::boxed(http_body_util::StreamBody::new(frames)))
+            .unwrap();
+        tokio::spawn(async move { c.send(req).await })
+    };
+    tx.send(first.slice(..128 << 10)).await.unwrap();
+    // A holds the upload's lock once the registry has begun appending it.
+    let mut held = false;
+    for _ in 0..600 {
+        if registry_of(&api.p).0 == 1 {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(held, "the first PATCH never took the upload's lock");
+
+    let config = api.p.dir.path().join("proxy.toml");
+    portcullis::app::reload(&config, &api.p.state)
+        .await
+        .unwrap_or_else(|e| panic!("reload: {e}"));
+
+    // PATCH B, served by the reloaded state, must wait for A.
+    let patch_b = {
+        let c = api.c.clone();
+        let req = request("PATCH", &loc, ALICE)
+            .body(body::full(second.clone()))
+            .unwrap();
+        tokio::spawn(async move { c.send(req).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !patch_b.is_finished(),
+        "a PATCH after the reload ran while one before it was still appending"
+    );
+    tx.send(first.slice(128 << 10..)).await.unwrap();
+    drop(tx);
+    let a = patch_a.await.unwrap();
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text());
+    let b = patch_b.await.unwrap();
+    assert_eq!(b.status, StatusCode::ACCEPTED, "{}", b.text());
+    assert_eq!(
+        b.header("range"),
+        format!("0-{}", first.len() + second.len() - 1)
+    );
+    let mut all = first.to_vec();
+    all.extend_from_slice(&second);
+    let put = api
+        .call(
+            "PUT",
+            &format!(
+                "{}&digest=sha256:{}",
+                b.header("location"),
+                sha256_hex(&all)
+            ),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
+}

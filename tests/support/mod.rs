@@ -237,6 +237,7 @@ impl Drop for Portcullis {
 }
 
 /// A client that trusts one CA, speaking HTTP/1.1 or HTTP/2 (by ALPN).
+#[derive(Clone)]
 pub struct Client {
     inner: hyper_util::client::legacy::Client<
         hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
