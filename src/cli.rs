@@ -493,7 +493,7 @@ fn gc(path: &Path, dry_run: bool) -> Result<(), Failure> {
             path.display()
         )));
     };
-    let store = crate::registry::storage::fs::Fs::new(&r.root);
+    let store = crate::registry::storage::open(r);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -505,7 +505,7 @@ fn gc(path: &Path, dry_run: bool) -> Result<(), Failure> {
                 "{}: registry.root: {}: {}",
                 path.display(),
                 r.root.display(),
-                crate::io_error_words(&e)
+                crate::io_error_words(&e.source)
             ))
         })?;
     let verb = if dry_run { "would delete" } else { "deleted" };

@@ -109,7 +109,7 @@ pub struct UpstreamServer {
 
 #[derive(Debug, Clone)]
 pub struct Registry {
-    pub storage: String,
+    pub storage: StorageKind,
     pub root: PathBuf,
     pub delete: bool,
     pub secret: Option<String>,
@@ -120,6 +120,15 @@ pub struct Registry {
     /// `[registry.upload_purge]`: (age, interval) of abandoned-upload removal; None = off.
     /// On by default with distribution's values, 168h and 24h.
     pub upload_purge: Option<(Duration, Duration)>,
+}
+
+/// `registry.storage`: which storage backend holds the registry's data. Values the
+/// parser knows but this version lacks (`s3`) are refused at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StorageKind {
+    /// A folder on the local filesystem (`registry.root`).
+    #[default]
+    Fs,
 }
 
 /// One configuration problem, displayed as `file: key: problem`.
@@ -612,6 +621,7 @@ impl Validator {
 
     fn registry(&mut self, r: file::Registry) -> Registry {
         let storage = r.storage.unwrap_or_else(|| "fs".to_string());
+        let kind = StorageKind::Fs;
         if storage == "s3" {
             // The storage trait is ready for it; the object-store backend is not built yet.
             self.problem(
@@ -661,7 +671,7 @@ impl Validator {
             }
         };
         Registry {
-            storage,
+            storage: kind,
             root,
             delete: r.delete.unwrap_or(true),
             secret: r.secret,

@@ -7,7 +7,7 @@ use crate::body::{self, Body, Idle, Watched};
 use crate::clients::{self, Route};
 use crate::config::{Backend as BackendConfig, Config};
 use crate::error::{oci_error, Code, API_VERSION, API_VERSION_HEADER};
-use crate::registry::storage::fs::Fs;
+use crate::registry::storage::Backend as Storage;
 use crate::registry::Registry;
 use crate::upstream::Pool;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -20,7 +20,7 @@ use std::time::Instant;
 pub enum Backend {
     Upstream(Arc<Pool>),
     /// The bundled registry, served in-process (no loopback hop).
-    Registry(Registry<Fs>),
+    Registry(Registry<Storage>),
 }
 
 /// Everything a request needs, built whole from one configuration (a reload builds a
@@ -67,12 +67,15 @@ impl State {
                 Backend::Upstream(pool)
             }
             BackendConfig::Registry(r) => {
-                let secret = registry_secret(r).map_err(|e| BuildError::Storage {
-                    file: config.path.display().to_string(),
-                    path: r.root.display().to_string(),
-                    words: crate::io_error_words(&e),
+                let store = crate::registry::storage::open(r);
+                let secret = store.secret_blocking(r.secret.as_deref()).map_err(|e| {
+                    BuildError::Storage {
+                        file: config.path.display().to_string(),
+                        path: r.root.display().to_string(),
+                        words: crate::io_error_words(&e.source),
+                    }
                 })?;
-                let registry = Registry::new(Fs::new(&r.root), r.delete, secret);
+                let registry = Registry::new(store, r.delete, secret);
                 registry.start_maintenance(
                     r.gc_interval.map(|every| (every, r.gc_grace)),
                     r.upload_purge,
@@ -87,30 +90,6 @@ impl State {
             backend,
         })
     }
-}
-
-/// The upload-state secret: `registry.secret`, or one generated on first start and
-/// kept in the storage root (`portcullis.secret`), so every instance sharing the
-/// storage shares it too.
-fn registry_secret(r: &crate::config::Registry) -> std::io::Result<Vec<u8>> {
-    if let Some(s) = &r.secret {
-        return Ok(s.as_bytes().to_vec());
-    }
-    std::fs::create_dir_all(&r.root)?;
-    let path = r.root.join("portcullis.secret");
-    match std::fs::read(&path) {
-        Ok(s) if !s.is_empty() => return Ok(s),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    use rand::RngCore;
-    let mut key = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut key);
-    let text = hex::encode(key);
-    crate::files::write_atomic(&path, text.as_bytes(), 0o600)?;
-    // Another instance may have won the race to create it: use what is on disk.
-    std::fs::read(&path)
 }
 
 /// Handle one request from `peer`, on the configuration current when it arrives (a
@@ -436,7 +415,7 @@ fn record(e: &crate::access::Entry, format: crate::access::Format) {
 }
 
 /// `/readyz`: can the backend take requests? Upstreams: at least one answers a TCP
-/// connect within a second. Bundled registry: its storage folder is there.
+/// connect within a second. Bundled registry: its storage says it is ready.
 pub async fn backend_ready(state: &State) -> Result<(), String> {
     match &state.backend {
         Backend::Upstream(pool) => {
@@ -464,11 +443,10 @@ pub async fn backend_ready(state: &State) -> Result<(), String> {
             }
             Err("no upstream accepts connections".into())
         }
-        Backend::Registry(r) => match tokio::fs::metadata(r.storage().root()).await {
-            Ok(m) if m.is_dir() => Ok(()),
-            Ok(_) => Err("storage root is not a folder".into()),
-            Err(e) => Err(format!("storage root: {}", crate::io_error_words(&e))),
-        },
+        Backend::Registry(r) => {
+            use crate::registry::storage::Storage as _;
+            r.storage().ready().await
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod names;
 pub mod paths;
 pub mod storage;
+pub mod upload;
 
 use crate::body::{self, Body};
 use crate::error::oci;
@@ -22,11 +23,12 @@ use hmac::Mac;
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use locks::{HashCache, KeyGuard, KeyLocks};
+use locks::KeyLocks;
 use names::{Algorithm, Digest, Hasher};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use storage::{Appender, Storage};
+use storage::{ErrorKind, Storage, StorageError};
+use upload::{UploadError, Uploads};
 
 type Resp = Response<Body>;
 
@@ -68,12 +70,9 @@ impl<S: Storage> Drop for Registry<S> {
 /// What this process coordinates in memory among requests in flight; every part is
 /// bounded (see `locks`).
 struct InFlight {
-    /// One writer at a time per upload id in this process.
-    upload_locks: KeyLocks,
-    /// Progress of uploads this process has hashed: the offset the hash covers and the
-    /// running SHA-256. Another instance (or a restart) simply rehashes the stored
-    /// data, so this is a cache, never the state itself.
-    hashes: Mutex<HashCache>,
+    /// One writer at a time per upload in this process, and the running hashes of
+    /// uploads this process has seen (a cache: the state is in storage).
+    uploads: Uploads,
     /// One writer at a time per `<repository>:<tag>` (tag PUT and DELETE).
     tag_locks: KeyLocks,
     /// Permits are bytes of manifest bodies being held in memory (`MANIFEST_BUDGET`).
@@ -174,10 +173,10 @@ fn err(status: StatusCode, code: &str, message: impl AsRef<str>) -> Resp {
 }
 
 /// The digests of a folder of `<alg>/<hex>` entries (manifest revisions, layer links).
-pub async fn digests_under<S: Storage>(store: &S, dir: &str) -> std::io::Result<Vec<Digest>> {
+pub async fn digests_under<S: Storage>(store: &S, dir: &str) -> storage::Result<Vec<Digest>> {
     let mut out = Vec::new();
     for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-        for hex in store.list(&format!("{dir}/{}", alg.name())).await? {
+        for hex in store.list_all(&format!("{dir}/{}", alg.name())).await? {
             if let Ok(d) = Digest::parse(&format!("{}:{hex}", alg.name())) {
                 out.push(d);
             }
@@ -187,7 +186,7 @@ pub async fn digests_under<S: Storage>(store: &S, dir: &str) -> std::io::Result<
 }
 
 /// Every repository name under the storage root (a folder holding `_manifests`).
-pub async fn list_repositories<S: Storage>(store: &S) -> std::io::Result<Vec<String>> {
+pub async fn list_repositories<S: Storage>(store: &S) -> storage::Result<Vec<String>> {
     repositories_with(store, "_manifests").await
 }
 
@@ -195,7 +194,7 @@ pub async fn list_repositories<S: Storage>(store: &S) -> std::io::Result<Vec<Str
 pub async fn repositories_with<S: Storage>(
     store: &S,
     marker: &str,
-) -> std::io::Result<Vec<String>> {
+) -> storage::Result<Vec<String>> {
     let root = paths::repositories();
     let mut repos = Vec::new();
     let mut stack = vec![String::new()];
@@ -205,7 +204,7 @@ pub async fn repositories_with<S: Storage>(
         } else {
             format!("{root}/{rel}")
         };
-        for c in store.list(&dir).await? {
+        for c in store.list_all(&dir).await? {
             if c == marker {
                 repos.push(rel.clone());
             } else if !c.starts_with('_') && !c.starts_with('.') {
@@ -237,11 +236,8 @@ fn not_found() -> Resp {
 
 /// Out of space or quota: the one storage failure a client can be told about, since
 /// it does not go away by retrying at once and an operator must act.
-fn is_storage_full(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-    )
+fn is_storage_full(e: &StorageError) -> bool {
+    e.kind == ErrorKind::NoSpace
 }
 
 /// A storage failure as an answer. A full storage is 507 Insufficient Storage (RFC 4918
@@ -249,7 +245,7 @@ fn is_storage_full(e: &std::io::Error) -> bool {
 /// clients treat as retryable later, with distribution's catch-all code `UNKNOWN`: the
 /// OCI table has no storage code, and `BLOB_UPLOAD_INVALID` would blame the client.
 /// Everything else stays a bare 500 whose detail is only in the log.
-fn storage_error(e: std::io::Error) -> Resp {
+fn storage_error(e: StorageError) -> Resp {
     crate::metrics::get().storage_errors.inc();
     if is_storage_full(&e) {
         // The error names the path (see `storage::fs`).
@@ -423,8 +419,7 @@ impl<S: Storage> Registry<S> {
             delete,
             secret,
             inflight: Box::new(InFlight {
-                upload_locks: KeyLocks::default(),
-                hashes: Mutex::new(HashCache::default()),
+                uploads: Uploads::default(),
                 tag_locks: KeyLocks::default(),
                 manifest_budget: Arc::new(tokio::sync::Semaphore::new(MANIFEST_BUDGET)),
             }),
@@ -435,14 +430,7 @@ impl<S: Storage> Registry<S> {
     /// Per-upload state this process keeps in memory: (upload locks, cached hashes).
     /// Both are bounded (see `locks`); exposed for tests and metrics.
     pub fn upload_state_entries(&self) -> (usize, usize) {
-        (self.inflight.upload_locks.len(), self.hash_cache().len())
-    }
-
-    fn hash_cache(&self) -> std::sync::MutexGuard<'_, HashCache> {
-        self.inflight
-            .hashes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.inflight.uploads.entries()
     }
 
     /// Background upkeep while serving: garbage collection every `gc.0` sparing blobs
@@ -565,7 +553,7 @@ impl<S: Storage> Registry<S> {
         })
     }
 
-    async fn read_link(&self, key: &str) -> std::io::Result<Option<Digest>> {
+    async fn read_link(&self, key: &str) -> storage::Result<Option<Digest>> {
         Ok(self
             .store
             .read(key)
@@ -573,12 +561,12 @@ impl<S: Storage> Registry<S> {
             .and_then(|b| Digest::parse(String::from_utf8_lossy(&b).trim()).ok()))
     }
 
-    async fn write_link(&self, key: &str, d: &Digest) -> std::io::Result<()> {
+    async fn write_link(&self, key: &str, d: &Digest) -> storage::Result<()> {
         self.store.put(key, Bytes::from(d.to_string())).await
     }
 
     /// Is the blob part of this repository (layer link, or a manifest revision) and present?
-    async fn blob_in_repo(&self, name: &str, d: &Digest) -> std::io::Result<Option<u64>> {
+    async fn blob_in_repo(&self, name: &str, d: &Digest) -> storage::Result<Option<u64>> {
         let linked = self.read_link(&paths::layer_link(name, d)).await?.as_ref() == Some(d)
             || self
                 .read_link(&paths::revision_link(name, d))
@@ -668,7 +656,11 @@ impl<S: Storage> Registry<S> {
             Err(e) => return storage_error(e),
         }
         // As distribution: unlink from the repository; the data goes with garbage collection.
-        match self.store.delete(link.trim_end_matches("/link")).await {
+        match self
+            .store
+            .delete_prefix(link.trim_end_matches("/link"))
+            .await
+        {
             Ok(()) => empty(StatusCode::ACCEPTED, &[]),
             Err(e) => storage_error(e),
         }
@@ -714,37 +706,6 @@ impl<S: Storage> Registry<S> {
         )
     }
 
-    /// Take the upload's lock (one writer at a time in this process) and read its
-    /// offset under it.
-    async fn open_upload(&self, id: &str, key: &str) -> Result<(KeyGuard<'_>, u64), Resp> {
-        let guard = self.inflight.upload_locks.lock(id.to_string()).await;
-        let size = self.upload_size(key).await.map_err(storage_error)?;
-        Ok((guard, size))
-    }
-
-    /// Bytes stored so far in an upload (its offset).
-    async fn upload_size(&self, key: &str) -> std::io::Result<u64> {
-        Ok(self.store.stat(key).await?.map_or(0, |m| m.size))
-    }
-
-    /// Hash the first `size` stored bytes of `key`.
-    async fn hash_stored(&self, key: &str, size: u64, alg: Algorithm) -> std::io::Result<Hasher> {
-        let mut h = Hasher::new(alg);
-        if size > 0 {
-            if let Some(mut s) = self.store.get(key, Some((0, size))).await? {
-                while let Some(chunk) = s.next().await {
-                    h.update(&chunk?);
-                }
-            }
-        }
-        Ok(h)
-    }
-
-    /// The upload is over (committed or cancelled): drop its cached hash.
-    fn forget(&self, id: &str) {
-        self.hash_cache().remove(id);
-    }
-
     async fn start_upload(&self, name: &str, req: &Parts, body: Body) -> Resp {
         let q = query(req);
         let base = base_url(&req.headers, &req.uri);
@@ -780,7 +741,7 @@ impl<S: Storage> Registry<S> {
             .put(&paths::upload_started_at(name, &id), Bytes::from(started))
             .await
         {
-            let _ = self.store.delete(&paths::upload_dir(name, &id)).await;
+            let _ = self.store.abort(&paths::upload_dir(name, &id)).await;
             return storage_error(e);
         }
         if let Some(d) = monolithic {
@@ -790,8 +751,8 @@ impl<S: Storage> Registry<S> {
                 .finish_upload(name, &id, d, &req.headers, body, &base)
                 .await;
             if !r.status().is_success() {
-                self.forget(&id);
-                let _ = self.store.delete(&paths::upload_dir(name, &id)).await;
+                self.inflight.uploads.forget(&id);
+                let _ = self.store.abort(&paths::upload_dir(name, &id)).await;
             }
             return r;
         }
@@ -821,15 +782,14 @@ impl<S: Storage> Registry<S> {
         let base = base_url(&req.headers, &req.uri);
         match method {
             Method::GET | Method::HEAD => {
-                match self.upload_size(&paths::upload_data(name, id)).await {
+                match Uploads::size(&self.store, &paths::upload_dir(name, id)).await {
                     Ok(size) => self.upload_progress(StatusCode::NO_CONTENT, &base, name, id, size),
                     Err(e) => storage_error(e),
                 }
             }
             Method::DELETE => {
-                let _g = self.inflight.upload_locks.lock(id.to_string()).await;
-                self.forget(id);
-                match self.store.delete(&paths::upload_dir(name, id)).await {
+                let dir = paths::upload_dir(name, id);
+                match self.inflight.uploads.cancel(&self.store, &dir, id).await {
                     Ok(()) => empty(StatusCode::NO_CONTENT, &[]),
                     Err(e) => storage_error(e),
                 }
@@ -856,22 +816,6 @@ impl<S: Storage> Registry<S> {
                 "method not allowed on an upload",
             ),
         }
-    }
-
-    /// Bring the cached hash to the data's current size, rehashing stored bytes when
-    /// this process has not seen them (upload begun elsewhere, or before a restart).
-    async fn hasher_at(
-        &self,
-        key: &str,
-        cached: Option<(u64, Hasher)>,
-        size: u64,
-    ) -> std::io::Result<Hasher> {
-        if let Some((off, h)) = cached {
-            if off == size {
-                return Ok(h);
-            }
-        }
-        self.hash_stored(key, size, Algorithm::Sha256).await
     }
 
     /// Check a chunk's `Content-Range` (and `Content-Length`) against the stored size:
@@ -931,103 +875,29 @@ impl<S: Storage> Registry<S> {
         Ok(Some(len))
     }
 
-    /// Append a request body to an upload, hashing as it streams. Called with the
-    /// upload's lock held. A storage failure, or a body longer than its range, takes
-    /// back every byte of this request (the upload is as before it); a body cut short
-    /// by the client keeps what arrived, which the client can see and resume from.
-    async fn append_body(
-        &self,
-        id: &str,
-        key: &str,
-        body: Body,
-        size: u64,
-        limit: Option<u64>,
-    ) -> Result<(u64, Hasher), Resp> {
-        let cached = self.hash_cache().take(id);
-        let mut hasher = self
-            .hasher_at(key, cached, size)
-            .await
-            .map_err(storage_error)?;
-        // What the cache gets back if this request's bytes are taken back.
-        let before = hasher.clone();
-        let mut written = 0u64;
-        let mut body = body;
-        let mut appender: Option<S::Appender> = None;
-        let mut failure = None;
-        let mut undo = false;
-        while let Some(frame) = body.frame().await {
-            let data = match frame {
-                Ok(f) => match f.into_data() {
-                    Ok(d) => d,
-                    Err(_) => continue,
-                },
-                Err(e) => {
-                    failure = Some(err(
-                        StatusCode::BAD_REQUEST,
-                        "BLOB_UPLOAD_INVALID",
-                        format!("request body: {e}"),
-                    ));
-                    break;
-                }
-            };
-            if data.is_empty() {
-                continue;
+    /// An upload that did not go through, as its answer.
+    fn upload_error(&self, e: UploadError, (name, id, base): (&str, &str, &str)) -> Resp {
+        match e {
+            UploadError::Storage(e) => storage_error(e),
+            UploadError::Body(m) => err(
+                StatusCode::BAD_REQUEST,
+                "BLOB_UPLOAD_INVALID",
+                format!("request body: {m}"),
+            ),
+            UploadError::TooLong => err(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "BLOB_UPLOAD_INVALID",
+                "body longer than its Content-Range",
+            ),
+            // Another request got to this offset first (spec: 416 with the range).
+            UploadError::Moved { size } => {
+                self.upload_progress(StatusCode::RANGE_NOT_SATISFIABLE, base, name, id, size)
             }
-            if limit.is_some_and(|l| written + data.len() as u64 > l) {
-                failure = Some(err(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    "BLOB_UPLOAD_INVALID",
-                    "body longer than its Content-Range",
-                ));
-                undo = true;
-                break;
-            }
-            if appender.is_none() {
-                match self.store.append(key).await {
-                    Ok(a) => appender = Some(a),
-                    Err(e) => {
-                        failure = Some(storage_error(e));
-                        break;
-                    }
-                }
-            }
-            if let Some(a) = appender.as_mut() {
-                if let Err(e) = a.write(data.clone()).await {
-                    failure = Some(storage_error(e));
-                    undo = true;
-                    break;
-                }
-            }
-            hasher.update(&data);
-            written += data.len() as u64;
-        }
-        if let Some(a) = appender.as_mut() {
-            if !undo {
-                if let Err(e) = a.finish().await {
-                    failure.get_or_insert(storage_error(e));
-                    undo = true;
-                }
-            }
-        }
-        if undo {
-            if let Some(a) = appender {
-                if let Err(e) = a.abort().await {
-                    // The upload now holds bytes nobody hashed: let the next request
-                    // rehash what is really stored.
-                    tracing::error!(error = %e, upload = id, "could not take back a failed append");
-                    return Err(failure.unwrap_or_else(|| storage_error(e)));
-                }
-            }
-            self.hash_cache().put(id, size, before);
-            return Err(failure.unwrap_or_else(|| storage_error(std::io::Error::other("append"))));
-        }
-        match failure {
-            Some(r) => {
-                // Whatever was stored is now part of the upload; the hash follows it.
-                self.hash_cache().put(id, size + written, hasher);
-                Err(r)
-            }
-            None => Ok((size + written, hasher)),
+            UploadError::Digest { actual, expected } => err(
+                StatusCode::BAD_REQUEST,
+                "DIGEST_INVALID",
+                format!("uploaded content has digest {actual}, not {expected}"),
+            ),
         }
     }
 
@@ -1039,26 +909,23 @@ impl<S: Storage> Registry<S> {
         body: Body,
         base: &str,
     ) -> Resp {
-        let key = paths::upload_data(name, id);
-        let (_guard, size) = match self.open_upload(id, &key).await {
-            Ok(o) => o,
-            Err(r) => return r,
+        let dir = paths::upload_dir(name, id);
+        let mut session = match self.inflight.uploads.open(&self.store, dir, id).await {
+            Ok(s) => s,
+            Err(e) => return storage_error(e),
         };
-        let limit = match self.chunk_limit(&req.headers, size, (name, id, base)) {
+        let limit = match self.chunk_limit(&req.headers, session.size(), (name, id, base)) {
             Ok(l) => l,
             Err(r) => return r,
         };
-        match self.append_body(id, &key, body, size, limit).await {
-            Ok((new_size, h)) => {
-                self.hash_cache().put(id, new_size, h);
-                self.upload_progress(StatusCode::ACCEPTED, base, name, id, new_size)
-            }
-            Err(r) => r,
+        match session.append(body, limit).await {
+            Ok(size) => self.upload_progress(StatusCode::ACCEPTED, base, name, id, size),
+            Err(e) => self.upload_error(e, (name, id, base)),
         }
     }
 
-    /// Append the last body (may be empty), verify the digest, move the data into the
-    /// blob store and link it into the repository.
+    /// Append the last body (may be empty), verify the digest, compose the data into
+    /// the blob store and link it into the repository.
     async fn finish_upload(
         &self,
         name: &str,
@@ -1068,56 +935,32 @@ impl<S: Storage> Registry<S> {
         body: Body,
         base: &str,
     ) -> Resp {
-        let key = paths::upload_data(name, id);
-        let (_guard, size) = match self.open_upload(id, &key).await {
-            Ok(o) => o,
-            Err(r) => return r,
+        let dir = paths::upload_dir(name, id);
+        let mut session = match self
+            .inflight
+            .uploads
+            .open(&self.store, dir.clone(), id)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => return storage_error(e),
         };
         // Checked before anything is read or appended: a refused closing PUT leaves
         // the data and the cached hash exactly as they were.
-        let limit = match self.chunk_limit(headers, size, (name, id, base)) {
+        let limit = match self.chunk_limit(headers, session.size(), (name, id, base)) {
             Ok(l) => l,
             Err(r) => return r,
         };
-        let (size, h) = match self.append_body(id, &key, body, size, limit).await {
-            Ok(s) => s,
-            Err(r) => return r,
-        };
-        let actual = match d.algorithm {
-            Algorithm::Sha256 => h.finish(),
-            // sha512: one more pass over the stored bytes.
-            _ => match self.hash_stored(&key, size, d.algorithm).await {
-                Ok(h) => h.finish(),
-                Err(e) => return storage_error(e),
-            },
-        };
-        self.forget(id);
-        if actual != d {
-            // distribution cancels the upload on a digest mismatch; so do we.
-            let _ = self.store.delete(&paths::upload_dir(name, id)).await;
-            return err(
-                StatusCode::BAD_REQUEST,
-                "DIGEST_INVALID",
-                format!("uploaded content has digest {actual}, not {d}"),
-            );
+        if let Err(e) = session.append(body, limit).await {
+            return self.upload_error(e, (name, id, base));
         }
-        if size == 0 {
-            // No data object was ever appended: make the empty blob exist.
-            if let Err(e) = self.store.put(&paths::blob_data(&d), Bytes::new()).await {
-                return storage_error(e);
-            }
-        } else {
-            let exists = matches!(self.store.stat(&paths::blob_data(&d)).await, Ok(Some(m)) if m.size == size);
-            if !exists {
-                if let Err(e) = self.store.commit(&key, &paths::blob_data(&d)).await {
-                    return storage_error(e);
-                }
-            }
+        if let Err(e) = session.finish(&d, &paths::blob_data(&d)).await {
+            return self.upload_error(e, (name, id, base));
         }
         if let Err(e) = self.write_link(&paths::layer_link(name, &d), &d).await {
             return storage_error(e);
         }
-        let _ = self.store.delete(&paths::upload_dir(name, id)).await;
+        let _ = self.store.abort(&dir).await;
         empty(
             StatusCode::CREATED,
             &[
@@ -1300,7 +1143,7 @@ impl<S: Storage> Registry<S> {
                 self.write_link(&paths::tag_current_link(name, reference), &d)
                     .await?;
             }
-            Ok::<_, std::io::Error>(())
+            Ok::<_, StorageError>(())
         }
         .await;
         if let Err(e) = stored {
@@ -1337,7 +1180,7 @@ impl<S: Storage> Registry<S> {
             // A tag folder without its `current` link (left by a crash, or by
             // distribution) is deleted too, as distribution 3 deletes the folder: it
             // could otherwise never be removed through the API.
-            return match self.store.list(&paths::tag_dir(name, reference)).await {
+            return match self.store.list_all(&paths::tag_dir(name, reference)).await {
                 Ok(entries) if !entries.is_empty() => match self.untag(name, reference).await {
                     Ok(()) => empty(StatusCode::ACCEPTED, &[]),
                     Err(e) => storage_error(e),
@@ -1351,7 +1194,7 @@ impl<S: Storage> Registry<S> {
             Err(r) => return r,
         };
         // As distribution: every tag pointing at it goes too, then the revision.
-        let tags = match self.store.list(&paths::tags_dir(name)).await {
+        let tags = match self.store.list_all(&paths::tags_dir(name)).await {
             Ok(t) => t,
             Err(e) => return storage_error(e),
         };
@@ -1365,7 +1208,11 @@ impl<S: Storage> Registry<S> {
                 }
             }
         }
-        match self.store.delete(&paths::revision_dir(name, &d)).await {
+        match self
+            .store
+            .delete_prefix(&paths::revision_dir(name, &d))
+            .await
+        {
             Ok(()) => empty(StatusCode::ACCEPTED, &[]),
             Err(e) => storage_error(e),
         }
@@ -1374,11 +1221,11 @@ impl<S: Storage> Registry<S> {
     /// Remove a tag (its lock held): `current` first, which makes the tag absent in
     /// one atomic step, then the rest of its folder (history links), which nothing
     /// reads once `current` is gone.
-    async fn untag(&self, name: &str, tag: &str) -> std::io::Result<()> {
+    async fn untag(&self, name: &str, tag: &str) -> storage::Result<()> {
         self.store
             .delete(&paths::tag_current_link(name, tag))
             .await?;
-        self.store.delete(&paths::tag_dir(name, tag)).await
+        self.store.delete_prefix(&paths::tag_dir(name, tag)).await
     }
 
     /// Wait for the share of `MANIFEST_BUDGET` a manifest PUT needs: its declared
@@ -1434,7 +1281,7 @@ impl<S: Storage> Registry<S> {
             Ok(p) => p,
             Err(r) => return r,
         };
-        let folders = match self.store.list(&paths::tags_dir(name)).await {
+        let folders = match self.store.list_all(&paths::tags_dir(name)).await {
             Ok(t) => t,
             Err(e) => return storage_error(e),
         };
@@ -1442,7 +1289,7 @@ impl<S: Storage> Registry<S> {
         // Only tags that resolve: a folder without `current` is no tag (a PUT or DELETE
         // in progress elsewhere, or a crash), and listing it would offer clients a tag
         // they cannot pull.
-        let checked: std::io::Result<Vec<String>> = futures_util::stream::iter(folders)
+        let checked: storage::Result<Vec<String>> = futures_util::stream::iter(folders)
             .map(|t| async move {
                 let present = self
                     .store
@@ -1468,7 +1315,7 @@ impl<S: Storage> Registry<S> {
             Err(e) => return storage_error(e),
         };
         if empty_repo {
-            let known = matches!(self.store.list(&format!("{}/{name}", paths::repositories())).await, Ok(v) if !v.is_empty());
+            let known = matches!(self.store.list_all(&format!("{}/{name}", paths::repositories())).await, Ok(v) if !v.is_empty());
             if !known {
                 return err(
                     StatusCode::NOT_FOUND,

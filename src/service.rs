@@ -26,7 +26,8 @@ pub fn status_line(state: &State) -> String {
     let backend = match &state.backend {
         crate::proxy::Backend::Upstream(p) => format!("{} upstream(s)", p.peers().len()),
         crate::proxy::Backend::Registry(r) => {
-            format!("bundled registry on {}", r.storage().root().display())
+            use crate::registry::storage::Storage as _;
+            format!("bundled registry on {}", r.storage().describe())
         }
     };
     format!(
