@@ -430,20 +430,51 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_claim_held_by_another_open_file_refuses_and_a_dead_one_is_taken_over() {
+    async fn a_claim_held_by_another_process_refuses_and_a_dead_one_is_taken_over() {
+        use std::io::BufRead;
         let (_dir, fs) = fs().await;
-        // A second holder as another process would have it: its own open file.
-        let held = claim(&fs.path("u"), 0).unwrap().unwrap();
+        // A claim as an append that began and was dropped leaves it: free.
+        drop(fs.append("u", 0).await.unwrap());
+        // Another process holds it (util-linux flock(1) takes the same flock(2)).
+        /// Killed however the test ends: a live child would keep the lock and the
+        /// test's output open.
+        struct Other(std::process::Child);
+        impl Drop for Other {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let mut other = std::process::Command::new("flock")
+            // No fork: the process that holds the lock is the one killed below.
+            .args(["--nonblock", "--no-fork"])
+            .arg(fs.path("u/claim-0"))
+            .args(["sh", "-c", "echo locked; exec sleep 600"])
+            .stderr(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map(Other)
+            .expect("flock(1) (util-linux) must be installed");
+        let mut line = String::new();
+        std::io::BufReader::new(other.0.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
         let e = fs.append("u", 0).await.err().unwrap();
         assert_eq!(e.kind, ErrorKind::PreconditionFailed, "{e}");
-        // The holder dies with bytes written and nothing committed.
+        // The other process dies with bytes written and nothing committed.
         std::fs::write(fs.path("u/data"), b"partial").unwrap();
-        drop(held);
+        drop(other);
         assert_eq!(fs.session("u").await.unwrap().size, 0);
         let mut s = fs.append("u", 0).await.unwrap();
         s.write(Bytes::from_static(b"ok")).await.unwrap();
         assert_eq!(s.commit(Bytes::new()).await.unwrap(), 2);
         assert_eq!(fs.read("u/data").await.unwrap().unwrap(), "ok");
+        // A claim held in this process by another open file refuses the same way.
+        let held = claim(&fs.path("u"), 2).unwrap().unwrap();
+        let e = fs.append("u", 2).await.err().unwrap();
+        assert_eq!(e.kind, ErrorKind::PreconditionFailed, "{e}");
+        drop(held);
     }
 
     #[tokio::test]
