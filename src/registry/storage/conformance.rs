@@ -173,13 +173,15 @@ async fn lists_are_sorted_and_page<S: Storage>(s: Arc<S>) {
         s.list("l", Page::default()).await.unwrap().names.is_empty(),
         "absent lists empty"
     );
-    for k in ["l/c", "l/a/x", "l/a/y/z", "l/b", "l/e", "l/d/1", "lz/no"] {
+    for k in [
+        "l/c", "l/a/x", "l/a-b", "l/a/y/z", "l/b", "l/e", "l/d/1", "lz/no",
+    ] {
         s.put(k, Bytes::from_static(b".")).await.unwrap();
     }
     let l = s.list("l", Page::default()).await.unwrap();
     assert_eq!(
         l.names,
-        ["a", "b", "c", "d", "e"],
+        ["a", "a-b", "b", "c", "d", "e"],
         "objects and folders, once each, sorted"
     );
     assert!(!l.truncated);
@@ -193,32 +195,35 @@ async fn lists_are_sorted_and_page<S: Storage>(s: Arc<S>) {
         )
         .await
         .unwrap();
-    assert_eq!(p.names, ["a", "b"]);
+    assert_eq!(p.names, ["a", "a-b"]);
     assert!(p.truncated, "more follow");
     let p = s
         .list(
             "l",
             Page {
-                start_after: Some("b"),
+                start_after: Some("a-b"),
                 limit: 2,
             },
         )
         .await
         .unwrap();
-    assert_eq!(p.names, ["c", "d"]);
+    assert_eq!(p.names, ["b", "c"]);
     let p = s
         .list(
             "l",
             Page {
-                start_after: Some("d"),
+                start_after: Some("c"),
                 limit: 2,
             },
         )
         .await
         .unwrap();
-    assert_eq!(p.names, ["e"]);
+    assert_eq!(p.names, ["d", "e"]);
     assert!(!p.truncated, "the last page");
-    assert_eq!(s.list_all("l").await.unwrap(), ["a", "b", "c", "d", "e"]);
+    assert_eq!(
+        s.list_all("l").await.unwrap(),
+        ["a", "a-b", "b", "c", "d", "e"]
+    );
     assert_eq!(s.list_all("l/a").await.unwrap(), ["x", "y"]);
 }
 

@@ -212,24 +212,20 @@ impl Storage for Memory {
 
     async fn list(&self, dir: &str, page: Page<'_>) -> Result<Listing> {
         let prefix = format!("{dir}/");
-        let m = self.map();
-        let mut names: Vec<String> = Vec::new();
-        let mut truncated = false;
-        for (k, _) in m.range(prefix.clone()..) {
-            let Some(rest) = k.strip_prefix(&prefix) else {
-                break;
-            };
-            let name = rest.split('/').next().unwrap_or(rest);
-            if names.last().is_some_and(|l| l == name)
-                || page.start_after.is_some_and(|a| name <= a)
-            {
-                continue;
-            }
-            if page.limit > 0 && names.len() == page.limit {
-                truncated = true;
-                break;
-            }
-            names.push(name.to_string());
+        // Names, not keys, are sorted: "a-b" sorts after the folder "a" although its
+        // key comes before "a/x".
+        let names: std::collections::BTreeSet<String> = self
+            .map()
+            .range(prefix.clone()..)
+            .map_while(|(k, _)| k.strip_prefix(&prefix))
+            .map(|rest| rest.split('/').next().unwrap_or(rest))
+            .filter(|n| page.start_after.is_none_or(|a| *n > a))
+            .map(str::to_string)
+            .collect();
+        let mut names: Vec<String> = names.into_iter().collect();
+        let truncated = page.limit > 0 && names.len() > page.limit;
+        if truncated {
+            names.truncate(page.limit);
         }
         Ok(Listing { names, truncated })
     }
