@@ -2,7 +2,6 @@
 //! `/healthz` (alive) and `/readyz` (the backend can take requests).
 
 use crate::body::{self, Body};
-use crate::files::io_error_words;
 use crate::metrics::get;
 use crate::state::{Backend, Shared, State};
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -40,11 +39,10 @@ pub async fn backend_ready(state: &State) -> Result<(), String> {
             }
             Err("no upstream accepts connections".into())
         }
-        Backend::Registry(r) => match tokio::fs::metadata(r.storage().root()).await {
-            Ok(m) if m.is_dir() => Ok(()),
-            Ok(_) => Err("storage root is not a folder".into()),
-            Err(e) => Err(format!("storage root: {}", io_error_words(&e))),
-        },
+        Backend::Registry(r) => {
+            use crate::registry::storage::Storage as _;
+            r.storage().ready().await
+        }
     }
 }
 

@@ -5,7 +5,6 @@
 use crate::auth::{self, Authenticator};
 use crate::config::{Backend as BackendConfig, Config};
 use crate::files::io_error_words;
-use crate::registry::storage::fs::Fs;
 use crate::registry::Registry;
 use crate::state::{Backend, Shared, State};
 use crate::systemd::notify;
@@ -68,12 +67,15 @@ impl State {
                 Backend::Upstream(pool)
             }
             BackendConfig::Registry(r) => {
-                let secret = crate::proxy::registry_secret(r).map_err(|e| BuildError::Storage {
-                    file: config.path.display().to_string(),
-                    path: r.root.display().to_string(),
-                    words: io_error_words(&e),
+                let store = crate::registry::storage::open(r);
+                let secret = store.secret_blocking(r.secret.as_deref()).map_err(|e| {
+                    BuildError::Storage {
+                        file: config.path.display().to_string(),
+                        path: r.root.display().to_string(),
+                        words: io_error_words(&e.source),
+                    }
                 })?;
-                let registry = Registry::new(Fs::new(&r.root), r.delete, secret, inflight);
+                let registry = Registry::new(store, r.delete, secret, inflight);
                 registry.start_maintenance(
                     r.gc_interval.map(|every| (every, r.gc_grace)),
                     r.upload_purge,
@@ -188,7 +190,8 @@ pub fn status_line(state: &State) -> String {
     let backend = match &state.backend {
         Backend::Upstream(p) => format!("{} upstream(s)", p.peers().len()),
         Backend::Registry(r) => {
-            format!("bundled registry on {}", r.storage().root().display())
+            use crate::registry::storage::Storage as _;
+            format!("bundled registry on {}", r.storage().describe())
         }
     };
     format!(

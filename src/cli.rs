@@ -506,7 +506,7 @@ fn gc(path: &Path, dry_run: bool) -> Result<(), Failure> {
             path.display()
         )));
     };
-    let store = crate::registry::storage::fs::Fs::new(&r.root);
+    let store = crate::registry::storage::open(r);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -518,7 +518,7 @@ fn gc(path: &Path, dry_run: bool) -> Result<(), Failure> {
                 "{}: registry.root: {}: {}",
                 path.display(),
                 r.root.display(),
-                crate::files::io_error_words(&e)
+                crate::files::io_error_words(&e.source)
             ))
         })?;
     let verb = if dry_run { "would delete" } else { "deleted" };

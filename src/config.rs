@@ -113,7 +113,7 @@ pub struct UpstreamServer {
 
 #[derive(Debug, Clone)]
 pub struct Registry {
-    pub storage: String,
+    pub storage: StorageKind,
     pub root: PathBuf,
     pub delete: bool,
     pub secret: Option<String>,
@@ -124,6 +124,15 @@ pub struct Registry {
     /// `[registry.upload_purge]`: (age, interval) of abandoned-upload removal; None = off.
     /// On by default with distribution's values, 168h and 24h.
     pub upload_purge: Option<(Duration, Duration)>,
+}
+
+/// `registry.storage`: which storage backend holds the registry's data. Values the
+/// parser knows but this version lacks (`s3`) are refused at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StorageKind {
+    /// A folder on the local filesystem (`registry.root`).
+    #[default]
+    Fs,
 }
 
 /// One configuration problem, displayed as `file: key: problem`.

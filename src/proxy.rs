@@ -15,30 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The upload-state secret: `registry.secret`, or one generated on first start and
-/// kept in the storage root (`portcullis.secret`), so every instance sharing the
-/// storage shares it too.
-pub(crate) fn registry_secret(r: &crate::config::Registry) -> std::io::Result<Vec<u8>> {
-    if let Some(s) = &r.secret {
-        return Ok(s.as_bytes().to_vec());
-    }
-    std::fs::create_dir_all(&r.root)?;
-    let path = r.root.join("portcullis.secret");
-    match std::fs::read(&path) {
-        Ok(s) if !s.is_empty() => return Ok(s),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    use rand::RngCore;
-    let mut key = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut key);
-    let text = hex::encode(key);
-    crate::files::write_atomic(&path, text.as_bytes(), 0o600)?;
-    // Another instance may have won the race to create it: use what is on disk.
-    std::fs::read(&path)
-}
-
 /// Handle one request from `peer`, on the configuration current when it arrives (a
 /// reload applies to the next request, even on a kept-alive connection; this one
 /// finishes on the state it began with).

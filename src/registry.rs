@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod paths;
 pub mod storage;
 pub mod store;
+pub mod upload;
 
 pub use error::Error;
 pub use inflight::{InFlight, MANIFEST_BUDGET};

@@ -4,7 +4,7 @@
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::registry::storage::fs::Fs;
+use crate::registry::storage::Backend as Storage;
 use crate::registry::Registry;
 use crate::upstream::Pool;
 use arc_swap::ArcSwap;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 pub enum Backend {
     Upstream(Arc<Pool>),
     /// The bundled registry, served in-process (no loopback hop).
-    Registry(Registry<Fs>),
+    Registry(Registry<Storage>),
 }
 
 /// Everything a request needs, built whole from one configuration (a reload builds a

@@ -4,9 +4,9 @@
 
 use super::{
     file, parse_duration, Auth, Backend, Balance, Clients, Config, HealthCheck, Problem, Registry,
-    Server, Tls, Upstream, UpstreamServer, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_TIMEOUT, DEFAULT_REALM,
-    DEFAULT_SHUTDOWN_GRACE,
+    Server, StorageKind, Tls, Upstream, UpstreamServer, DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_TIMEOUT,
+    DEFAULT_REALM, DEFAULT_SHUTDOWN_GRACE,
 };
 use http::Uri;
 use std::net::SocketAddr;
@@ -474,7 +474,7 @@ impl Validator {
             }
         };
         Registry {
-            storage,
+            storage: StorageKind::Fs,
             root,
             delete: r.delete.unwrap_or(true),
             secret: r.secret,

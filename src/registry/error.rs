@@ -3,6 +3,7 @@
 //! that tells the client where it stands, or a storage failure (507 when full, else 500
 //! with the detail only in the log).
 
+use super::storage::{ErrorKind, StorageError};
 use crate::body::{self, Body};
 use crate::error::ApiError;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -16,7 +17,7 @@ pub enum Error {
     /// `Content-Range: bytes */size`; an upload's `Location` and `Range`).
     Unsatisfiable(Vec<(&'static str, String)>),
     /// The storage failed.
-    Storage(std::io::Error),
+    Storage(StorageError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -27,19 +28,10 @@ impl From<ApiError> for Error {
     }
 }
 
-impl From<std::io::Error> for Error {
-    fn from(e: std::io::Error) -> Error {
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Error {
         Error::Storage(e)
     }
-}
-
-/// Out of space or quota: the one storage failure a client can be told about, since
-/// it does not go away by retrying at once and an operator must act.
-fn is_storage_full(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-    )
 }
 
 impl Error {
@@ -57,9 +49,11 @@ impl Error {
 /// clients treat as retryable later, with distribution's catch-all code `UNKNOWN`: the
 /// OCI table has no storage code, and `BLOB_UPLOAD_INVALID` would blame the client.
 /// Everything else stays a bare 500 whose detail is only in the log.
-fn storage_answer(e: std::io::Error) -> ApiError {
+fn storage_answer(e: StorageError) -> ApiError {
     crate::metrics::get().storage_errors.inc();
-    if is_storage_full(&e) {
+    // Out of space or quota: the one storage failure a client can be told about, since
+    // it does not go away by retrying at once and an operator must act.
+    if e.kind == ErrorKind::NoSpace {
         // The error names the path (see `storage::fs`).
         tracing::error!(error = %e, "registry storage is full");
         return ApiError::new(

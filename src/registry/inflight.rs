@@ -4,8 +4,9 @@
 //! so a PATCH before a SIGHUP and one after it share one lock. Every part is bounded
 //! (see `locks`).
 
-use super::locks::{HashCache, KeyGuard, KeyLocks};
-use std::sync::{Arc, Mutex, MutexGuard};
+use super::locks::{KeyGuard, KeyLocks};
+use super::upload::Uploads;
+use std::sync::Arc;
 
 /// Memory for manifest PUTs in flight, across the process. A manifest must be whole in
 /// memory to be parsed and hashed, so without a budget N concurrent PUTs cost
@@ -15,12 +16,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub const MANIFEST_BUDGET: usize = 32 << 20;
 
 pub struct InFlight {
-    /// One writer at a time per upload id in this process.
-    upload_locks: KeyLocks,
-    /// Progress of uploads this process has hashed: the offset the hash covers and the
-    /// running SHA-256. Another instance (or a restart) simply rehashes the stored
-    /// data, so this is a cache, never the state itself.
-    hashes: Mutex<HashCache>,
+    /// One writer at a time per upload in this process, and the running hashes of
+    /// uploads (see `upload`).
+    pub uploads: Uploads,
     /// One writer at a time per `<repository>:<tag>` (tag PUT and DELETE).
     tag_locks: KeyLocks,
     /// Permits are bytes of manifest bodies being held in memory (`MANIFEST_BUDGET`).
@@ -30,8 +28,7 @@ pub struct InFlight {
 impl Default for InFlight {
     fn default() -> InFlight {
         InFlight {
-            upload_locks: KeyLocks::default(),
-            hashes: Mutex::new(HashCache::default()),
+            uploads: Uploads::default(),
             tag_locks: KeyLocks::default(),
             manifest_budget: Arc::new(tokio::sync::Semaphore::new(MANIFEST_BUDGET)),
         }
@@ -39,23 +36,14 @@ impl Default for InFlight {
 }
 
 impl InFlight {
-    /// Wait for the lock of upload `id`.
-    pub async fn lock_upload(&self, id: &str) -> KeyGuard<'_> {
-        self.upload_locks.lock(id.to_string()).await
-    }
-
     /// Wait for the lock of `tag` in `repository`.
     pub async fn lock_tag(&self, repository: &str, tag: &str) -> KeyGuard<'_> {
         // Neither a repository name nor a tag holds ':', so the key is unambiguous.
         self.tag_locks.lock(format!("{repository}:{tag}")).await
     }
 
-    pub fn hashes(&self) -> MutexGuard<'_, HashCache> {
-        self.hashes.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Per-upload state kept in memory: (upload locks, cached hashes).
     pub fn upload_entries(&self) -> (usize, usize) {
-        (self.upload_locks.len(), self.hashes().len())
+        self.uploads.entries()
     }
 }

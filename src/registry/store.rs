@@ -4,26 +4,25 @@
 //! go through here; `paths` builds every key.
 
 use super::paths;
-use super::storage::Storage;
+use super::storage::{Page, Result, Storage};
 use crate::oci::{Algorithm, Digest, Reference, Repository, Tag};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use std::io;
 
 /// The digest a link object holds; None when absent or not a digest.
-pub async fn read_link<S: Storage>(store: &S, key: &str) -> io::Result<Option<Digest>> {
+pub async fn read_link<S: Storage>(store: &S, key: &str) -> Result<Option<Digest>> {
     Ok(store
         .read(key)
         .await?
         .and_then(|b| Digest::parse(String::from_utf8_lossy(&b).trim()).ok()))
 }
 
-pub async fn write_link<S: Storage>(store: &S, key: &str, d: &Digest) -> io::Result<()> {
+pub async fn write_link<S: Storage>(store: &S, key: &str, d: &Digest) -> Result<()> {
     store.put(key, Bytes::from(d.to_string())).await
 }
 
 /// Does the link at `key` name exactly `d`?
-async fn links_to<S: Storage>(store: &S, key: &str, d: &Digest) -> io::Result<bool> {
+async fn links_to<S: Storage>(store: &S, key: &str, d: &Digest) -> Result<bool> {
     Ok(read_link(store, key).await?.as_ref() == Some(d))
 }
 
@@ -33,7 +32,7 @@ pub async fn blob_in_repo<S: Storage>(
     store: &S,
     repo: &Repository,
     d: &Digest,
-) -> io::Result<Option<u64>> {
+) -> Result<Option<u64>> {
     let linked = links_to(store, &paths::layer_link(repo, d), d).await?
         || links_to(store, &paths::revision_link(repo, d), d).await?;
     if !linked {
@@ -43,11 +42,7 @@ pub async fn blob_in_repo<S: Storage>(
 }
 
 /// Is the manifest `d` a revision of this repository?
-pub async fn has_revision<S: Storage>(
-    store: &S,
-    repo: &Repository,
-    d: &Digest,
-) -> io::Result<bool> {
+pub async fn has_revision<S: Storage>(store: &S, repo: &Repository, d: &Digest) -> Result<bool> {
     links_to(store, &paths::revision_link(repo, d), d).await
 }
 
@@ -56,7 +51,7 @@ pub async fn resolve<S: Storage>(
     store: &S,
     repo: &Repository,
     reference: &Reference,
-) -> io::Result<Option<Digest>> {
+) -> Result<Option<Digest>> {
     let d = match reference {
         Reference::Digest(d) => d.clone(),
         Reference::Tag(t) => match read_link(store, &paths::tag_current_link(repo, t)).await? {
@@ -72,7 +67,7 @@ pub async fn resolve<S: Storage>(
 /// interleaving with a removal of the tag, in this process or another sharing the
 /// storage, ends with the tag resolving or absent, never a listed tag that resolves to
 /// nothing. Callers hold the tag's lock.
-pub async fn tag<S: Storage>(store: &S, repo: &Repository, t: &Tag, d: &Digest) -> io::Result<()> {
+pub async fn tag<S: Storage>(store: &S, repo: &Repository, t: &Tag, d: &Digest) -> Result<()> {
     write_link(store, &paths::tag_index_link(repo, t, d), d).await?;
     write_link(store, &paths::tag_current_link(repo, t), d).await
 }
@@ -80,26 +75,34 @@ pub async fn tag<S: Storage>(store: &S, repo: &Repository, t: &Tag, d: &Digest) 
 /// Remove a tag (its lock held): `current` first, which makes the tag absent in one
 /// atomic step, then the rest of its folder (history links), which nothing reads once
 /// `current` is gone.
-pub async fn untag<S: Storage>(store: &S, repo: &Repository, t: &Tag) -> io::Result<()> {
+pub async fn untag<S: Storage>(store: &S, repo: &Repository, t: &Tag) -> Result<()> {
     store.delete(&paths::tag_current_link(repo, t)).await?;
-    store.delete(&paths::tag_dir(repo, t)).await
+    store.delete_prefix(&paths::tag_dir(repo, t)).await
 }
 
 /// The folder names under a repository's tags (resolving or not).
-pub async fn tag_folders<S: Storage>(store: &S, repo: &Repository) -> io::Result<Vec<String>> {
-    store.list(&paths::tags_dir(repo)).await
+pub async fn tag_folders<S: Storage>(store: &S, repo: &Repository) -> Result<Vec<String>> {
+    store.list_all(&paths::tags_dir(repo)).await
 }
 
 /// The repository's tags that resolve, unsorted; None when the repository is unknown.
 /// A folder without `current` is no tag (a PUT or DELETE in progress elsewhere, or a
 /// crash), and listing it would offer clients a tag they cannot pull.
-pub async fn tags<S: Storage>(store: &S, repo: &Repository) -> io::Result<Option<Vec<String>>> {
+pub async fn tags<S: Storage>(store: &S, repo: &Repository) -> Result<Option<Vec<String>>> {
     let folders = tag_folders(store, repo).await?;
     if folders.is_empty() {
-        let known = !store.list(&paths::repository(repo)).await?.is_empty();
+        let page = Page {
+            start_after: None,
+            limit: 1,
+        };
+        let known = !store
+            .list(&paths::repository(repo), page)
+            .await?
+            .names
+            .is_empty();
         return Ok(known.then(Vec::new));
     }
-    let checked: io::Result<Vec<String>> = futures_util::stream::iter(folders)
+    let checked: Result<Vec<String>> = futures_util::stream::iter(folders)
         .map(|t| async move {
             let present = match Tag::parse(&t) {
                 Some(tag) => store
@@ -126,10 +129,10 @@ pub async fn tags<S: Storage>(store: &S, repo: &Repository) -> io::Result<Option
 }
 
 /// The digests of a folder of `<alg>/<hex>` entries (manifest revisions, layer links).
-pub async fn digests_under<S: Storage>(store: &S, dir: &str) -> io::Result<Vec<Digest>> {
+pub async fn digests_under<S: Storage>(store: &S, dir: &str) -> Result<Vec<Digest>> {
     let mut out = Vec::new();
     for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-        for hex in store.list(&paths::algorithm_dir(dir, alg)).await? {
+        for hex in store.list_all(&paths::algorithm_dir(dir, alg)).await? {
             if let Ok(d) = Digest::parse(&format!("{}:{hex}", alg.name())) {
                 out.push(d);
             }
@@ -139,17 +142,17 @@ pub async fn digests_under<S: Storage>(store: &S, dir: &str) -> io::Result<Vec<D
 }
 
 /// Every manifest revision of a repository.
-pub async fn revisions<S: Storage>(store: &S, repo: &Repository) -> io::Result<Vec<Digest>> {
+pub async fn revisions<S: Storage>(store: &S, repo: &Repository) -> Result<Vec<Digest>> {
     digests_under(store, &paths::revisions_dir(repo)).await
 }
 
 /// Every repository name under the storage root (a folder holding `_manifests`).
-pub async fn list_repositories<S: Storage>(store: &S) -> io::Result<Vec<String>> {
+pub async fn list_repositories<S: Storage>(store: &S) -> Result<Vec<String>> {
     repositories_with(store, "_manifests").await
 }
 
 /// Every repository folder that holds `marker` (`_manifests`, `_uploads`, ...), sorted.
-pub async fn repositories_with<S: Storage>(store: &S, marker: &str) -> io::Result<Vec<String>> {
+pub async fn repositories_with<S: Storage>(store: &S, marker: &str) -> Result<Vec<String>> {
     let root = paths::repositories();
     let mut repos = Vec::new();
     let mut stack = vec![String::new()];
@@ -159,7 +162,7 @@ pub async fn repositories_with<S: Storage>(store: &S, marker: &str) -> io::Resul
         } else {
             paths::child(&root, &rel)
         };
-        for c in store.list(&dir).await? {
+        for c in store.list_all(&dir).await? {
             if c == marker {
                 repos.push(rel.clone());
             } else if !c.starts_with('_') && !c.starts_with('.') {

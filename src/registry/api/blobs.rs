@@ -69,7 +69,7 @@ impl<S: Storage> Registry<S> {
         if store::read_link(&self.store, &link).await?.as_ref() != Some(d) {
             return Err(blob_unknown(repo, d).into());
         }
-        self.store.delete(&paths::layer_dir(repo, d)).await?;
+        self.store.delete_prefix(&paths::layer_dir(repo, d)).await?;
         Ok(empty(StatusCode::ACCEPTED, &[]))
     }
 }

@@ -149,7 +149,12 @@ impl<S: Storage> Registry<S> {
                 // A tag folder without its `current` link (left by a crash, or by
                 // distribution) is deleted too, as distribution 3 deletes the folder:
                 // it could otherwise never be removed through the API.
-                if self.store.list(&paths::tag_dir(repo, t)).await?.is_empty() {
+                if self
+                    .store
+                    .list_all(&paths::tag_dir(repo, t))
+                    .await?
+                    .is_empty()
+                {
                     return Err(
                         ApiError::unknown("MANIFEST_UNKNOWN", format!("tag {t} unknown")).into(),
                     );
@@ -175,7 +180,9 @@ impl<S: Storage> Registry<S> {
                 }
             }
         }
-        self.store.delete(&paths::revision_dir(repo, &d)).await?;
+        self.store
+            .delete_prefix(&paths::revision_dir(repo, &d))
+            .await?;
         Ok(empty(StatusCode::ACCEPTED, &[]))
     }
 

@@ -8,16 +8,14 @@ use super::{empty, Answer, Resp};
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::oci::endpoint::UploadRef;
-use crate::oci::{Algorithm, Digest, Hasher, Repository};
-use crate::registry::locks::KeyGuard;
-use crate::registry::storage::{Appender, Storage};
+use crate::oci::{Digest, Repository};
+use crate::registry::storage::Storage;
+use crate::registry::upload::{UploadError, Uploads};
 use crate::registry::{paths, store, Error, Registry};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use hmac::Mac;
 use http::request::Parts;
 use http::{header, HeaderMap, StatusCode};
-use http_body_util::BodyExt;
 
 fn upload_unknown(id: &str) -> Error {
     ApiError::unknown("BLOB_UPLOAD_UNKNOWN", format!("upload {id} unknown")).into()
@@ -95,37 +93,6 @@ impl<S: Storage> Registry<S> {
         }
     }
 
-    /// Take the upload's lock (one writer at a time in this process) and read its
-    /// offset under it.
-    async fn open_upload(&self, id: &str, key: &str) -> Result<(KeyGuard<'_>, u64), Error> {
-        let guard = self.inflight.lock_upload(id).await;
-        let size = self.upload_size(key).await?;
-        Ok((guard, size))
-    }
-
-    /// Bytes stored so far in an upload (its offset).
-    async fn upload_size(&self, key: &str) -> std::io::Result<u64> {
-        Ok(self.store.stat(key).await?.map_or(0, |m| m.size))
-    }
-
-    /// Hash the first `size` stored bytes of `key`.
-    async fn hash_stored(&self, key: &str, size: u64, alg: Algorithm) -> std::io::Result<Hasher> {
-        let mut h = Hasher::new(alg);
-        if size > 0 {
-            if let Some(mut s) = self.store.get(key, Some((0, size))).await? {
-                while let Some(chunk) = s.next().await {
-                    h.update(&chunk?);
-                }
-            }
-        }
-        Ok(h)
-    }
-
-    /// The upload is over (committed or cancelled): drop its cached hash.
-    fn forget(&self, id: &str) {
-        self.inflight.hashes().remove(id);
-    }
-
     pub(in crate::registry) async fn start_upload(
         &self,
         repo: &Repository,
@@ -149,7 +116,7 @@ impl<S: Storage> Registry<S> {
             .put(&paths::upload_started_at(repo, &id), Bytes::from(started))
             .await
         {
-            let _ = self.store.delete(&paths::upload_dir(repo, &id)).await;
+            let _ = self.store.abort(&paths::upload_dir(repo, &id)).await;
             return Err(e.into());
         }
         let u = UploadRef {
@@ -162,8 +129,8 @@ impl<S: Storage> Registry<S> {
             // no session to resume (it never saw a Location), so none is kept.
             let r = self.complete(&u, d, &req.headers, body, base).await;
             if r.is_err() {
-                self.forget(&u.id);
-                let _ = self.store.delete(&paths::upload_dir(repo, &u.id)).await;
+                self.inflight.uploads.forget(&u.id);
+                let _ = self.store.abort(&paths::upload_dir(repo, &u.id)).await;
             }
             return r;
         }
@@ -172,18 +139,16 @@ impl<S: Storage> Registry<S> {
 
     pub(in crate::registry) async fn upload_status(&self, u: &UploadRef, base: &str) -> Answer {
         self.known_upload(u).await?;
-        let size = self
-            .upload_size(&paths::upload_data(&u.repository, &u.id))
-            .await?;
+        let size = Uploads::size(&self.store, &paths::upload_dir(&u.repository, &u.id)).await?;
         Ok(self.upload_progress(StatusCode::NO_CONTENT, base, u, size))
     }
 
     pub(in crate::registry) async fn cancel_upload(&self, u: &UploadRef) -> Answer {
         self.known_upload(u).await?;
-        let _g = self.inflight.lock_upload(&u.id).await;
-        self.forget(&u.id);
-        self.store
-            .delete(&paths::upload_dir(&u.repository, &u.id))
+        let dir = paths::upload_dir(&u.repository, &u.id);
+        self.inflight
+            .uploads
+            .cancel(&self.store, &dir, &u.id)
             .await?;
         Ok(empty(StatusCode::NO_CONTENT, &[]))
     }
@@ -196,12 +161,14 @@ impl<S: Storage> Registry<S> {
         base: &str,
     ) -> Answer {
         self.known_upload(u).await?;
-        let key = paths::upload_data(&u.repository, &u.id);
-        let (_guard, size) = self.open_upload(&u.id, &key).await?;
-        let limit = self.chunk_limit(&req.headers, size, u, base)?;
-        let (new_size, h) = self.append_body(&u.id, &key, body, size, limit).await?;
-        self.inflight.hashes().put(&u.id, new_size, h);
-        Ok(self.upload_progress(StatusCode::ACCEPTED, base, u, new_size))
+        let dir = paths::upload_dir(&u.repository, &u.id);
+        let mut session = self.inflight.uploads.open(&self.store, dir, &u.id).await?;
+        let limit = self.chunk_limit(&req.headers, session.size(), u, base)?;
+        let size = session
+            .append(body, limit)
+            .await
+            .map_err(|e| self.upload_error(e, u, base))?;
+        Ok(self.upload_progress(StatusCode::ACCEPTED, base, u, size))
     }
 
     pub(in crate::registry) async fn finish_upload(
@@ -215,22 +182,6 @@ impl<S: Storage> Registry<S> {
         self.known_upload(u).await?;
         let d = digest?;
         self.complete(u, d, &req.headers, body, base).await
-    }
-
-    /// Bring the cached hash to the data's current size, rehashing stored bytes when
-    /// this process has not seen them (upload begun elsewhere, or before a restart).
-    async fn hasher_at(
-        &self,
-        key: &str,
-        cached: Option<(u64, Hasher)>,
-        size: u64,
-    ) -> std::io::Result<Hasher> {
-        if let Some((off, h)) = cached {
-            if off == size {
-                return Ok(h);
-            }
-        }
-        self.hash_stored(key, size, Algorithm::Sha256).await
     }
 
     /// Check a chunk's `Content-Range` (and `Content-Length`) against the stored size:
@@ -291,107 +242,33 @@ impl<S: Storage> Registry<S> {
         Ok(Some(len))
     }
 
-    /// Append a request body to an upload, hashing as it streams. Called with the
-    /// upload's lock held. A storage failure, or a body longer than its range, takes
-    /// back every byte of this request (the upload is as before it); a body cut short
-    /// by the client keeps what arrived, which the client can see and resume from.
-    async fn append_body(
-        &self,
-        id: &str,
-        key: &str,
-        body: Body,
-        size: u64,
-        limit: Option<u64>,
-    ) -> Result<(u64, Hasher), Error> {
-        let cached = self.inflight.hashes().take(id);
-        let mut hasher = self.hasher_at(key, cached, size).await?;
-        // What the cache gets back if this request's bytes are taken back.
-        let before = hasher.clone();
-        let mut written = 0u64;
-        let mut body = body;
-        let mut appender: Option<S::Appender> = None;
-        let mut failure: Option<Error> = None;
-        let mut undo = false;
-        while let Some(frame) = body.frame().await {
-            let data = match frame {
-                Ok(f) => match f.into_data() {
-                    Ok(d) => d,
-                    Err(_) => continue,
-                },
-                Err(e) => {
-                    failure = Some(
-                        ApiError::bad_request("BLOB_UPLOAD_INVALID", format!("request body: {e}"))
-                            .into(),
-                    );
-                    break;
-                }
-            };
-            if data.is_empty() {
-                continue;
+    /// An upload that did not go through, as its answer.
+    fn upload_error(&self, e: UploadError, u: &UploadRef, base: &str) -> Error {
+        match e {
+            UploadError::Storage(e) => e.into(),
+            UploadError::Body(m) => {
+                ApiError::bad_request("BLOB_UPLOAD_INVALID", format!("request body: {m}")).into()
             }
-            if limit.is_some_and(|l| written + data.len() as u64 > l) {
-                failure = Some(
-                    ApiError::new(
-                        StatusCode::RANGE_NOT_SATISFIABLE,
-                        "BLOB_UPLOAD_INVALID",
-                        "body longer than its Content-Range",
-                    )
-                    .into(),
-                );
-                undo = true;
-                break;
+            UploadError::TooLong => ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "BLOB_UPLOAD_INVALID",
+                "body longer than its Content-Range",
+            )
+            .into(),
+            // Another request got to this offset first (spec: 416 with the range).
+            UploadError::Moved { size } => {
+                Error::Unsatisfiable(self.progress_headers(base, &u.repository, &u.id, size))
             }
-            if appender.is_none() {
-                match self.store.append(key).await {
-                    Ok(a) => appender = Some(a),
-                    Err(e) => {
-                        failure = Some(e.into());
-                        break;
-                    }
-                }
-            }
-            if let Some(a) = appender.as_mut() {
-                if let Err(e) = a.write(data.clone()).await {
-                    failure = Some(e.into());
-                    undo = true;
-                    break;
-                }
-            }
-            hasher.update(&data);
-            written += data.len() as u64;
-        }
-        if let Some(a) = appender.as_mut() {
-            if !undo {
-                if let Err(e) = a.finish().await {
-                    failure.get_or_insert(e.into());
-                    undo = true;
-                }
-            }
-        }
-        if undo {
-            if let Some(a) = appender {
-                if let Err(e) = a.abort().await {
-                    // The upload now holds bytes nobody hashed: let the next request
-                    // rehash what is really stored.
-                    tracing::error!(error = %e, upload = id, "could not take back a failed append");
-                    return Err(failure.unwrap_or(Error::Storage(e)));
-                }
-            }
-            self.inflight.hashes().put(id, size, before);
-            return Err(failure.unwrap_or_else(|| std::io::Error::other("append").into()));
-        }
-        match failure {
-            Some(r) => {
-                // Whatever was stored is now part of the upload; the hash follows it.
-                self.inflight.hashes().put(id, size + written, hasher);
-                Err(r)
-            }
-            None => Ok((size + written, hasher)),
+            UploadError::Digest { actual, expected } => ApiError::bad_request(
+                "DIGEST_INVALID",
+                format!("uploaded content has digest {actual}, not {expected}"),
+            )
+            .into(),
         }
     }
 
-    /// Append the last body (may be empty), verify the digest, move the data into the
-    /// blob store and link it into the repository.
+    /// Append the last body (may be empty), verify the digest, compose the data into
+    /// the blob store and link it into the repository.
     async fn complete(
         &self,
         u: &UploadRef,
@@ -401,38 +278,25 @@ impl<S: Storage> Registry<S> {
         base: &str,
     ) -> Answer {
         let (repo, id) = (&u.repository, u.id.as_str());
-        let key = paths::upload_data(repo, id);
-        let (_guard, size) = self.open_upload(id, &key).await?;
+        let dir = paths::upload_dir(repo, id);
+        let mut session = self
+            .inflight
+            .uploads
+            .open(&self.store, dir.clone(), id)
+            .await?;
         // Checked before anything is read or appended: a refused closing PUT leaves
         // the data and the cached hash exactly as they were.
-        let limit = self.chunk_limit(headers, size, u, base)?;
-        let (size, h) = self.append_body(id, &key, body, size, limit).await?;
-        let actual = match d.algorithm {
-            Algorithm::Sha256 => h.finish(),
-            // sha512: one more pass over the stored bytes.
-            _ => self.hash_stored(&key, size, d.algorithm).await?.finish(),
-        };
-        self.forget(id);
-        if actual != d {
-            // distribution cancels the upload on a digest mismatch; so do we.
-            let _ = self.store.delete(&paths::upload_dir(repo, id)).await;
-            return Err(ApiError::bad_request(
-                "DIGEST_INVALID",
-                format!("uploaded content has digest {actual}, not {d}"),
-            )
-            .into());
-        }
-        if size == 0 {
-            // No data object was ever appended: make the empty blob exist.
-            self.store.put(&paths::blob_data(&d), Bytes::new()).await?;
-        } else {
-            let exists = matches!(self.store.stat(&paths::blob_data(&d)).await, Ok(Some(m)) if m.size == size);
-            if !exists {
-                self.store.commit(&key, &paths::blob_data(&d)).await?;
-            }
-        }
+        let limit = self.chunk_limit(headers, session.size(), u, base)?;
+        session
+            .append(body, limit)
+            .await
+            .map_err(|e| self.upload_error(e, u, base))?;
+        session
+            .finish(&d, &paths::blob_data(&d))
+            .await
+            .map_err(|e| self.upload_error(e, u, base))?;
         store::write_link(&self.store, &paths::layer_link(repo, &d), &d).await?;
-        let _ = self.store.delete(&paths::upload_dir(repo, id)).await;
+        let _ = self.store.abort(&dir).await;
         Ok(created(base, repo, &d))
     }
 }

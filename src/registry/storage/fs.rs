@@ -1,12 +1,28 @@
-//! Filesystem storage: what only a filesystem has (rename, fsync, positioned reads)
-//! makes every write atomic and every read a stream.
+//! Filesystem storage: what only a filesystem has (rename, hard links, fsync,
+//! positioned reads) makes every write atomic and every read a stream.
+//!
+//! Upload sessions (`_uploads/<id>/`) keep distribution's single `data` file, appended
+//! in place, so a closing PUT never copies: the data is hard-linked into the blob key.
+//! A segment is claimed before it is written, create-only: `claim-<O>` is linked into
+//! place from a temporary file already holding an exclusive `flock`, so of two appends
+//! at one offset (in one process or two sharing the folder) exactly one gets it; the
+//! other is refused before writing anything. A claim whose holder died (its lock is
+//! gone) is taken over when the session has not moved past it. A finished segment is
+//! recorded create-only as `commit/<O>` (length and the caller's state) after the data
+//! is fsync'd; the session's size is the last record's end, never the file's length,
+//! so bytes of an append cut short by a crash are ignored and cut off by the next one.
 
-use super::{Appender, ByteStream, Meta, Storage};
+mod session;
+
+pub use session::FsSegment;
+
+use super::{
+    ByteStream, ErrorKind, Listing, Meta, Page, Result, SessionState, Storage, StorageError,
+};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::io;
 use std::path::{Path, PathBuf};
-use tokio::io::AsyncWriteExt;
 
 /// A storage root on the local filesystem (distribution's `rootdirectory`).
 #[derive(Debug, Clone)]
@@ -20,7 +36,7 @@ pub struct Fs {
 /// (fewer hops to a blocking thread per MiB); many share [`READ_BUDGET`], down to
 /// [`MIN_CHUNK`]: 300 concurrent downloads of any size stay in tens of MiB
 /// (tests/memory.rs).
-const MAX_CHUNK: usize = 256 << 10;
+pub const MAX_CHUNK: usize = 256 << 10;
 const MIN_CHUNK: usize = 32 << 10;
 const READ_BUDGET: usize = 8 << 20;
 
@@ -49,6 +65,9 @@ impl Drop for Reading {
     }
 }
 
+/// The session's data file: distribution's name, so tools see an upload grow.
+const DATA: &str = "data";
+
 impl Fs {
     pub fn new(root: impl Into<PathBuf>) -> Fs {
         Fs { root: root.into() }
@@ -63,6 +82,31 @@ impl Fs {
         debug_assert!(!key.split('/').any(|c| c == ".." || c.is_empty()), "{key}");
         self.root.join(key)
     }
+
+    /// The secret, read or created once, on this thread (start-up and reload build
+    /// their state outside the runtime). The file is private (0600).
+    pub fn secret_blocking(&self) -> Result<Vec<u8>> {
+        let path = self.path(super::SECRET_KEY);
+        let fail = at("secret", &path);
+        std::fs::create_dir_all(&self.root).map_err(at("secret", &self.root))?;
+        match std::fs::read(&path) {
+            Ok(s) if !s.is_empty() => return Ok(s),
+            // An empty file (a crash before the atomic write existed): replace it.
+            Ok(_) => {
+                crate::files::write_atomic(&path, &super::new_secret(), 0o600)
+                    .map_err(at("secret", &path))?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match create_only(&path, &super::new_secret(), 0o600) {
+                    // Another instance won the race to create it: use theirs.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    r => r.map_err(at("secret", &path))?,
+                }
+            }
+            Err(e) => return Err(fail(e)),
+        }
+        std::fs::read(&path).map_err(at("secret", &path))
+    }
 }
 
 fn none_if_missing<T>(r: io::Result<T>) -> io::Result<Option<T>> {
@@ -73,11 +117,14 @@ fn none_if_missing<T>(r: io::Result<T>) -> io::Result<Option<T>> {
     }
 }
 
-/// The same error, its message prefixed with the file it is about, so a log line names
-/// the path at fault (a full disk, a permission). The kind is kept: callers classify
-/// by it.
-fn at(path: &Path, e: io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+/// The error, naming the operation and the file it is about, so a log line names the
+/// path at fault (a full disk, a permission).
+fn at<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StorageError + 'a {
+    move |e| StorageError::io(op, path.display().to_string(), e)
+}
+
+fn joined(e: tokio::task::JoinError) -> StorageError {
+    StorageError::new(ErrorKind::Other, "task", "", io::Error::other(e))
 }
 
 /// How often a write or a delete is retried when a concurrent delete or create of the
@@ -87,90 +134,58 @@ fn at(path: &Path, e: io::Error) -> io::Error {
 /// from spinning.
 const RACE_RETRIES: usize = 5;
 
-async fn sync_dir(dir: &Path) {
-    // Makes the rename itself durable. Best effort: some filesystems refuse it.
-    if let Ok(d) = tokio::fs::File::open(dir).await {
-        let _ = d.sync_all().await;
+fn sync_dir(dir: &Path) {
+    // Makes a rename or link itself durable. Best effort: some filesystems refuse it.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
     }
 }
 
-/// Appends go to the file in pieces of this size: each file write is a hop to a
-/// blocking thread, and a pushed layer arrives in 16 KiB HTTP/2 frames. Batching turns
-/// ~16 hops per 256 KiB into one; the buffer is the only memory an upload holds.
-const APPEND_BATCH: usize = 1 << 20;
-
-pub struct FsAppender {
-    file: tokio::fs::File,
-    buf: Vec<u8>,
-    path: PathBuf,
-    /// The file's length when opened: `abort` cuts it back to this.
-    start: u64,
-}
-
-impl FsAppender {
-    async fn flush_buf(&mut self) -> io::Result<()> {
-        if !self.buf.is_empty() {
-            self.file.write_all(&self.buf).await?;
-            self.buf.clear();
+/// Write a whole file at `path` only if nothing is there: written and fsync'd under a
+/// temporary name, then hard-linked into place (link never replaces), so the name
+/// appears whole or not at all and exactly one of concurrent creators gets it.
+fn create_only(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tries = 0;
+    loop {
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+        let r = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            std::fs::hard_link(&tmp, path)
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        match r {
+            // The folder went away in between (a concurrent delete): again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && tries < RACE_RETRIES => tries += 1,
+            Err(e) => return Err(e),
+            Ok(()) => {
+                sync_dir(dir);
+                return Ok(());
+            }
         }
-        Ok(())
-    }
-}
-
-impl Appender for FsAppender {
-    async fn write(&mut self, data: Bytes) -> io::Result<()> {
-        if self.buf.len() + data.len() > APPEND_BATCH {
-            self.flush_buf().await.map_err(|e| at(&self.path, e))?;
-        }
-        if data.len() >= APPEND_BATCH {
-            return self
-                .file
-                .write_all(&data)
-                .await
-                .map_err(|e| at(&self.path, e));
-        }
-        self.buf.extend_from_slice(&data);
-        Ok(())
-    }
-
-    async fn finish(&mut self) -> io::Result<()> {
-        async {
-            self.flush_buf().await?;
-            self.file.flush().await?;
-            self.file.sync_data().await
-        }
-        .await
-        .map_err(|e| at(&self.path, e))
-    }
-
-    async fn abort(mut self) -> io::Result<()> {
-        self.buf.clear();
-        // An upload whose first bytes failed leaves no empty file behind: absent and
-        // empty mean the same (offset 0).
-        if self.start == 0 {
-            drop(self.file);
-            return none_if_missing(tokio::fs::remove_file(&self.path).await)
-                .map(|_| ())
-                .map_err(|e| at(&self.path, e));
-        }
-        // Truncation frees blocks, so it works on a full disk too.
-        async {
-            self.file.set_len(self.start).await?;
-            self.file.sync_data().await
-        }
-        .await
-        .map_err(|e| at(&self.path, e))
     }
 }
 
 impl Storage for Fs {
-    type Appender = FsAppender;
+    type Segment = FsSegment;
 
-    async fn read(&self, key: &str) -> io::Result<Option<Bytes>> {
-        Ok(none_if_missing(tokio::fs::read(self.path(key)).await)?.map(Bytes::from))
+    async fn read(&self, key: &str) -> Result<Option<Bytes>> {
+        let p = self.path(key);
+        Ok(none_if_missing(tokio::fs::read(&p).await)
+            .map_err(at("read", &p))?
+            .map(Bytes::from))
     }
 
-    async fn put(&self, key: &str, data: Bytes) -> io::Result<()> {
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         // One hop to a blocking thread for the whole write, not one per file call.
         let path = self.path(key);
         tokio::task::spawn_blocking(move || {
@@ -182,37 +197,50 @@ impl Storage for Fs {
                     Err(e) if e.kind() == io::ErrorKind::NotFound && tries < RACE_RETRIES => {
                         tries += 1;
                     }
-                    r => return r.map_err(|e| at(&path, e)),
+                    r => return r.map_err(at("put", &path)),
                 }
             }
         })
         .await
-        .map_err(io::Error::other)?
+        .map_err(joined)?
     }
 
-    async fn stat(&self, key: &str) -> io::Result<Option<Meta>> {
-        let m = none_if_missing(tokio::fs::metadata(self.path(key)).await)?;
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<()> {
+        let path = self.path(key);
+        tokio::task::spawn_blocking(move || {
+            create_only(&path, &data, 0o644).map_err(at("put_if_absent", &path))
+        })
+        .await
+        .map_err(joined)?
+    }
+
+    async fn stat(&self, key: &str) -> Result<Option<Meta>> {
+        let p = self.path(key);
+        let m = none_if_missing(tokio::fs::metadata(&p).await).map_err(at("stat", &p))?;
         Ok(m.filter(|m| m.is_file()).map(|m| Meta {
             size: m.len(),
             modified: m.modified().ok(),
         }))
     }
 
-    async fn get(&self, key: &str, range: Option<(u64, u64)>) -> io::Result<Option<ByteStream>> {
+    async fn get(&self, key: &str, range: Option<(u64, u64)>) -> Result<Option<ByteStream>> {
         let path = self.path(key);
+        let p = path.clone();
         // Open and size in one hop to a blocking thread.
         let opened = tokio::task::spawn_blocking(move || {
-            let f = std::fs::File::open(path)?;
+            let f = std::fs::File::open(p)?;
             let len = f.metadata()?.len();
             Ok::<_, io::Error>((f, len))
         })
         .await
-        .map_err(io::Error::other)?;
-        let Some((file, len)) = none_if_missing(opened)? else {
+        .map_err(joined)?;
+        let Some((file, len)) = none_if_missing(opened).map_err(at("get", &path))? else {
             return Ok(None);
         };
-        let (start, end) = range.unwrap_or((0, len));
+        // A range past the end yields what there is (callers check ranges first).
+        let (start, end) = range.map_or((0, len), |(a, b)| (a.min(len), b.min(len)));
         let file = std::sync::Arc::new(file);
+        let path: std::sync::Arc<Path> = path.into();
         let reading = std::sync::Arc::new(Reading::start());
         // Positioned reads of one chunk each, only when the client is ready for more:
         // no read-ahead buffer and no copy, so a stream holds at most the chunk in hand
@@ -220,6 +248,7 @@ impl Storage for Fs {
         let stream = futures_util::stream::try_unfold(start, move |pos| {
             let file = file.clone();
             let reading = reading.clone();
+            let path = path.clone();
             async move {
                 if pos >= end {
                     return Ok(None);
@@ -229,7 +258,9 @@ impl Storage for Fs {
                 let chunk = tokio::task::spawn_blocking(move || {
                     use std::os::unix::fs::FileExt;
                     let mut buf = vec![0u8; n];
-                    file.read_exact_at(&mut buf, pos)?;
+                    file.read_exact_at(&mut buf, pos).map_err(|e| {
+                        io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                    })?;
                     Ok::<_, io::Error>(Bytes::from(buf))
                 })
                 .await
@@ -240,24 +271,39 @@ impl Storage for Fs {
         Ok(Some(stream.boxed()))
     }
 
-    async fn list(&self, dir: &str) -> io::Result<Vec<String>> {
-        let Some(mut rd) = none_if_missing(tokio::fs::read_dir(self.path(dir)).await)? else {
-            return Ok(Vec::new());
+    async fn list(&self, dir: &str, page: Page<'_>) -> Result<Listing> {
+        let p = self.path(dir);
+        let Some(mut rd) =
+            none_if_missing(tokio::fs::read_dir(&p).await).map_err(at("list", &p))?
+        else {
+            return Ok(Listing::default());
         };
         let mut names = Vec::new();
-        while let Some(e) = rd.next_entry().await? {
+        while let Some(e) = rd.next_entry().await.map_err(at("list", &p))? {
             if let Some(n) = e.file_name().to_str() {
                 // Temporary files of writes in progress (or cut short by a crash).
-                if !n.starts_with(".tmp-") {
+                if !n.starts_with(".tmp-") && page.start_after.is_none_or(|a| n > a) {
                     names.push(n.to_string());
                 }
             }
         }
-        Ok(names)
+        names.sort_unstable();
+        let truncated = page.limit > 0 && names.len() > page.limit;
+        if truncated {
+            names.truncate(page.limit);
+        }
+        Ok(Listing { names, truncated })
     }
 
-    async fn delete(&self, key: &str) -> io::Result<()> {
+    async fn delete(&self, key: &str) -> Result<()> {
         let p = self.path(key);
+        none_if_missing(tokio::fs::remove_file(&p).await)
+            .map(|_| ())
+            .map_err(at("delete", &p))
+    }
+
+    async fn delete_prefix(&self, dir: &str) -> Result<()> {
+        let p = self.path(dir);
         let mut tries = 0;
         loop {
             let r = match tokio::fs::symlink_metadata(&p).await {
@@ -274,95 +320,173 @@ impl Storage for Fs {
                 Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty && tries < RACE_RETRIES => {
                     tries += 1;
                 }
-                r => return r.map_err(|e| at(&p, e)),
+                r => return r.map_err(at("delete", &p)),
             }
         }
     }
 
-    async fn append(&self, key: &str) -> io::Result<FsAppender> {
-        let p = self.path(key);
-        let opened = async {
-            if let Some(dir) = p.parent() {
-                tokio::fs::create_dir_all(dir).await?;
+    async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        let (from, to) = (self.path(from), self.path(to));
+        tokio::task::spawn_blocking(move || {
+            let dir = to.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(dir).map_err(at("copy", dir))?;
+            let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+            let r = (|| {
+                std::fs::copy(&from, &tmp)?;
+                std::fs::File::open(&tmp)?.sync_all()?;
+                std::fs::rename(&tmp, &to)
+            })();
+            if let Err(e) = r {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(at("copy", &from)(e));
             }
-            let file = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&p)
-                .await?;
-            let start = file.metadata().await?.len();
-            Ok::<_, io::Error>((file, start))
+            sync_dir(dir);
+            Ok(())
+        })
+        .await
+        .map_err(joined)?
+    }
+
+    async fn session(&self, dir: &str) -> Result<SessionState> {
+        session::state(self.path(dir)).await
+    }
+
+    async fn append(&self, dir: &str, offset: u64) -> Result<FsSegment> {
+        session::append(self.path(dir), offset).await
+    }
+
+    async fn read_session(&self, dir: &str, end: u64) -> Result<ByteStream> {
+        if end == 0 {
+            return Ok(futures_util::stream::empty().boxed());
         }
-        .await;
-        let (file, start) = opened.map_err(|e| at(&p, e))?;
-        Ok(FsAppender {
-            file,
-            buf: Vec::new(),
-            path: p,
-            start,
+        let key = format!("{dir}/{DATA}");
+        self.get(&key, Some((0, end))).await?.ok_or_else(|| {
+            StorageError::io(
+                "read_session",
+                self.path(&key).display().to_string(),
+                io::ErrorKind::NotFound.into(),
+            )
         })
     }
 
-    async fn commit(&self, from: &str, to: &str) -> io::Result<()> {
-        let (from, to) = (self.path(from), self.path(to));
-        let dir = to.parent().unwrap_or(Path::new("."));
-        tokio::fs::create_dir_all(dir)
+    async fn compose(&self, dir: &str, size: u64, to: &str) -> Result<()> {
+        session::compose(self.path(dir), size, self.path(to)).await
+    }
+
+    async fn secret(&self) -> Result<Vec<u8>> {
+        let fs = self.clone();
+        tokio::task::spawn_blocking(move || fs.secret_blocking())
             .await
-            .map_err(|e| at(dir, e))?;
-        // The upload data was fsync'd by its appender; rename makes it the blob in
-        // one step. A concurrent commit of the same digest renames identical bytes.
-        tokio::fs::rename(&from, &to)
-            .await
-            .map_err(|e| at(&from, e))?;
-        sync_dir(dir).await;
-        Ok(())
+            .map_err(joined)?
+    }
+
+    async fn ready(&self) -> std::result::Result<(), String> {
+        match tokio::fs::metadata(&self.root).await {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err("storage root is not a folder".into()),
+            Err(e) => Err(format!(
+                "storage root: {}",
+                crate::files::io_error_words(&e)
+            )),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.root.display().to_string()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::session::claim;
     use super::*;
+    use crate::registry::storage::Segment;
 
-    #[tokio::test]
-    async fn put_get_range_list_delete_commit() {
+    async fn fs() -> (tempfile::TempDir, Fs) {
         let dir = tempfile::tempdir().unwrap();
         let fs = Fs::new(dir.path());
-        assert!(fs.read("a/b").await.unwrap().is_none());
-        fs.put("a/b", Bytes::from_static(b"hello world"))
-            .await
-            .unwrap();
-        assert_eq!(fs.read("a/b").await.unwrap().unwrap(), "hello world");
-        assert_eq!(fs.stat("a/b").await.unwrap().unwrap().size, 11);
-        let mut s = fs.get("a/b", Some((6, 11))).await.unwrap().unwrap();
-        let mut got = Vec::new();
-        while let Some(c) = s.next().await {
-            got.extend_from_slice(&c.unwrap());
+        (dir, fs)
+    }
+
+    #[tokio::test]
+    async fn conformance() {
+        super::super::conformance::run(|| async {
+            let (dir, fs) = fs().await;
+            (fs, dir)
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_single_segment_upload_is_linked_not_copied() {
+        use std::os::unix::fs::MetadataExt;
+        let (_dir, fs) = fs().await;
+        let mut s = fs.append("u", 0).await.unwrap();
+        s.write(Bytes::from_static(b"whole")).await.unwrap();
+        s.commit(Bytes::new()).await.unwrap();
+        let ino = std::fs::metadata(fs.path("u/data")).unwrap().ino();
+        fs.compose("u", 5, "blobs/x/data").await.unwrap();
+        assert_eq!(
+            std::fs::metadata(fs.path("blobs/x/data")).unwrap().ino(),
+            ino
+        );
+    }
+
+    #[tokio::test]
+    async fn a_claim_held_by_another_process_refuses_and_a_dead_one_is_taken_over() {
+        use std::io::BufRead;
+        let (_dir, fs) = fs().await;
+        // A claim as an append that began and was dropped leaves it: free.
+        drop(fs.append("u", 0).await.unwrap());
+        // Another process holds it (util-linux flock(1) takes the same flock(2)).
+        /// Killed however the test ends: a live child would keep the lock and the
+        /// test's output open.
+        struct Other(std::process::Child);
+        impl Drop for Other {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
         }
-        assert_eq!(got, b"world");
-        assert_eq!(fs.list("a").await.unwrap(), vec!["b".to_string()]);
-        let mut ap = fs.append("u/data").await.unwrap();
-        ap.write(Bytes::from_static(b"xy")).await.unwrap();
-        ap.finish().await.unwrap();
-        let mut ap = fs.append("u/data").await.unwrap();
-        ap.write(Bytes::from_static(b"z")).await.unwrap();
-        ap.finish().await.unwrap();
-        // An aborted append leaves the data as it was, flushed or not.
-        let mut ap = fs.append("u/data").await.unwrap();
-        ap.write(Bytes::from(vec![7u8; APPEND_BATCH + 1]))
-            .await
+        let mut other = std::process::Command::new("flock")
+            // No fork: the process that holds the lock is the one killed below.
+            .args(["--nonblock", "--no-fork"])
+            .arg(fs.path("u/claim-0"))
+            .args(["sh", "-c", "echo locked; exec sleep 600"])
+            .stderr(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map(Other)
+            .expect("flock(1) (util-linux) must be installed");
+        let mut line = String::new();
+        std::io::BufReader::new(other.0.stdout.take().unwrap())
+            .read_line(&mut line)
             .unwrap();
-        ap.write(Bytes::from_static(b"more")).await.unwrap();
-        ap.abort().await.unwrap();
-        assert_eq!(fs.read("u/data").await.unwrap().unwrap(), "xyz");
-        let mut ap = fs.append("v/data").await.unwrap();
-        ap.write(Bytes::from_static(b"first")).await.unwrap();
-        ap.abort().await.unwrap();
-        assert!(fs.stat("v/data").await.unwrap().is_none());
-        fs.commit("u/data", "blobs/x/data").await.unwrap();
-        assert_eq!(fs.read("blobs/x/data").await.unwrap().unwrap(), "xyz");
-        assert!(fs.stat("u/data").await.unwrap().is_none());
-        fs.delete("a").await.unwrap();
-        fs.delete("a").await.unwrap();
-        assert!(fs.list("a").await.unwrap().is_empty());
+        assert_eq!(line.trim(), "locked");
+        let e = fs.append("u", 0).await.err().unwrap();
+        assert_eq!(e.kind, ErrorKind::PreconditionFailed, "{e}");
+        // The other process dies with bytes written and nothing committed.
+        std::fs::write(fs.path("u/data"), b"partial").unwrap();
+        drop(other);
+        assert_eq!(fs.session("u").await.unwrap().size, 0);
+        let mut s = fs.append("u", 0).await.unwrap();
+        s.write(Bytes::from_static(b"ok")).await.unwrap();
+        assert_eq!(s.commit(Bytes::new()).await.unwrap(), 2);
+        assert_eq!(fs.read("u/data").await.unwrap().unwrap(), "ok");
+        // A claim held in this process by another open file refuses the same way.
+        let held = claim(&fs.path("u"), 2).unwrap().unwrap();
+        let e = fs.append("u", 2).await.err().unwrap();
+        assert_eq!(e.kind, ErrorKind::PreconditionFailed, "{e}");
+        drop(held);
+    }
+
+    #[tokio::test]
+    async fn the_secret_is_private_and_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, fs) = fs().await;
+        let a = fs.secret().await.unwrap();
+        assert_eq!(fs.secret().await.unwrap(), a);
+        let m = std::fs::metadata(fs.path(super::super::SECRET_KEY)).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o600);
     }
 }

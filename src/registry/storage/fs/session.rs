@@ -1,0 +1,331 @@
+//! Upload sessions on the filesystem (see `fs`): claims, records, segments written
+//! in place into `data`, and the compose into a blob by hard link.
+
+use super::{at, create_only, joined, none_if_missing, sync_dir, DATA, RACE_RETRIES};
+use crate::registry::storage::{Record, Result, Segment, SessionState, StorageError};
+use bytes::Bytes;
+use std::io;
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+/// Take the claim on a session's segment at `offset`: the locked claim file (the lock
+/// lasts as long as it is open), or None when another live append holds it. A claim
+/// left by a dead holder is unlocked and taken over; the caller then checks that the
+/// session has not moved past `offset`.
+// `File::try_lock` is std since 1.89; the toolchain is newer than `rust-version`.
+#[allow(clippy::incompatible_msrv)]
+pub(super) fn claim(dir: &Path, offset: u64) -> io::Result<Option<std::fs::File>> {
+    let name = dir.join(format!("claim-{offset}"));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".tmp-claim-{}", uuid::Uuid::new_v4().simple()));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    // Locked before the name appears, so nobody can find it unlocked while it is ours.
+    let locked = f.try_lock();
+    let linked = match locked {
+        Ok(()) => std::fs::hard_link(&tmp, &name),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+        Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::other("fresh claim locked")),
+    };
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => return Ok(Some(f)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    drop(f);
+    let f = std::fs::File::open(&name)?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// The session's committed size and last state, from its `commit/<O>` records.
+fn session_state(dir: &Path) -> io::Result<SessionState> {
+    let records = dir.join("commit");
+    let last = match none_if_missing(std::fs::read_dir(&records))? {
+        None => None,
+        Some(rd) => {
+            let mut last = None;
+            for e in rd {
+                let e = e?;
+                if let Some(o) = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
+                    last = last.max(Some(o));
+                }
+            }
+            last
+        }
+    };
+    let Some(offset) = last else {
+        // An upload begun before sessions had records: its data is what it holds,
+        // unless a claim at 0 says that data is an unrecorded (crashed) first append.
+        let data = none_if_missing(std::fs::metadata(dir.join(DATA)))?;
+        let legacy = data.filter(|_| !dir.join("claim-0").exists());
+        return Ok(SessionState {
+            size: legacy.map_or(0, |m| m.len()),
+            state: Bytes::new(),
+        });
+    };
+    let path = records.join(offset.to_string());
+    let b = std::fs::read(&path)?;
+    let (length, state) = Record::decode(&b).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: bad record", path.display()),
+        )
+    })?;
+    Ok(SessionState {
+        size: offset + length,
+        state,
+    })
+}
+
+/// Appends go to the file in pieces of this size: each file write is a hop to a
+/// blocking thread, and a pushed layer arrives in 16 KiB HTTP/2 frames. Batching turns
+/// ~16 hops per 256 KiB into one; the buffer is the only memory an upload holds.
+const APPEND_BATCH: usize = 1 << 20;
+
+/// A segment being written in place into the session's data file, under its claim.
+pub struct FsSegment {
+    file: tokio::fs::File,
+    buf: Vec<u8>,
+    dir: PathBuf,
+    path: PathBuf,
+    offset: u64,
+    written: u64,
+    /// Held (locked) until the segment is committed or aborted.
+    _claim: std::fs::File,
+}
+
+impl FsSegment {
+    async fn flush_buf(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.file.write_all(&self.buf).await?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Cut the data back to where this segment began. Truncation frees blocks, so it
+    /// works on a full disk too.
+    async fn undo(&mut self) -> Result<()> {
+        self.buf.clear();
+        if self.offset == 0 {
+            // A session whose first bytes failed keeps no data file: absent and empty
+            // mean the same (offset 0).
+            return none_if_missing(tokio::fs::remove_file(&self.path).await)
+                .map(|_| ())
+                .map_err(at("abort", &self.path));
+        }
+        async {
+            self.file.set_len(self.offset).await?;
+            self.file.sync_data().await
+        }
+        .await
+        .map_err(at("abort", &self.path))
+    }
+}
+
+impl Segment for FsSegment {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        let n = data.len() as u64;
+        if self.buf.len() + data.len() > APPEND_BATCH {
+            self.flush_buf().await.map_err(at("append", &self.path))?;
+        }
+        if data.len() >= APPEND_BATCH {
+            self.file
+                .write_all(&data)
+                .await
+                .map_err(at("append", &self.path))?;
+        } else {
+            self.buf.extend_from_slice(&data);
+        }
+        self.written += n;
+        Ok(())
+    }
+
+    async fn commit(mut self, state: Bytes) -> Result<u64> {
+        if self.written == 0 {
+            return Ok(self.offset);
+        }
+        let synced = async {
+            self.flush_buf().await?;
+            self.file.flush().await?;
+            self.file.sync_data().await
+        }
+        .await;
+        if let Err(e) = synced {
+            let e = at("append", &self.path)(e);
+            let _ = self.undo().await;
+            return Err(e);
+        }
+        let record = self.dir.join("commit").join(self.offset.to_string());
+        let body = Record::encode(self.written, &state);
+        let rec = record.clone();
+        let r = tokio::task::spawn_blocking(move || create_only(&rec, &body, 0o644))
+            .await
+            .map_err(joined)?;
+        if let Err(e) = r {
+            let e = at("commit", &record)(e);
+            let _ = self.undo().await;
+            return Err(e);
+        }
+        Ok(self.offset + self.written)
+    }
+
+    async fn abort(mut self) -> Result<()> {
+        self.undo().await
+    }
+}
+
+/// Where the session in `d` stands.
+pub(super) async fn state(d: PathBuf) -> Result<SessionState> {
+    tokio::task::spawn_blocking(move || session_state(&d).map_err(at("session", &d)))
+        .await
+        .map_err(joined)?
+}
+
+/// Begin a segment at `offset` of the session in `d`: claimed, its data file open
+/// and positioned.
+pub(super) async fn append(d: PathBuf, offset: u64) -> Result<FsSegment> {
+    let data = d.join(DATA);
+    let (dd, path) = (d.clone(), data.clone());
+    let opened = tokio::task::spawn_blocking(move || -> Result<_> {
+        let fail = at("append", &path);
+        let Some(held) = claim(&dd, offset).map_err(at("claim", &dd))? else {
+            return Err(StorageError::precondition(
+                "append",
+                dd.display().to_string(),
+                "another append at this offset is in progress",
+            ));
+        };
+        let size = session_state(&dd).map_err(at("session", &dd))?.size;
+        if size != offset {
+            return Err(StorageError::precondition(
+                "append",
+                dd.display().to_string(),
+                &format!("the session is at {size}, not {offset}"),
+            ));
+        }
+        let mut tries = 0;
+        let file = loop {
+            let r = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path);
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < RACE_RETRIES => {
+                    tries += 1;
+                    let _ = std::fs::create_dir_all(&dd);
+                }
+                r => break r.map_err(at("append", &path))?,
+            }
+        };
+        let meta = file.metadata().map_err(at("append", &path))?;
+        use std::os::unix::fs::MetadataExt;
+        if meta.nlink() > 1 {
+            // Already hard-linked into a blob by a closing PUT: writing would
+            // change the blob.
+            return Err(StorageError::precondition(
+                "append",
+                path.display().to_string(),
+                "the upload is already finished",
+            ));
+        }
+        if meta.len() < offset {
+            return Err(fail(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("data holds {} bytes, its records {offset}", meta.len()),
+            )));
+        }
+        if meta.len() > offset {
+            // Bytes of an append that never committed (its process died).
+            file.set_len(offset).map_err(at("append", &path))?;
+        }
+        Ok((file, held))
+    })
+    .await
+    .map_err(joined)??;
+    let (file, held) = opened;
+    let mut file = tokio::fs::File::from_std(file);
+    file.seek(io::SeekFrom::Start(offset))
+        .await
+        .map_err(at("append", &data))?;
+    Ok(FsSegment {
+        file,
+        buf: Vec::new(),
+        dir: d,
+        path: data,
+        offset,
+        written: 0,
+        _claim: held,
+    })
+}
+
+/// Link the session's `size` bytes into `to` (see `Storage::compose`).
+pub(super) async fn compose(d: PathBuf, size: u64, to: PathBuf) -> Result<()> {
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        // Claim the end of the session: no append can run or begin meanwhile.
+        let Some(_held) = claim(&d, size).map_err(at("claim", &d))? else {
+            return Err(StorageError::precondition(
+                "compose",
+                d.display().to_string(),
+                "an append is in progress",
+            ));
+        };
+        let at_size = session_state(&d).map_err(at("session", &d))?.size;
+        if at_size != size {
+            return Err(StorageError::precondition(
+                "compose",
+                d.display().to_string(),
+                &format!("the session is at {at_size}, not {size}"),
+            ));
+        }
+        let same = |to: &Path| std::fs::metadata(to).is_ok_and(|m| m.is_file() && m.len() == size);
+        if same(&to) {
+            return Ok(());
+        }
+        let data = d.join(DATA);
+        if size == 0 {
+            return match create_only(&to, b"", 0o644) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && same(&to) => Ok(()),
+                r => r.map_err(at("compose", &to)),
+            };
+        }
+        let len = std::fs::metadata(&data)
+            .map_err(at("compose", &data))?
+            .len();
+        if len > size {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&data)
+                .map_err(at("compose", &data))?;
+            f.set_len(size).map_err(at("compose", &data))?;
+            f.sync_data().map_err(at("compose", &data))?;
+        }
+        let parent = to.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(at("compose", parent))?;
+        // The data was fsync'd by its segments; the link makes it the blob in one
+        // step, create-only, without copying a byte.
+        match std::fs::hard_link(&data, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if !same(&to) {
+                    // Not these bytes (a torn copy from elsewhere): replace it.
+                    std::fs::rename(&data, &to).map_err(at("compose", &to))?;
+                }
+            }
+            Err(e) => return Err(at("compose", &to)(e)),
+        }
+        sync_dir(parent);
+        let _ = std::fs::remove_file(&data);
+        Ok(())
+    })
+    .await
+    .map_err(joined)?
+}
