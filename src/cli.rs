@@ -307,7 +307,7 @@ fn inspect(config: Config) -> Preflight {
         )),
     }
     if let crate::config::Backend::Registry(r) = &config.backend {
-        if let Err(e) = check_storage_root(&r.root) {
+        if let Err(e) = crate::registry::storage::open(r).check_blocking() {
             problems.push(format!(
                 "{}: registry.root: {}: {e}",
                 config.path.display(),
@@ -319,28 +319,6 @@ fn inspect(config: Config) -> Preflight {
         config,
         problems,
         warnings,
-    }
-}
-
-/// The storage root must be a writable folder, or creatable.
-fn check_storage_root(root: &Path) -> Result<(), String> {
-    let mut p = root;
-    loop {
-        match std::fs::metadata(p) {
-            Ok(m) if !m.is_dir() => return Err("not a folder".into()),
-            Ok(m) => {
-                return if m.permissions().readonly() {
-                    Err("not writable".into())
-                } else {
-                    Ok(())
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match p.parent() {
-                Some(parent) if !parent.as_os_str().is_empty() => p = parent,
-                _ => return Ok(()),
-            },
-            Err(e) => return Err(crate::files::io_error_words(&e)),
-        }
     }
 }
 

@@ -38,6 +38,17 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Would this storage serve, as far as can be told without changing it (`check`):
+    /// one line saying why not.
+    pub fn check_blocking(&self) -> std::result::Result<(), String> {
+        match self {
+            Backend::Fs(f) => f.check_blocking(),
+            Backend::Memory(_) => Ok(()),
+        }
+    }
+}
+
 macro_rules! each {
     ($self:expr, $b:ident => $e:expr) => {
         match $self {

@@ -83,6 +83,29 @@ impl Fs {
         self.root.join(key)
     }
 
+    /// Would this folder serve, without changing anything (`check`): the root must be a
+    /// writable folder, or creatable.
+    pub fn check_blocking(&self) -> std::result::Result<(), String> {
+        let mut p: &Path = &self.root;
+        loop {
+            match std::fs::metadata(p) {
+                Ok(m) if !m.is_dir() => return Err("not a folder".into()),
+                Ok(m) => {
+                    return if m.permissions().readonly() {
+                        Err("not writable".into())
+                    } else {
+                        Ok(())
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => match p.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => p = parent,
+                    _ => return Ok(()),
+                },
+                Err(e) => return Err(crate::files::io_error_words(&e)),
+            }
+        }
+    }
+
     /// The secret, read or created once, on this thread (start-up and reload build
     /// their state outside the runtime). The file is private (0600).
     pub fn secret_blocking(&self) -> Result<Vec<u8>> {
