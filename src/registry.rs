@@ -22,8 +22,6 @@ pub mod upload;
 
 pub use error::Error;
 pub use inflight::{InFlight, MANIFEST_BUDGET};
-// gc walks repositories through these.
-pub use store::{digests_under, list_repositories, repositories_with};
 
 use crate::body::Body;
 use crate::oci::{Call, Endpoint};

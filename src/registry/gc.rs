@@ -8,7 +8,8 @@
 use super::manifest;
 use super::paths;
 use super::storage::{Result, Storage};
-use crate::oci::Digest;
+use super::store;
+use crate::oci::{Algorithm, Digest};
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
@@ -35,10 +36,10 @@ impl Report {
 pub async fn collect<S: Storage>(store: &S, grace: Duration, dry_run: bool) -> Result<Report> {
     let mut report = Report::default();
     let mut marked: HashSet<Digest> = HashSet::new();
-    let repos = super::list_repositories(store).await?;
+    let repos = store::list_repositories(store).await?;
     report.repositories = repos.len();
     for repo in &repos {
-        let revisions = super::digests_under(store, &paths::revisions_dir(repo)).await?;
+        let revisions = store::digests_under(store, &paths::revisions_dir(repo)).await?;
         for d in revisions {
             // Every stored revision is kept, tagged or not, as distribution does by
             // default: a digest someone pulls by must keep working.
@@ -56,12 +57,12 @@ pub async fn collect<S: Storage>(store: &S, grace: Duration, dry_run: bool) -> R
     report.marked = marked.len();
 
     let now = SystemTime::now();
-    let root = "docker/registry/v2/blobs";
     let mut doomed = Vec::new();
-    for alg in ["sha256", "sha512"] {
-        for prefix in store.list_all(&format!("{root}/{alg}")).await? {
-            for hex in store.list_all(&format!("{root}/{alg}/{prefix}")).await? {
-                let Ok(d) = Digest::parse(&format!("{alg}:{hex}")) else {
+    for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+        let blobs = paths::blobs_dir(alg);
+        for prefix in store.list_all(&blobs).await? {
+            for hex in store.list_all(&paths::child(&blobs, &prefix)).await? {
+                let Ok(d) = Digest::parse(&format!("{}:{hex}", alg.name())) else {
                     continue;
                 };
                 if marked.contains(&d) {
@@ -85,17 +86,13 @@ pub async fn collect<S: Storage>(store: &S, grace: Duration, dry_run: bool) -> R
     if !dry_run {
         let gone: HashSet<&Digest> = doomed.iter().map(|(d, _)| d).collect();
         for (d, _) in &doomed {
-            let data = paths::blob_data(d);
-            store.delete_prefix(data.trim_end_matches("/data")).await?;
+            store.delete_prefix(&paths::blob_dir(d)).await?;
         }
         // A repository's link to a swept blob would only ever answer BLOB_UNKNOWN.
         for repo in &repos {
-            let layers = paths::layers_dir(repo);
-            for d in super::digests_under(store, &layers).await? {
+            for d in store::digests_under(store, &paths::layers_dir(repo)).await? {
                 if gone.contains(&d) {
-                    store
-                        .delete_prefix(&format!("{layers}/{}/{}", d.algorithm.name(), d.hex))
-                        .await?;
+                    store.delete_prefix(&paths::layer_dir(repo, &d)).await?;
                 }
             }
         }
@@ -116,9 +113,8 @@ pub async fn purge_uploads<S: Storage>(
     let mut purged = Vec::new();
     // Every repository folder with uploads, including those whose first push is still
     // in progress (they have `_uploads` but no `_manifests` yet).
-    for repo in super::repositories_with(store, "_uploads").await? {
-        let dir = format!("{}/{repo}/_uploads", paths::repositories());
-        for id in store.list_all(&dir).await? {
+    for repo in store::repositories_with(store, "_uploads").await? {
+        for id in store.list_all(&paths::uploads_dir(&repo)).await? {
             let started = match store.read(&paths::upload_started_at(&repo, &id)).await? {
                 Some(b) => time::OffsetDateTime::parse(
                     String::from_utf8_lossy(&b).trim(),

@@ -17,6 +17,21 @@ pub fn blob_data(d: &Digest) -> String {
     )
 }
 
+/// `blobs/<alg>`: two-hex-digit folders, each holding `<hex>` blob folders.
+pub fn blobs_dir(alg: Algorithm) -> String {
+    format!("{ROOT}/blobs/{}", alg.name())
+}
+
+/// `blobs/<alg>/<first two hex>/<hex>`: a blob's folder.
+pub fn blob_dir(d: &Digest) -> String {
+    format!(
+        "{ROOT}/blobs/{}/{}/{}",
+        d.algorithm.name(),
+        &d.hex[..2],
+        d.hex
+    )
+}
+
 pub fn repositories() -> String {
     format!("{ROOT}/repositories")
 }
@@ -105,6 +120,11 @@ pub fn tag_index_link(name: &str, tag: &str, d: &Digest) -> String {
         d.algorithm.name(),
         d.hex
     )
+}
+
+/// `_uploads`: one folder per upload in progress.
+pub fn uploads_dir(name: &str) -> String {
+    format!("{}/_uploads", repo(name))
 }
 
 pub fn upload_dir(name: &str, id: &str) -> String {
