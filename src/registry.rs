@@ -104,7 +104,8 @@ impl<S: Storage> Registry<S> {
             Err(e) => return e.into_response(),
         };
         let (req, body) = req.into_parts();
-        let base = api::base_url(&req.headers, &req.uri);
+        // Absolute Locations only for the answers that carry one.
+        let base = || api::base_url(&req.headers, &req.uri);
         let answer = match endpoint {
             Endpoint::Base => Ok(api::json(
                 http::StatusCode::OK,
@@ -119,7 +120,7 @@ impl<S: Storage> Registry<S> {
                 ..
             } => self.get_manifest(&repository, &reference).await,
             Endpoint::PutManifest(repo, reference) => {
-                self.put_manifest(&repo, &reference, &req, body, &base)
+                self.put_manifest(&repo, &reference, &req, body, &base())
                     .await
             }
             Endpoint::DeleteManifest(repo, reference) => {
@@ -136,13 +137,13 @@ impl<S: Storage> Registry<S> {
                 digest,
                 mount,
             } => {
-                self.start_upload(&repository, digest, mount, &req, body, &base)
+                self.start_upload(&repository, digest, mount, &req, body, &base())
                     .await
             }
-            Endpoint::UploadStatus(u) => self.upload_status(&u, &base).await,
-            Endpoint::PatchUpload(u) => self.patch_upload(&u, &req, body, &base).await,
+            Endpoint::UploadStatus(u) => self.upload_status(&u, &base()).await,
+            Endpoint::PatchUpload(u) => self.patch_upload(&u, &req, body, &base()).await,
             Endpoint::FinishUpload(u, digest) => {
-                self.finish_upload(&u, digest, &req, body, &base).await
+                self.finish_upload(&u, digest, &req, body, &base()).await
             }
             Endpoint::CancelUpload(u) => self.cancel_upload(&u).await,
             Endpoint::Referrers {
