@@ -320,6 +320,17 @@ pub(super) async fn compose(d: PathBuf, size: u64, to: PathBuf) -> Result<()> {
                     std::fs::rename(&data, &to).map_err(at("compose", &to))?;
                 }
             }
+            // A filesystem without hard links (some FUSE and SMB mounts): move the
+            // data instead, as a rename is atomic too; the digest was verified, so a
+            // blob put there meanwhile holds the same bytes.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Unsupported | io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                std::fs::rename(&data, &to).map_err(at("compose", &to))?;
+            }
             Err(e) => return Err(at("compose", &to)(e)),
         }
         sync_dir(parent);
