@@ -40,6 +40,7 @@ where
     check!(copies);
     check!(sessions_append_commit_and_compose);
     check!(two_appends_at_one_offset_have_one_winner);
+    check!(a_dropped_segment_leaves_its_offset_to_the_next);
     check!(concurrent_sessions_stay_apart);
     check!(aborts_leave_nothing_behind);
     check!(large_objects_stream_in_bounded_chunks);
@@ -390,6 +391,35 @@ async fn two_appends_at_one_offset_have_one_winner<S: Storage>(s: Arc<S>) {
         s.list_all(dir).await.unwrap().is_empty(),
         "the losers left nothing"
     );
+}
+
+/// A request cut off mid-body drops its segment without commit or abort (the handler's
+/// future is dropped): its bytes are not part of the session, and the next append at
+/// the same offset takes the offset over and is the only one in the session.
+async fn a_dropped_segment_leaves_its_offset_to_the_next<S: Storage>(s: Arc<S>) {
+    let dir = "up/dropped";
+    let first = segment(&*s, dir, 0, b"head:").await.unwrap();
+    {
+        let mut seg = s.append(dir, first).await.unwrap();
+        seg.write(Bytes::from(pattern(3 << 20, 7))).await.unwrap();
+        seg.write(Bytes::from_static(b"tail of a request that never ends"))
+            .await
+            .unwrap();
+        // Dropped here: neither committed nor aborted.
+    }
+    assert_eq!(s.session(dir).await.unwrap().size, first);
+    let n = segment(&*s, dir, first, b"retry").await.unwrap();
+    assert_eq!(
+        session_bytes(&*s, dir).await,
+        b"head:retry",
+        "only the retry's bytes follow the committed ones"
+    );
+    s.compose(dir, n, "blobs/dropped").await.unwrap();
+    assert_eq!(
+        all(&*s, "blobs/dropped", None).await.unwrap(),
+        b"head:retry"
+    );
+    s.abort(dir).await.unwrap();
 }
 
 async fn concurrent_sessions_stay_apart<S: Storage>(s: Arc<S>) {

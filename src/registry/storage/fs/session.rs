@@ -6,7 +6,7 @@ use crate::registry::storage::{Record, Result, Segment, SessionState, StorageErr
 use bytes::Bytes;
 use std::io;
 use std::path::{Path, PathBuf};
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use std::sync::Arc;
 
 /// Take the claim on a session's segment at `offset`: the locked claim file (the lock
 /// lasts as long as it is open), or None when another live append holds it. A claim
@@ -89,44 +89,76 @@ fn session_state(dir: &Path) -> io::Result<SessionState> {
 /// ~16 hops per 256 KiB into one; the buffer is the only memory an upload holds.
 const APPEND_BATCH: usize = 1 << 20;
 
+/// The data file and the claim of a segment, shared with every blocking operation in
+/// flight: the claim (its flock) is released only when the last of them ends. A request
+/// dropped mid-write (client gone, connection timer) thus cannot let another append take
+/// the offset over while one of its writes is still landing in the file.
+struct Held {
+    file: std::fs::File,
+    _claim: std::fs::File,
+}
+
 /// A segment being written in place into the session's data file, under its claim.
 pub struct FsSegment {
-    file: tokio::fs::File,
+    held: Arc<Held>,
     buf: Vec<u8>,
     dir: PathBuf,
     path: PathBuf,
     offset: u64,
+    /// Bytes accepted by `write` (some may still be in `buf`).
     written: u64,
-    /// Held (locked) until the segment is committed or aborted.
-    _claim: std::fs::File,
+    /// Bytes of this segment already in the file.
+    flushed: u64,
+}
+
+/// Run `f` on a blocking thread with the segment's file and claim held until it ends,
+/// even if the awaiting future is dropped.
+async fn with_held<T: Send + 'static>(
+    held: &Arc<Held>,
+    f: impl FnOnce(&Held) -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let h = held.clone();
+    tokio::task::spawn_blocking(move || f(&h))
+        .await
+        .map_err(io::Error::other)?
+}
+
+/// Cut the data back to `offset`, where a segment began. Truncation frees blocks, so it
+/// works on a full disk too. A session whose first bytes failed keeps no data file:
+/// absent and empty mean the same (offset 0).
+fn undo(h: &Held, path: &Path, offset: u64) -> io::Result<()> {
+    if offset == 0 {
+        return none_if_missing(std::fs::remove_file(path)).map(|_| ());
+    }
+    h.file.set_len(offset)?;
+    h.file.sync_data()
 }
 
 impl FsSegment {
-    async fn flush_buf(&mut self) -> io::Result<()> {
-        if !self.buf.is_empty() {
-            self.file.write_all(&self.buf).await?;
-            self.buf.clear();
-        }
+    /// Write `data` at the segment's end in the file.
+    async fn write_at(&mut self, data: Bytes) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let pos = self.offset + self.flushed;
+        let n = data.len() as u64;
+        with_held(&self.held, move |h| h.file.write_all_at(&data, pos)).await?;
+        self.flushed += n;
         Ok(())
     }
 
-    /// Cut the data back to where this segment began. Truncation frees blocks, so it
-    /// works on a full disk too.
+    async fn flush_buf(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let buf = Bytes::from(std::mem::take(&mut self.buf));
+        self.write_at(buf).await
+    }
+
     async fn undo(&mut self) -> Result<()> {
         self.buf.clear();
-        if self.offset == 0 {
-            // A session whose first bytes failed keeps no data file: absent and empty
-            // mean the same (offset 0).
-            return none_if_missing(tokio::fs::remove_file(&self.path).await)
-                .map(|_| ())
-                .map_err(at("abort", &self.path));
-        }
-        async {
-            self.file.set_len(self.offset).await?;
-            self.file.sync_data().await
-        }
-        .await
-        .map_err(at("abort", &self.path))
+        let (path, offset) = (self.path.clone(), self.offset);
+        with_held(&self.held, move |h| undo(h, &path, offset))
+            .await
+            .map_err(at("abort", &self.path))
     }
 }
 
@@ -137,8 +169,7 @@ impl Segment for FsSegment {
             self.flush_buf().await.map_err(at("append", &self.path))?;
         }
         if data.len() >= APPEND_BATCH {
-            self.file
-                .write_all(&data)
+            self.write_at(data)
                 .await
                 .map_err(at("append", &self.path))?;
         } else {
@@ -152,29 +183,34 @@ impl Segment for FsSegment {
         if self.written == 0 {
             return Ok(self.offset);
         }
-        let synced = async {
-            self.flush_buf().await?;
-            self.file.flush().await?;
-            self.file.sync_data().await
-        }
-        .await;
-        if let Err(e) = synced {
+        if let Err(e) = self.flush_buf().await {
             let e = at("append", &self.path)(e);
             let _ = self.undo().await;
             return Err(e);
         }
+        // Sync, record and (on failure) undo in one blocking step that holds the claim:
+        // whatever happens to this future, nobody else touches the offset meanwhile.
         let record = self.dir.join("commit").join(self.offset.to_string());
         let body = Record::encode(self.written, &state);
-        let rec = record.clone();
-        let r = tokio::task::spawn_blocking(move || create_only(&rec, &body, 0o644))
-            .await
-            .map_err(joined)?;
-        if let Err(e) = r {
-            let e = at("commit", &record)(e);
-            let _ = self.undo().await;
-            return Err(e);
+        let (rec, path, offset) = (record.clone(), self.path.clone(), self.offset);
+        let done = with_held(&self.held, move |h| {
+            let r = h
+                .file
+                .sync_data()
+                .map_err(|e| ("append", e))
+                .and_then(|()| create_only(&rec, &body, 0o644).map_err(|e| ("commit", e)));
+            Ok(r.map_err(|(op, e)| {
+                let _ = undo(h, &path, offset);
+                (op, e)
+            }))
+        })
+        .await
+        .map_err(at("commit", &record))?;
+        match done {
+            Ok(()) => Ok(self.offset + self.written),
+            Err(("append", e)) => Err(at("append", &self.path)(e)),
+            Err((_, e)) => Err(at("commit", &record)(e)),
         }
-        Ok(self.offset + self.written)
     }
 
     async fn abort(mut self) -> Result<()> {
@@ -251,19 +287,18 @@ pub(super) async fn append(d: PathBuf, offset: u64) -> Result<FsSegment> {
     })
     .await
     .map_err(joined)??;
-    let (file, held) = opened;
-    let mut file = tokio::fs::File::from_std(file);
-    file.seek(io::SeekFrom::Start(offset))
-        .await
-        .map_err(at("append", &data))?;
+    let (file, claim) = opened;
     Ok(FsSegment {
-        file,
+        held: Arc::new(Held {
+            file,
+            _claim: claim,
+        }),
         buf: Vec::new(),
         dir: d,
         path: data,
         offset,
         written: 0,
-        _claim: held,
+        flushed: 0,
     })
 }
 
