@@ -9,7 +9,7 @@ use crate::body::Body;
 use crate::error::ApiError;
 use crate::oci::endpoint::UploadRef;
 use crate::oci::{Digest, Repository};
-use crate::registry::storage::Storage;
+use crate::registry::storage::{ErrorKind, Storage};
 use crate::registry::upload::{UploadError, Uploads};
 use crate::registry::{paths, store, Error, Registry};
 use bytes::Bytes;
@@ -245,6 +245,9 @@ impl<S: Storage> Registry<S> {
     /// An upload that did not go through, as its answer.
     fn upload_error(&self, e: UploadError, u: &UploadRef, base: &str) -> Error {
         match e {
+            // The session vanished under the request (cancelled or finished by another
+            // request since it was found): the upload is gone, not the storage broken.
+            UploadError::Storage(e) if e.kind == ErrorKind::NotFound => upload_unknown(&u.id),
             UploadError::Storage(e) => e.into(),
             UploadError::Body(m) => {
                 ApiError::bad_request("BLOB_UPLOAD_INVALID", format!("request body: {m}")).into()
