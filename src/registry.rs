@@ -75,7 +75,7 @@ impl<S: Storage> Registry<S> {
     /// Per-upload state this process keeps in memory: (upload locks, cached hashes).
     /// Both are bounded (see `locks`); exposed for tests and metrics.
     pub fn upload_state_entries(&self) -> (usize, usize) {
-        self.inflight.upload_entries()
+        self.inflight.uploads.entries()
     }
 
     pub fn storage(&self) -> &S {

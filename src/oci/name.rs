@@ -55,61 +55,49 @@ fn valid_tag(tag: &str) -> bool {
             .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-')
 }
 
-/// A repository name that passed the grammar.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Repository(String);
+/// A name type whose values passed `$valid`: parse-only construction, `&str` access.
+macro_rules! validated {
+    ($(#[$doc:meta])* $name:ident, $valid:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
 
-impl Repository {
-    /// None when `name` is not a valid repository name.
-    pub fn parse(name: &str) -> Option<Repository> {
-        valid_repository(name).then(|| Repository(name.to_string()))
-    }
+        impl $name {
+            /// None when `s` does not pass the grammar.
+            pub fn parse(s: &str) -> Option<$name> {
+                $valid(s).then(|| $name(s.to_string()))
+            }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
 }
 
-impl std::ops::Deref for Repository {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Repository {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A tag that passed the grammar.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Tag(String);
-
-impl Tag {
-    /// None when `tag` is not a valid tag.
-    pub fn parse(tag: &str) -> Option<Tag> {
-        valid_tag(tag).then(|| Tag(tag.to_string()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::ops::Deref for Tag {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Tag {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+validated!(
+    /// A repository name that passed the grammar.
+    Repository,
+    valid_repository
+);
+validated!(
+    /// A tag that passed the grammar.
+    Tag,
+    valid_tag
+);
 
 /// What a manifest path names: a tag, or a digest (any reference holding `:`).
 #[derive(Debug, Clone, PartialEq, Eq)]

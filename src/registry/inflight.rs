@@ -41,9 +41,4 @@ impl InFlight {
         // Neither a repository name nor a tag holds ':', so the key is unambiguous.
         self.tag_locks.lock(format!("{repository}:{tag}")).await
     }
-
-    /// Per-upload state kept in memory: (upload locks, cached hashes).
-    pub fn upload_entries(&self) -> (usize, usize) {
-        self.uploads.entries()
-    }
 }

@@ -41,10 +41,6 @@ pub fn repository(name: &str) -> String {
     format!("{ROOT}/repositories/{name}")
 }
 
-fn repo(name: &str) -> String {
-    repository(name)
-}
-
 /// `<dir>/<name>`: an entry of a listed folder.
 pub fn child(dir: &str, name: &str) -> String {
     format!("{dir}/{name}")
@@ -59,7 +55,7 @@ pub fn algorithm_dir(dir: &str, alg: Algorithm) -> String {
 pub fn layer_link(name: &str, d: &Digest) -> String {
     format!(
         "{}/_layers/{}/{}/link",
-        repo(name),
+        repository(name),
         d.algorithm.name(),
         d.hex
     )
@@ -67,14 +63,19 @@ pub fn layer_link(name: &str, d: &Digest) -> String {
 
 /// `_layers/<alg>/<hex>`: the folder of a layer link.
 pub fn layer_dir(name: &str, d: &Digest) -> String {
-    format!("{}/_layers/{}/{}", repo(name), d.algorithm.name(), d.hex)
+    format!(
+        "{}/_layers/{}/{}",
+        repository(name),
+        d.algorithm.name(),
+        d.hex
+    )
 }
 
 /// `_manifests/revisions/<alg>/<hex>/link`
 pub fn revision_link(name: &str, d: &Digest) -> String {
     format!(
         "{}/_manifests/revisions/{}/{}/link",
-        repo(name),
+        repository(name),
         d.algorithm.name(),
         d.hex
     )
@@ -82,29 +83,29 @@ pub fn revision_link(name: &str, d: &Digest) -> String {
 
 /// `_manifests/revisions`: `<alg>/<hex>` folders, one per stored manifest.
 pub fn revisions_dir(name: &str) -> String {
-    format!("{}/_manifests/revisions", repo(name))
+    format!("{}/_manifests/revisions", repository(name))
 }
 
 /// `_layers`: `<alg>/<hex>` folders, one per blob linked into the repository.
 pub fn layers_dir(name: &str) -> String {
-    format!("{}/_layers", repo(name))
+    format!("{}/_layers", repository(name))
 }
 
 pub fn revision_dir(name: &str, d: &Digest) -> String {
     format!(
         "{}/_manifests/revisions/{}/{}",
-        repo(name),
+        repository(name),
         d.algorithm.name(),
         d.hex
     )
 }
 
 pub fn tags_dir(name: &str) -> String {
-    format!("{}/_manifests/tags", repo(name))
+    format!("{}/_manifests/tags", repository(name))
 }
 
 pub fn tag_dir(name: &str, tag: &str) -> String {
-    format!("{}/_manifests/tags/{tag}", repo(name))
+    format!("{}/_manifests/tags/{tag}", repository(name))
 }
 
 /// `_manifests/tags/<tag>/current/link`
@@ -124,11 +125,11 @@ pub fn tag_index_link(name: &str, tag: &str, d: &Digest) -> String {
 
 /// `_uploads`: one folder per upload in progress.
 pub fn uploads_dir(name: &str) -> String {
-    format!("{}/_uploads", repo(name))
+    format!("{}/_uploads", repository(name))
 }
 
 pub fn upload_dir(name: &str, id: &str) -> String {
-    format!("{}/_uploads/{id}", repo(name))
+    format!("{}/_uploads/{id}", repository(name))
 }
 
 /// `_uploads/<id>/data`

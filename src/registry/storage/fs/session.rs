@@ -44,6 +44,27 @@ pub(super) fn claim(dir: &Path, offset: u64) -> io::Result<Option<std::fs::File>
     }
 }
 
+/// Claim the session's `offset` for `op` and check, under the claim, that the session
+/// stands there: the claim, or PreconditionFailed (`busy` when another holds it).
+fn claim_at(dir: &Path, offset: u64, op: &'static str, busy: &str) -> Result<std::fs::File> {
+    let Some(held) = claim(dir, offset).map_err(at("claim", dir))? else {
+        return Err(StorageError::precondition(
+            op,
+            dir.display().to_string(),
+            busy,
+        ));
+    };
+    let size = session_state(dir).map_err(at("session", dir))?.size;
+    if size != offset {
+        return Err(StorageError::precondition(
+            op,
+            dir.display().to_string(),
+            &format!("the session is at {size}, not {offset}"),
+        ));
+    }
+    Ok(held)
+}
+
 /// The session's committed size and last state, from its `commit/<O>` records.
 fn session_state(dir: &Path) -> io::Result<SessionState> {
     let records = dir.join("commit");
@@ -232,21 +253,12 @@ pub(super) async fn append(d: PathBuf, offset: u64) -> Result<FsSegment> {
     let (dd, path) = (d.clone(), data.clone());
     let opened = tokio::task::spawn_blocking(move || -> Result<_> {
         let fail = at("append", &path);
-        let Some(held) = claim(&dd, offset).map_err(at("claim", &dd))? else {
-            return Err(StorageError::precondition(
-                "append",
-                dd.display().to_string(),
-                "another append at this offset is in progress",
-            ));
-        };
-        let size = session_state(&dd).map_err(at("session", &dd))?.size;
-        if size != offset {
-            return Err(StorageError::precondition(
-                "append",
-                dd.display().to_string(),
-                &format!("the session is at {size}, not {offset}"),
-            ));
-        }
+        let held = claim_at(
+            &dd,
+            offset,
+            "append",
+            "another append at this offset is in progress",
+        )?;
         let mut tries = 0;
         let file = loop {
             let r = std::fs::OpenOptions::new()
@@ -306,21 +318,7 @@ pub(super) async fn append(d: PathBuf, offset: u64) -> Result<FsSegment> {
 pub(super) async fn compose(d: PathBuf, size: u64, to: PathBuf) -> Result<()> {
     tokio::task::spawn_blocking(move || -> Result<()> {
         // Claim the end of the session: no append can run or begin meanwhile.
-        let Some(_held) = claim(&d, size).map_err(at("claim", &d))? else {
-            return Err(StorageError::precondition(
-                "compose",
-                d.display().to_string(),
-                "an append is in progress",
-            ));
-        };
-        let at_size = session_state(&d).map_err(at("session", &d))?.size;
-        if at_size != size {
-            return Err(StorageError::precondition(
-                "compose",
-                d.display().to_string(),
-                &format!("the session is at {at_size}, not {size}"),
-            ));
-        }
+        let _held = claim_at(&d, size, "compose", "an append is in progress")?;
         let same = |to: &Path| std::fs::metadata(to).is_ok_and(|m| m.is_file() && m.len() == size);
         if same(&to) {
             return Ok(());
