@@ -30,10 +30,11 @@ pub enum BuildError {
     Auth(#[from] crate::auth::AuthError),
     #[error(transparent)]
     UpstreamCa(#[from] crate::upstream::CaError),
-    #[error("{file}: registry.root: {path}: {words}")]
+    #[error("{file}: {key}: {at}: {words}")]
     Storage {
         file: String,
-        path: String,
+        key: &'static str,
+        at: String,
         words: String,
     },
 }
@@ -67,14 +68,19 @@ impl State {
                 Backend::Upstream(pool)
             }
             BackendConfig::Registry(r) => {
-                let store = crate::registry::storage::open(r);
-                let secret = store.secret_blocking(r.secret.as_deref()).map_err(|e| {
+                let failed = |e: crate::registry::storage::StorageError| {
+                    let (key, at) = r.location();
                     BuildError::Storage {
                         file: config.path.display().to_string(),
-                        path: r.root.display().to_string(),
-                        words: io_error_words(&e.source),
+                        key,
+                        at,
+                        words: storage_words(r, &e),
                     }
-                })?;
+                };
+                let store = crate::registry::storage::open(r).map_err(failed)?;
+                let secret = store
+                    .prepare_blocking(r.secret.as_deref())
+                    .map_err(failed)?;
                 let registry = Registry::new(store, r.delete, secret, inflight);
                 registry.start_maintenance(
                     r.gc_interval.map(|every| (every, r.gc_grace)),
@@ -306,4 +312,16 @@ pub async fn until_stopped(path: PathBuf, shared: Shared, signals: Signals) {
         NotifyState::Stopping,
         NotifyState::Status("draining requests in flight"),
     ]);
+}
+
+/// A storage failure in a configuration problem line: the folder's own words for
+/// `fs` (the path is already in the line), the operation and key for object stores.
+pub fn storage_words(
+    r: &crate::config::Registry,
+    e: &crate::registry::storage::StorageError,
+) -> String {
+    match r.object {
+        Some(_) => e.words(),
+        None => io_error_words(&e.source),
+    }
 }

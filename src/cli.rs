@@ -307,12 +307,11 @@ fn inspect(config: Config) -> Preflight {
         )),
     }
     if let crate::config::Backend::Registry(r) = &config.backend {
-        if let Err(e) = crate::registry::storage::open(r).check_blocking() {
-            problems.push(format!(
-                "{}: registry.root: {}: {e}",
-                config.path.display(),
-                r.root.display()
-            ));
+        // An object store is probed by `check` and by start-up itself (the probe writes).
+        if r.object.is_none() {
+            if let Err(e) = check_storage(r) {
+                problems.push(format!("{}: {e}", config.path.display()));
+            }
         }
     }
     Preflight {
@@ -322,10 +321,31 @@ fn inspect(config: Config) -> Preflight {
     }
 }
 
+/// Would the registry's storage serve: `Ok(note)` (what `check` prints about it) or
+/// the problem as `key: where: why`.
+fn check_storage(r: &crate::config::Registry) -> Result<String, String> {
+    let (key, at) = r.location();
+    crate::registry::storage::open(r)
+        .map_err(|e| crate::app::storage_words(r, &e))
+        .and_then(|s| s.check_blocking())
+        .map(|note| if note.is_empty() { note } else { format!("{at}: {note}") })
+        .map_err(|e| format!("{key}: {at}: {e}"))
+}
+
 fn check(path: &Path) -> Result<(), Failure> {
     let Preflight {
-        problems, warnings, ..
+        config,
+        mut problems,
+        warnings,
     } = preflight(path)?;
+    if let crate::config::Backend::Registry(r) = &config.backend {
+        if r.object.is_some() {
+            match check_storage(r) {
+                Ok(note) => println!("{note}"),
+                Err(e) => problems.push(format!("{}: {e}", path.display())),
+            }
+        }
+    }
     // Weak hashes still work (nginx accepts them too), so they are advice on
     // standard output and `check` still succeeds; a deployment that wants them gone
     // can grep for "weak password hash".
@@ -484,7 +504,14 @@ fn gc(path: &Path, dry_run: bool) -> Result<(), Failure> {
             path.display()
         )));
     };
-    let store = crate::registry::storage::open(r);
+    let (key, at) = r.location();
+    let store = crate::registry::storage::open(r).map_err(|e| {
+        Failure(format!(
+            "{}: {key}: {at}: {}",
+            path.display(),
+            crate::app::storage_words(r, &e)
+        ))
+    })?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -493,10 +520,9 @@ fn gc(path: &Path, dry_run: bool) -> Result<(), Failure> {
         .block_on(crate::registry::gc::collect(&store, r.gc_grace, dry_run))
         .map_err(|e| {
             Failure(format!(
-                "{}: registry.root: {}: {}",
+                "{}: {key}: {at}: {}",
                 path.display(),
-                r.root.display(),
-                crate::files::io_error_words(&e.source)
+                crate::app::storage_words(r, &e)
             ))
         })?;
     let verb = if dry_run { "would delete" } else { "deleted" };

@@ -114,7 +114,10 @@ pub struct UpstreamServer {
 #[derive(Debug, Clone)]
 pub struct Registry {
     pub storage: StorageKind,
+    /// The data folder (`fs`; for object stores the key prefix is `ObjectStore::prefix`).
     pub root: PathBuf,
+    /// `s3` and `oss`: where and how to reach the bucket.
+    pub object: Option<ObjectStore>,
     pub delete: bool,
     pub secret: Option<String>,
     /// `[registry.gc] interval`: online collection while serving; None = off.
@@ -126,13 +129,100 @@ pub struct Registry {
     pub upload_purge: Option<(Duration, Duration)>,
 }
 
-/// `registry.storage`: which storage backend holds the registry's data. Values the
-/// parser knows but this version lacks (`s3`) are refused at load.
+/// `registry.storage`: which storage backend holds the registry's data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StorageKind {
     /// A folder on the local filesystem (`registry.root`).
     #[default]
     Fs,
+    /// An S3-compatible bucket (AWS, MinIO, Ceph RGW, R2, Garage, OSS's S3 API, ...).
+    S3,
+    /// Aliyun OSS through its native API.
+    Oss,
+}
+
+impl StorageKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StorageKind::Fs => "fs",
+            StorageKind::S3 => "s3",
+            StorageKind::Oss => "oss",
+        }
+    }
+}
+
+/// `[registry]` keys of an object store (`storage = "s3"` or `"oss"`).
+#[derive(Debug, Clone)]
+pub struct ObjectStore {
+    pub bucket: String,
+    /// S3 only (OSS names its region in the endpoint); "us-east-1" when unset.
+    pub region: String,
+    /// `http(s)://host[:port]`; None: the provider's default (AWS S3).
+    pub endpoint: Option<String>,
+    /// `https://endpoint/bucket/key` rather than `https://bucket.endpoint/key`.
+    pub path_style: bool,
+    /// Key prefix below which distribution's layout lives ("" = the bucket's top).
+    pub prefix: String,
+    pub credentials: Credentials,
+    /// Blob GETs answer 307 to a presigned URL.
+    pub redirect: bool,
+    /// Sign redirects for this endpoint (what clients reach) instead of `endpoint`.
+    pub redirect_endpoint: Option<String>,
+    /// `create_only`: None ("auto") probes the store at start-up.
+    pub create_only: Option<CreateOnly>,
+}
+
+/// How an object store makes a write create-only (DESIGN.md "Scale-out").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateOnly {
+    /// The store's conditional PUT (`If-None-Match: *`, OSS `x-oss-forbid-overwrite`).
+    Conditional,
+    /// For stores that ignore conditions (or apply them non-atomically): write a claim
+    /// `<key>.claims/<nonce>`, list the claims, and win only when alone.
+    Listing,
+}
+
+impl ObjectStore {
+    /// Where the data is, for log lines and `check` (never a credential).
+    pub fn describe(&self, kind: StorageKind) -> String {
+        let at = self.endpoint.as_deref().unwrap_or("the provider's default endpoint");
+        if self.prefix.is_empty() {
+            format!("{} bucket {:?} at {at}", kind.name(), self.bucket)
+        } else {
+            format!(
+                "{} bucket {:?} at {at}, prefix {:?}",
+                kind.name(),
+                self.bucket,
+                self.prefix
+            )
+        }
+    }
+}
+
+/// An access key: read from the configuration, a `*_file` key or the environment.
+/// Its `Debug` never shows the secret.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// `AWS_SESSION_TOKEN` when the key came from the environment with one.
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(<redacted>)")
+    }
+}
+
+impl Registry {
+    /// The key and the place a storage problem is reported with.
+    pub fn location(&self) -> (&'static str, String) {
+        match &self.object {
+            Some(o) => ("registry.bucket", o.describe(self.storage)),
+            None => ("registry.root", self.root.display().to_string()),
+        }
+    }
 }
 
 /// One configuration problem, displayed as `file: key: problem`.
@@ -342,16 +432,53 @@ down = true
         assert!(problems(none).iter().any(|l| l.contains("no backend")));
     }
 
+    fn registry_problems(keys: &str) -> Vec<String> {
+        problems(&(GOOD.split("[upstream]").next().unwrap().to_string() + "[registry]\n" + keys))
+    }
+
     #[test]
-    fn s3_storage_is_refused_until_it_exists() {
-        let text =
-            GOOD.split("[upstream]").next().unwrap().to_string() + "[registry]\nstorage = \"s3\"\n";
-        let p = problems(&text);
-        assert!(
-            p.iter()
-                .any(|l| l.contains("registry.storage: \"s3\" is not available")),
-            "{p:?}"
+    fn an_object_store_needs_its_bucket_and_credentials() {
+        let p = registry_problems("storage = \"oss\"\naccess_key_id = \"AKID\"\n");
+        for want in [
+            "registry.bucket: required with storage = \"oss\"",
+            "registry.endpoint: required with storage = \"oss\"",
+            "registry.secret_access_key: missing",
+        ] {
+            assert!(p.iter().any(|l| l.contains(want)), "{want}: {p:?}");
+        }
+        assert!(p.iter().all(|l| !l.contains("AKID")), "{p:?}");
+        let p = registry_problems(
+            "storage = \"s3\"\nbucket = \"Reg_istry\"\nendpoint = \"s3.local\"\naccess_key_id = \"a\"\naccess_key_id_file = \"/x\"\nsecret_access_key = \"TOPSECRET\"\nredirect_endpoint = \"https://cdn.example\"\n",
         );
+        for want in [
+            "registry.bucket: \"Reg_istry\" is not a bucket name",
+            "registry.endpoint: \"s3.local\" is not a URL",
+            "registry.access_key_id: set both access_key_id and access_key_id_file",
+            "registry.redirect_endpoint: set without redirect = true",
+        ] {
+            assert!(p.iter().any(|l| l.contains(want)), "{want}: {p:?}");
+        }
+        assert!(p.iter().all(|l| !l.contains("TOPSECRET")), "{p:?}");
+        let p = registry_problems("bucket = \"b\"\nstorage = \"gcs\"\n");
+        assert!(p.iter().any(|l| l.contains("registry.storage: \"gcs\" is not one of fs, s3, oss")), "{p:?}");
+        assert!(p.iter().any(|l| l.contains("registry.bucket: only for storage")), "{p:?}");
+    }
+
+    #[test]
+    fn a_complete_object_store_configuration_loads_without_showing_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s3.key"), "TOPSECRET\n").unwrap();
+        let text = GOOD.split("[upstream]").next().unwrap().to_string()
+            + "[registry]\nstorage = \"s3\"\nbucket = \"registry\"\nendpoint = \"http://127.0.0.1:9000\"\nroot = \"/prod/\"\naccess_key_id = \"AKID\"\nsecret_access_key_file = \"s3.key\"\nredirect = true\n";
+        let path = dir.path().join("proxy.toml");
+        std::fs::write(&path, text).unwrap();
+        let c = Config::load(&path).unwrap();
+        let Backend::Registry(r) = &c.backend else { panic!() };
+        let o = r.object.as_ref().unwrap();
+        assert_eq!(o.credentials.secret_access_key, "TOPSECRET");
+        assert_eq!((o.prefix.as_str(), o.region.as_str(), o.path_style), ("prod", "us-east-1", true));
+        let shown = format!("{c:?} {}", o.describe(r.storage));
+        assert!(!shown.contains("TOPSECRET") && !shown.contains("AKID"), "{shown}");
     }
 
     #[test]

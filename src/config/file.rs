@@ -101,11 +101,22 @@ pub struct UpstreamServer {
     pub max_conns: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Registry {
     pub storage: Option<String>,
     pub root: Option<String>,
+    pub bucket: Option<String>,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub path_style: Option<bool>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub access_key_id_file: Option<String>,
+    pub secret_access_key_file: Option<String>,
+    pub redirect: Option<bool>,
+    pub redirect_endpoint: Option<String>,
+    pub create_only: Option<String>,
     pub delete: Option<bool>,
     pub secret: Option<String>,
     pub gc: Option<Gc>,

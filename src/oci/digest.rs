@@ -114,7 +114,34 @@ impl Hasher {
             },
         }
     }
+
+    /// The running state as bytes, to continue the hash in another process (the
+    /// upload's commit records): `STATE_TAG` then sha2's own serialisation. Only
+    /// SHA-256 (uploads hash with it; sha512 is checked by one more pass).
+    pub fn save(&self) -> Option<Vec<u8>> {
+        use sha2::digest::common::hazmat::SerializableState;
+        match self {
+            Hasher::Sha256(h) => {
+                let mut out = STATE_TAG.to_vec();
+                out.extend_from_slice(h.serialize().as_slice());
+                Some(out)
+            }
+            Hasher::Sha512(_) => None,
+        }
+    }
+
+    /// A SHA-256 state saved by [`Hasher::save`]; None when the bytes are anything
+    /// else (empty, another version, damaged), so the caller rehashes instead.
+    pub fn restore(saved: &[u8]) -> Option<Hasher> {
+        use sha2::digest::common::hazmat::{SerializableState, SerializedState};
+        let rest = saved.strip_prefix(STATE_TAG)?;
+        let state = SerializedState::<sha2::Sha256>::try_from(rest).ok()?;
+        sha2::Sha256::deserialize(&state).ok().map(Hasher::Sha256)
+    }
 }
+
+/// Marks a saved hash state: algorithm and format version.
+const STATE_TAG: &[u8] = b"sha256-state-v1:";
 
 #[cfg(test)]
 mod tests {
@@ -138,5 +165,21 @@ mod tests {
         let mut h = Hasher::new(Algorithm::Sha512);
         h.update(b"abc");
         assert!(h.finish().hex.starts_with("ddaf35a193617aba"));
+        assert!(Hasher::new(Algorithm::Sha512).save().is_none());
+    }
+
+    #[test]
+    fn a_saved_state_continues_where_it_stopped() {
+        let mut h = Hasher::new(Algorithm::Sha256);
+        h.update(&[7u8; 100]);
+        let saved = h.save().unwrap();
+        let mut back = Hasher::restore(&saved).unwrap();
+        back.update(b" more");
+        let mut whole = [7u8; 100].to_vec();
+        whole.extend_from_slice(b" more");
+        assert_eq!(back.finish(), Digest::sha256_of(&whole));
+        assert!(Hasher::restore(b"").is_none());
+        assert!(Hasher::restore(&saved[..saved.len() - 1]).is_none());
+        assert!(Hasher::restore(&saved[1..]).is_none());
     }
 }

@@ -2,8 +2,8 @@
 //! finished objects (read, atomic put, put-if-absent, ranged streaming get, stat, paged
 //! list, delete, copy), upload sessions shaped for object stores (segments committed
 //! create-only with the hash state, composed into the final key), typed storage errors,
-//! and the storage-level operations (secret, readiness, description). The filesystem and
-//! the in-memory store implement it; [`Backend`] is the one the configuration chooses,
+//! and the storage-level operations (secret, readiness, description). The filesystem,
+//! object stores (S3, OSS) and the in-memory store implement it; [`Backend`] is the one the configuration chooses,
 //! dispatched statically (no `Box<dyn>` on the blob path). The API code assumes nothing
 //! that only a filesystem has.
 
@@ -12,6 +12,7 @@ pub mod backend;
 pub mod conformance;
 pub mod fs;
 pub mod memory;
+pub mod object;
 
 pub use backend::{open, Backend};
 
@@ -227,6 +228,12 @@ pub trait Storage: Send + Sync + 'static {
     /// already there with that size is success (same digest, same bytes). Nothing of
     /// the session is removed but its data; `abort` clears the rest.
     fn compose(&self, dir: &str, size: u64, to: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// Where a client may fetch `key` itself (a presigned URL) instead of through this
+    /// process; None: serve it here.
+    fn redirect(&self, _key: &str) -> impl Future<Output = Result<Option<String>>> + Send {
+        async { Ok(None) }
+    }
 
     /// End a session (finished or cancelled): nothing of it remains.
     fn abort(&self, dir: &str) -> impl Future<Output = Result<()>> + Send {

@@ -102,7 +102,16 @@ pub async fn tags<S: Storage>(store: &S, repo: &Repository) -> Result<Option<Vec
             .is_empty();
         return Ok(known.then(Vec::new));
     }
-    let checked: Result<Vec<String>> = futures_util::stream::iter(folders)
+    present_tags(store, repo, folders).await.map(Some)
+}
+
+/// The tag folders of `candidates` that hold a tag (`current/link`), in their order.
+async fn present_tags<S: Storage>(
+    store: &S,
+    repo: &Repository,
+    candidates: Vec<String>,
+) -> Result<Vec<String>> {
+    futures_util::stream::iter(candidates)
         .map(|t| async move {
             let present = match Tag::parse(&t) {
                 Some(tag) => store
@@ -111,21 +120,42 @@ pub async fn tags<S: Storage>(store: &S, repo: &Repository) -> Result<Option<Vec
                     .map(|m| m.is_some()),
                 None => Ok(false),
             };
-            (t, present)
+            present.map(|p| p.then_some(t))
         })
-        .buffer_unordered(16)
-        .filter_map(|(t, present)| async move {
-            match present {
-                Ok(true) => Some(Ok(t)),
-                Ok(false) => None,
-                Err(e) => Some(Err(e)),
-            }
-        })
+        .buffered(16)
+        .filter_map(|r| async move { r.transpose() })
         .collect::<Vec<_>>()
         .await
         .into_iter()
-        .collect();
-    checked.map(Some)
+        .collect()
+}
+
+/// One page of a repository's tags in lexical order: at most `n` after `last`, and
+/// whether more follow; None when the repository is unknown. Lists the tag names (a
+/// thousand per request on an object store) but checks only the page's tags.
+pub async fn tags_page<S: Storage>(
+    store: &S,
+    repo: &Repository,
+    n: usize,
+    last: Option<&str>,
+) -> Result<Option<(Vec<String>, bool)>> {
+    let mut folders = tag_folders(store, repo).await?;
+    if folders.is_empty() {
+        return Ok(tags(store, repo).await?.map(|_| (Vec::new(), false)));
+    }
+    folders.sort_unstable();
+    folders.retain(|t| last.is_none_or(|l| t.as_str() > l));
+    let mut page = Vec::new();
+    let mut rest = folders.into_iter().peekable();
+    while page.len() <= n && rest.peek().is_some() {
+        // Check a few more than still needed: some folders may hold no tag.
+        let want = (n + 1 - page.len()).clamp(1, 64);
+        let batch: Vec<String> = rest.by_ref().take(want).collect();
+        page.extend(present_tags(store, repo, batch).await?);
+    }
+    let more = page.len() > n;
+    page.truncate(n);
+    Ok(Some((page, more)))
 }
 
 /// The digests of a folder of `<alg>/<hex>` entries (manifest revisions, layer links).
@@ -176,4 +206,63 @@ pub async fn repositories_with<S: Storage>(store: &S, marker: &str) -> Result<Ve
     }
     repos.sort();
     Ok(repos)
+}
+
+/// Repository names compared by component (`a/c` before `a-b`): the order of a walk
+/// over the folders, which pages of the catalog follow.
+pub fn repository_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.split('/').cmp(b.split('/'))
+}
+
+/// One page of the catalog: at most `n` repositories after `last` (in
+/// [`repository_order`]) and whether more follow. A walk that lists one folder per
+/// step and skips every subtree that ends before `last`, so a page costs about its
+/// own size in listings, not the whole tree.
+pub async fn repositories_page<S: Storage>(
+    store: &S,
+    n: usize,
+    last: Option<&str>,
+) -> Result<(Vec<String>, bool)> {
+    use std::cmp::Ordering::Greater;
+    let root = paths::repositories();
+    // Folders still to visit, the next one last.
+    let mut stack = vec![String::new()];
+    let mut out = Vec::new();
+    while let Some(rel) = stack.pop() {
+        let dir = if rel.is_empty() {
+            root.clone()
+        } else {
+            paths::child(&root, &rel)
+        };
+        let mut children = store.list_all(&dir).await?;
+        children.sort_unstable();
+        let is_repo = children.iter().any(|c| c == "_manifests");
+        if is_repo && !rel.is_empty() && last.is_none_or(|l| repository_order(&rel, l) == Greater)
+        {
+            if out.len() == n {
+                return Ok((out, true));
+            }
+            out.push(rel.clone());
+        }
+        for c in children.iter().rev() {
+            if c.starts_with('_') || c.starts_with('.') {
+                continue;
+            }
+            let sub = if rel.is_empty() {
+                c.clone()
+            } else {
+                paths::child(&rel, c)
+            };
+            // A subtree holds names from `sub` on; it may hold names after `last` if
+            // it sorts after it or leads to it.
+            let may_follow = last.is_none_or(|l| {
+                repository_order(&sub, l) == Greater
+                    || l.strip_prefix(sub.as_str()).is_some_and(|r| r.starts_with('/'))
+            });
+            if may_follow {
+                stack.push(sub);
+            }
+        }
+    }
+    Ok((out, false))
 }

@@ -2,13 +2,11 @@
 //! request body, and the compose into the blob at the closing PUT. HTTP stays with the
 //! handlers: they turn an [`UploadError`] into the answer.
 //!
-//! Where the state lives: the storage's session (its committed size and the state
-//! recorded with the last segment) is the truth, so any instance sharing the storage
-//! continues an upload. The running SHA-256 of each upload is cached in this process
-//! ([`HashCache`]); a miss (another instance, a restart, an evicted entry) rehashes the
-//! committed bytes. The recorded state is empty for now: sha2 0.10 cannot serialise
-//! its state (see `STATE_NONE`), and the kill-during-PUT test relies on a restarted
-//! process rehashing.
+//! Where the state lives: the storage's session (its committed size and the SHA-256
+//! state recorded with the last segment) is the truth, so any instance sharing the
+//! storage continues an upload without reading its data again. The running hash is
+//! also cached in this process ([`HashCache`]) to skip that read; only a session whose
+//! record holds no usable state (begun by an older version) is rehashed.
 
 use super::locks::{HashCache, KeyGuard, KeyLocks};
 use super::storage::{ErrorKind, Segment, Storage, StorageError};
@@ -18,10 +16,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use std::sync::Mutex;
-
-/// The hash state recorded with a segment: none (the next request without a cached
-/// hash rehashes the committed bytes). A serialised SHA-256 state would go here.
-const STATE_NONE: Bytes = Bytes::new();
 
 /// Why an append or a finish did not go through; the handler picks the answer.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +53,8 @@ pub struct Session<'a, S: Storage> {
     dir: String,
     id: String,
     size: u64,
+    /// The hash state recorded with the last commit (empty: none).
+    state: Bytes,
     _guard: KeyGuard<'a>,
 }
 
@@ -80,13 +76,14 @@ impl Uploads {
         id: &str,
     ) -> Result<Session<'a, S>, StorageError> {
         let guard = self.locks.lock(id.to_string()).await;
-        let size = store.session(&dir).await?.size;
+        let now = store.session(&dir).await?;
         Ok(Session {
             store,
             uploads: self,
             dir,
             id: id.to_string(),
-            size,
+            size: now.size,
+            state: now.state,
             _guard: guard,
         })
     }
@@ -137,13 +134,20 @@ impl<'a, S: Storage> Session<'a, S> {
         self.size
     }
 
-    /// The SHA-256 of what is committed: cached, or rehashed from storage.
+    /// The SHA-256 of what is committed: cached, restored from the last commit's
+    /// record, or (no usable record) rehashed from storage.
     async fn hasher(&self) -> Result<Hasher, StorageError> {
         let cached = self.uploads.cache().take(&self.id);
         if let Some((off, h)) = cached {
             if off == self.size {
                 return Ok(h);
             }
+        }
+        if self.size == 0 {
+            return Ok(Hasher::new(Algorithm::Sha256));
+        }
+        if let Some(h) = Hasher::restore(&self.state) {
+            return Ok(h);
         }
         hash_session(self.store, &self.dir, self.size, Algorithm::Sha256).await
     }
@@ -236,8 +240,12 @@ impl<'a, S: Storage> Session<'a, S> {
             self.uploads.cache().put(&self.id, self.size, before);
             return Err(failure.unwrap_or(UploadError::TooLong));
         }
-        match segment.commit(STATE_NONE).await {
-            Ok(size) => self.size = size,
+        let state = Bytes::from(hasher.save().unwrap_or_default());
+        match segment.commit(state.clone()).await {
+            Ok(size) => {
+                self.size = size;
+                self.state = state;
+            }
             Err(e) => {
                 // The segment is gone (the backend took it back): as before.
                 self.uploads.cache().put(&self.id, self.size, before);

@@ -112,7 +112,21 @@ struct UpstreamServer {
 
 #[derive(Clone, Debug, Serialize)]
 struct Registry {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage: Option<String>,
     root: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bucket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret_access_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redirect: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    create_only: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     delete: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -209,7 +223,14 @@ impl Options {
     pub fn registry() -> Options {
         let mut o = Options::base();
         o.file.registry = Some(Registry {
+            storage: None,
             root: "data".into(),
+            bucket: None,
+            endpoint: None,
+            access_key_id: None,
+            secret_access_key: None,
+            redirect: None,
+            create_only: None,
             delete: None,
             secret: None,
             gc: None,
@@ -409,6 +430,30 @@ impl Options {
             .registry
             .as_mut()
             .expect("a [registry] key on a configuration built with Options::upstream()")
+    }
+
+    /// `storage = "s3"` on a bucket of a local S3 server, below `prefix` (`root`).
+    pub fn s3(mut self, s3: &super::s3::S3Server, prefix: &str) -> Options {
+        let r = self.registry_section();
+        r.storage = Some("s3".into());
+        r.root = prefix.into();
+        r.bucket = Some(s3.bucket.clone());
+        r.endpoint = Some(s3.endpoint.clone());
+        r.access_key_id = Some(s3.access_key.clone());
+        r.secret_access_key = Some(s3.secret_key.clone());
+        self
+    }
+
+    /// `registry.redirect`: blob GETs answer 307 to a presigned URL.
+    pub fn redirect(mut self, on: bool) -> Options {
+        self.registry_section().redirect = Some(on);
+        self
+    }
+
+    /// `registry.create_only`: how the object store makes a write create-only.
+    pub fn create_only(mut self, how: &str) -> Options {
+        self.registry_section().create_only = Some(how.into());
+        self
     }
 
     /// `registry.root`: the storage folder, relative to proxy.toml or absolute.

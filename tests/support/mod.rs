@@ -358,6 +358,7 @@ pub fn request(method: &str, url: &str, user: Option<(&str, &str)>) -> http::req
 pub mod config;
 pub mod docker;
 pub mod oci;
+pub mod s3;
 
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;

@@ -1,4 +1,4 @@
-//! Blobs: GET and HEAD (with a single `Range`), and DELETE (unlinks from the
+//! Blobs: GET (or a 307 to the store's presigned URL) and HEAD (with a single `Range`), and DELETE (unlinks from the
 //! repository; the data goes with garbage collection, as in distribution).
 
 use super::{empty, parse_range, Answer};
@@ -29,6 +29,15 @@ impl<S: Storage> Registry<S> {
         let size = store::blob_in_repo(&self.store, repo, d)
             .await?
             .ok_or_else(|| blob_unknown(repo, d))?;
+        if !head {
+            // `redirect = true`: the store serves the bytes; HEAD stays here.
+            if let Some(url) = self.store.redirect(&paths::blob_data(d)).await? {
+                return Ok(empty(
+                    StatusCode::TEMPORARY_REDIRECT,
+                    &[("location", url), ("docker-content-digest", d.to_string())],
+                ));
+            }
+        }
         let range = parse_range(req.headers.get(header::RANGE), size).map_err(|()| {
             Error::Unsatisfiable(vec![("content-range", format!("bytes */{size}"))])
         })?;

@@ -1,5 +1,6 @@
-//! Listings: a repository's tags and the `_catalog`, sorted, with `n`/`last`
-//! pagination and a `Link` to the next page.
+//! Listings: a repository's tags (lexical order) and the `_catalog` (the order of a
+//! walk over the folders, `a/c` before `a-b`), with `n`/`last` pagination and a `Link`
+//! to the next page. A page lists and checks about as much as it returns.
 
 use super::{json, link_next, paginate, Answer};
 use crate::error::ApiError;
@@ -11,10 +12,16 @@ use http::StatusCode;
 
 impl<S: Storage> Registry<S> {
     pub(in crate::registry) async fn tags(&self, repo: &Repository, page: Page) -> Answer {
-        let all = store::tags(&self.store, repo).await?.ok_or_else(|| {
-            ApiError::unknown("NAME_UNKNOWN", format!("repository {repo} unknown"))
-        })?;
-        let (items, more) = paginate(all, page.n, page.last.as_deref());
+        let unknown = || ApiError::unknown("NAME_UNKNOWN", format!("repository {repo} unknown"));
+        let (items, more) = match page.n {
+            Some(n) => store::tags_page(&self.store, repo, n, page.last.as_deref())
+                .await?
+                .ok_or_else(unknown)?,
+            None => {
+                let all = store::tags(&self.store, repo).await?.ok_or_else(unknown)?;
+                paginate(all, None, page.last.as_deref())
+            }
+        };
         let mut r = json(
             StatusCode::OK,
             "application/json",
@@ -29,8 +36,12 @@ impl<S: Storage> Registry<S> {
     }
 
     pub(in crate::registry) async fn catalog(&self, page: Page) -> Answer {
-        let repos = store::list_repositories(&self.store).await?;
-        let (items, more) = paginate(repos, page.n, page.last.as_deref());
+        let (items, more) = store::repositories_page(
+            &self.store,
+            page.n.unwrap_or(usize::MAX),
+            page.last.as_deref(),
+        )
+        .await?;
         let mut r = json(
             StatusCode::OK,
             "application/json",

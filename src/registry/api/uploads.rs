@@ -13,7 +13,7 @@ use crate::registry::storage::{ErrorKind, Storage};
 use crate::registry::upload::{UploadError, Uploads};
 use crate::registry::{paths, store, Error, Registry};
 use bytes::Bytes;
-use hmac::Mac;
+use hmac::{KeyInit, Mac};
 use http::request::Parts;
 use http::{header, HeaderMap, StatusCode};
 

@@ -4,47 +4,106 @@
 
 use super::fs::{Fs, FsSegment};
 use super::memory::{Memory, MemorySegment};
-use super::{ByteStream, Listing, Meta, Page, Result, Segment, SessionState, Storage};
+use super::object::{Object, ObjectSegment};
+use super::{
+    ByteStream, ErrorKind, Listing, Meta, Page, Result, Segment, SessionState, Storage,
+    StorageError,
+};
+use crate::config::StorageKind;
 use bytes::Bytes;
+use std::future::Future;
 
 /// Every storage implementation.
 #[derive(Debug, Clone)]
 pub enum Backend {
     Fs(Fs),
+    /// S3-compatible or OSS.
+    Object(Object),
     /// Tests only: not a configuration value.
     Memory(Memory),
 }
 
-/// Build the configured storage. `s3` never gets here: the configuration refuses it
-/// until the object-store backend exists.
-pub fn open(config: &crate::config::Registry) -> Backend {
-    match config.storage {
-        crate::config::StorageKind::Fs => Backend::Fs(Fs::new(&config.root)),
+/// Build the configured storage (no request is made yet).
+pub fn open(config: &crate::config::Registry) -> Result<Backend> {
+    match (config.storage, &config.object) {
+        (StorageKind::Fs, _) | (_, None) => Ok(Backend::Fs(Fs::new(&config.root))),
+        (kind, Some(o)) => Object::new(kind, o).map(Backend::Object),
     }
 }
 
+/// Run a storage future from synchronous code (start-up, reload, `check`): on the
+/// process's multi-threaded runtime when there is one (so the object-store client's
+/// connections live on it), else on a runtime of its own, in a thread either way.
+fn run_blocking<T: Send>(f: impl Future<Output = Result<T>> + Send) -> Result<T> {
+    let handle = tokio::runtime::Handle::try_current()
+        .ok()
+        .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    std::thread::scope(|s| {
+        s.spawn(|| match handle {
+            Some(h) => h.block_on(f),
+            None => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| StorageError::new(ErrorKind::Other, "start", "runtime", e))?
+                .block_on(f),
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(StorageError::new(
+                ErrorKind::Other,
+                "start",
+                "storage",
+                std::io::Error::other("the storage thread panicked"),
+            ))
+        })
+    })
+}
+
 impl Backend {
-    /// The upload-state secret: `registry.secret` when configured, else the one kept
-    /// in the storage (created once). Without a runtime: start-up and reload build
-    /// their state on a plain thread.
-    pub fn secret_blocking(&self, configured: Option<&str>) -> Result<Vec<u8>> {
-        if let Some(s) = configured {
+    /// Make the storage ready to serve and return the upload-state secret:
+    /// `registry.secret` when configured, else the one kept in the storage (created
+    /// once). An object store is probed first (reachable, writable, create-only
+    /// writes honoured or not). Synchronous: start-up and reload build their state
+    /// outside the request path.
+    pub fn prepare_blocking(&self, configured: Option<&str>) -> Result<Vec<u8>> {
+        if let (Some(s), Backend::Fs(_) | Backend::Memory(_)) = (configured, self) {
             return Ok(s.as_bytes().to_vec());
         }
         match self {
             Backend::Fs(f) => f.secret_blocking(),
             Backend::Memory(m) => Ok(m.secret_blocking()),
+            Backend::Object(o) => run_blocking(async {
+                o.prepare().await?;
+                match configured {
+                    Some(s) => Ok(s.as_bytes().to_vec()),
+                    None => o.secret().await,
+                }
+            }),
         }
     }
-}
 
-impl Backend {
-    /// Would this storage serve, as far as can be told without changing it (`check`):
-    /// one line saying why not.
-    pub fn check_blocking(&self) -> std::result::Result<(), String> {
+    /// Would this storage serve (`check`): one line saying why not. The filesystem is
+    /// checked without changing it; an object store is probed (a key written and
+    /// removed).
+    pub fn check_blocking(&self) -> std::result::Result<String, String> {
         match self {
-            Backend::Fs(f) => f.check_blocking(),
-            Backend::Memory(_) => Ok(()),
+            Backend::Fs(f) => f.check_blocking().map(|()| String::new()),
+            Backend::Memory(_) => Ok(String::new()),
+            Backend::Object(o) => run_blocking(async {
+                let probed = o.probe().await?;
+                let how = o.create_only().unwrap_or(probed);
+                o.read(super::SECRET_KEY).await?;
+                Ok(how)
+            })
+            .map(|how| match how {
+                super::object::CreateOnly::Conditional => {
+                    "reachable and writable; create-only writes: conditional PUT".to_string()
+                }
+                super::object::CreateOnly::Listing => {
+                    "reachable and writable; create-only writes: claimed by listing".to_string()
+                }
+            })
+            .map_err(|e| e.words()),
         }
     }
 }
@@ -53,6 +112,7 @@ macro_rules! each {
     ($self:expr, $b:ident => $e:expr) => {
         match $self {
             Backend::Fs($b) => $e,
+            Backend::Object($b) => $e,
             Backend::Memory($b) => $e,
         }
     };
@@ -61,6 +121,7 @@ macro_rules! each {
 /// A segment of whichever backend began it.
 pub enum BackendSegment {
     Fs(FsSegment),
+    Object(ObjectSegment),
     Memory(MemorySegment),
 }
 
@@ -68,6 +129,7 @@ impl Segment for BackendSegment {
     async fn write(&mut self, data: Bytes) -> Result<()> {
         match self {
             BackendSegment::Fs(s) => s.write(data).await,
+            BackendSegment::Object(s) => s.write(data).await,
             BackendSegment::Memory(s) => s.write(data).await,
         }
     }
@@ -75,6 +137,7 @@ impl Segment for BackendSegment {
     async fn commit(self, state: Bytes) -> Result<u64> {
         match self {
             BackendSegment::Fs(s) => s.commit(state).await,
+            BackendSegment::Object(s) => s.commit(state).await,
             BackendSegment::Memory(s) => s.commit(state).await,
         }
     }
@@ -82,6 +145,7 @@ impl Segment for BackendSegment {
     async fn abort(self) -> Result<()> {
         match self {
             BackendSegment::Fs(s) => s.abort().await,
+            BackendSegment::Object(s) => s.abort().await,
             BackendSegment::Memory(s) => s.abort().await,
         }
     }
@@ -114,6 +178,10 @@ impl Storage for Backend {
         each!(self, s => s.list(dir, page).await)
     }
 
+    async fn list_all(&self, dir: &str) -> Result<Vec<String>> {
+        each!(self, s => s.list_all(dir).await)
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         each!(self, s => s.delete(key).await)
     }
@@ -133,6 +201,7 @@ impl Storage for Backend {
     async fn append(&self, dir: &str, offset: u64) -> Result<BackendSegment> {
         match self {
             Backend::Fs(s) => s.append(dir, offset).await.map(BackendSegment::Fs),
+            Backend::Object(s) => s.append(dir, offset).await.map(BackendSegment::Object),
             Backend::Memory(s) => s.append(dir, offset).await.map(BackendSegment::Memory),
         }
     }
@@ -143,6 +212,10 @@ impl Storage for Backend {
 
     async fn compose(&self, dir: &str, size: u64, to: &str) -> Result<()> {
         each!(self, s => s.compose(dir, size, to).await)
+    }
+
+    async fn redirect(&self, key: &str) -> Result<Option<String>> {
+        each!(self, s => s.redirect(key).await)
     }
 
     async fn secret(&self) -> Result<Vec<u8>> {

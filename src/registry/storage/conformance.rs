@@ -32,8 +32,28 @@ where
             $f(Arc::new(s)).await;
         }};
     }
-    check!(objects_are_written_and_read_back);
     check!(put_if_absent_has_exactly_one_winner);
+    check!(many_appends_at_one_offset_have_one_winner);
+    run_sequential(fresh).await;
+}
+
+/// Every check but the two where many tasks create one key at the same instant: for
+/// a store whose create-only write is only as atomic as the server under test makes it
+/// (see tests/storage_s3.rs). Losers that come after the winner are still checked.
+pub async fn run_sequential<S, G, F, Fut>(fresh: F)
+where
+    S: Storage,
+    G: Send + 'static,
+    F: Fn() -> Fut,
+    Fut: Future<Output = (S, G)>,
+{
+    macro_rules! check {
+        ($f:ident) => {{
+            let (s, _guard) = fresh().await;
+            $f(Arc::new(s)).await;
+        }};
+    }
+    check!(objects_are_written_and_read_back);
     check!(ranges_are_served);
     check!(lists_are_sorted_and_page);
     check!(deletes_objects_and_prefixes);
@@ -353,9 +373,15 @@ async fn two_appends_at_one_offset_have_one_winner<S: Storage>(s: Arc<S>) {
         expect,
         "only the winner's bytes"
     );
+    s.abort(dir).await.unwrap();
+    assert!(s.list_all(dir).await.unwrap().is_empty(), "the loser left nothing");
+}
 
+async fn many_appends_at_one_offset_have_one_winner<S: Storage>(s: Arc<S>) {
+    let dir = "up/race";
+    let expect = b"head:".to_vec();
+    let at = segment(&*s, dir, 0, &expect).await.unwrap();
     // Many tasks at once, at the same offset.
-    let at = expect.len() as u64;
     let start = Arc::new(tokio::sync::Barrier::new(RACERS));
     let tasks: Vec<_> = (0..RACERS)
         .map(|i| {
