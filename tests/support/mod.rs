@@ -90,13 +90,36 @@ impl DockerRegistry {
         DockerRegistry::launch_with(port, root, "")
     }
 
+    /// A registry on a bucket of the local S3 server, below `prefix`: distribution's
+    /// own S3 driver (aws-sdk-go), path-style because an endpoint is given.
+    pub fn start_s3(s3: &s3::S3Server, prefix: &str) -> DockerRegistry {
+        let storage = format!(
+            "  s3:\n    accesskey: {}\n    secretkey: {}\n    region: us-east-1\n    regionendpoint: {}\n    bucket: {}\n    rootdirectory: /{prefix}\n    secure: false\n    v4auth: true\n",
+            s3.access_key, s3.secret_key, s3.endpoint, s3.bucket
+        );
+        DockerRegistry::launch_storage(free_port(), &storage, "")
+    }
+
     fn launch_with(port: u16, root: Option<&Path>, http_extra: &str) -> DockerRegistry {
-        let bin = require("docker-registry");
         let dir = tempfile::tempdir().expect("tempdir");
         let root = root.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
+        let storage = format!("  filesystem:\n    rootdirectory: {}\n", root.display());
+        DockerRegistry::launch_in(dir, port, &storage, http_extra)
+    }
+
+    fn launch_storage(port: u16, storage: &str, http_extra: &str) -> DockerRegistry {
+        DockerRegistry::launch_in(tempfile::tempdir().expect("tempdir"), port, storage, http_extra)
+    }
+
+    fn launch_in(
+        dir: tempfile::TempDir,
+        port: u16,
+        storage: &str,
+        http_extra: &str,
+    ) -> DockerRegistry {
+        let bin = require("docker-registry");
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: portcullis-test-secret\n{http_extra}",
-            root.display()
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n{storage}  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: portcullis-test-secret\n{http_extra}"
         );
         let cfg = dir.path().join("config.yml");
         std::fs::write(&cfg, config).expect("write registry config");
@@ -104,6 +127,9 @@ impl DockerRegistry {
         let child = Command::new(bin)
             .arg("serve")
             .arg(&cfg)
+            // aws-sdk-go refuses to start when it cannot apply a custom CA bundle to
+            // its transport; the tests' S3 is plain HTTP on 127.0.0.1.
+            .env_remove("AWS_CA_BUNDLE")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

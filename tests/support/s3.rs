@@ -1,8 +1,10 @@
-//! A real S3-compatible server for the object-store tests: `s3s-fs` (installed by
-//! scripts/test.sh with `cargo install s3s-fs@0.14.1 --features binary`) on a free port
-//! of 127.0.0.1, serving a fresh folder in which the bucket is a sub-folder. Killed on
-//! drop. Keys are generated per server, so a test that leaks one into a log line or an
-//! error can be caught by searching for it.
+//! Real S3-compatible servers for the object-store tests, on a free port of 127.0.0.1,
+//! killed on drop: `s3s-fs` (installed by scripts/test.sh with `cargo install
+//! s3s-fs@0.14.1 --features binary`), serving a fresh folder in which the bucket is a
+//! sub-folder; and moto's server (PyPI `moto[server]`, installed by scripts/test.sh),
+//! more permissive, with the multipart listings distribution's own S3 driver needs.
+//! Keys are generated per server, so a test that leaks one into a log line or an error
+//! can be caught by searching for it.
 
 #![allow(dead_code)]
 
@@ -18,6 +20,13 @@ pub struct S3Server {
     dir: tempfile::TempDir,
 }
 
+fn keys() -> (String, String) {
+    (
+        format!("AKIDTEST{}", rand_hex(6)).to_uppercase(),
+        format!("secret-{}", rand_hex(16)),
+    )
+}
+
 impl S3Server {
     pub fn start() -> S3Server {
         let bin = super::require("s3s-fs");
@@ -25,8 +34,7 @@ impl S3Server {
         let bucket = "registry".to_string();
         std::fs::create_dir(dir.path().join(&bucket)).unwrap();
         let port = super::free_port();
-        let access_key = format!("AKIDTEST{}", rand_hex(6)).to_uppercase();
-        let secret_key = format!("secret-{}", rand_hex(16));
+        let (access_key, secret_key) = keys();
         let child = Command::new(bin)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", &access_key, "--secret-key", &secret_key])
@@ -46,7 +54,40 @@ impl S3Server {
         }
     }
 
-    /// The bucket's folder on disk: object `k` is the file `bucket_dir()/k`.
+    /// moto's server with one bucket (made with an unsigned CreateBucket: moto accepts
+    /// any key). It keeps objects in memory: no `bucket_dir`.
+    pub fn moto() -> S3Server {
+        let bin = super::require("moto_server");
+        let port = super::free_port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        super::wait_for_port(port, "moto_server");
+        let bucket = "registry".to_string();
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        std::io::Write::write_all(
+            &mut s,
+            format!("PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut s, &mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "CreateBucket: {answer}");
+        let (access_key, secret_key) = keys();
+        S3Server {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            bucket,
+            access_key,
+            secret_key,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The bucket's folder on disk (s3s-fs): object `k` is the file `bucket_dir()/k`.
     pub fn bucket_dir(&self) -> PathBuf {
         self.dir.path().join(&self.bucket)
     }

@@ -1,0 +1,131 @@
+//! The bundled registry on S3 (a real s3s-fs): every API test of the filesystem
+//! backend (tests/registry_api/shared.rs), and what object storage adds: distribution's
+//! keys exactly (a bucket written by registry:2 serves, and the other way round; an
+//! `fs` tree copied into a bucket serves), presigned redirects, listings that page.
+
+mod support;
+
+use bytes::Bytes;
+use http::StatusCode;
+use portcullis::body;
+use serde_json::json;
+use std::time::Duration;
+use support::oci::{assert_same_image, image, skopeo, two_platform_image, Server};
+use support::s3::S3Server;
+use support::*;
+
+thread_local! {
+    /// The S3 servers of this test (one per registry it starts); killed with the
+    /// test's thread.
+    static STORES: std::cell::RefCell<Vec<S3Server>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The registry on a fresh bucket of its own, below the prefix `registry`.
+fn base_options() -> Options {
+    let s3 = S3Server::start();
+    let o = Options::registry().s3(&s3, "registry");
+    STORES.with(|v| v.borrow_mut().push(s3));
+    o
+}
+
+/// Where the registry's keys are files: s3s-fs keeps object `k` of the bucket as the
+/// file `<bucket>/k`.
+fn data_dir(_api: &Api) -> std::path::PathBuf {
+    STORES.with(|v| v.borrow().last().expect("a registry on S3").bucket_dir().join("registry"))
+}
+
+include!("registry_api/shared.rs");
+
+/// On moto: distribution's S3 driver resumes its uploads with ListMultipartUploads,
+/// which s3s-fs lacks.
+#[test]
+fn a_bucket_written_by_docker_registry_is_served_and_the_other_way_round() {
+    let work = tempfile::tempdir().unwrap();
+    let s3 = S3Server::moto();
+    let mut reg = DockerRegistry::start_s3(&s3, "shared");
+    let img = image(&work.path().join("src"), &[6 << 20, 2048]);
+    let dst = format!("docker://127.0.0.1:{}/old/app:v1", reg.port);
+    skopeo(&["copy", "--dest-tls-verify=false", &img.source(), &dst]);
+    reg.kill();
+
+    let opts = Options::registry().s3(&s3, "shared");
+    let server = Server::start(&work.path().join("p"), &opts);
+    let back = work.path().join("back");
+    server.pull("old/app:v1", &back, false);
+    assert_same_image(&back, &img);
+
+    let two = two_platform_image(&work.path().join("src2"), &[7 << 20, 4096]);
+    server.push(&two, "new/app:v1", true);
+    let reg = DockerRegistry::start_s3(&s3, "shared");
+    let back2 = work.path().join("back2");
+    let src = format!("docker://127.0.0.1:{}/new/app:v1", reg.port);
+    skopeo(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        &src,
+        &format!("oci:{}:v1", back2.display()),
+    ]);
+    assert_same_image(&back2, &two);
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_filesystem_tree_copied_into_a_bucket_serves() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("fs-data");
+    let img = image(&work.path().join("src"), &[2 << 20, 1000]);
+    {
+        let server = Server::start(&work.path().join("fs"), &Options::registry().root(&root));
+        server.push(&img, "moved/app:v1", false);
+    }
+    let s3 = S3Server::start();
+    copy_tree(&root.join("docker"), &s3.bucket_dir().join("moved/docker"));
+    let server = Server::start(&work.path().join("p"), &Options::registry().s3(&s3, "moved"));
+    let back = work.path().join("back");
+    server.pull("moved/app:v1", &back, false);
+    assert_same_image(&back, &img);
+}
+
+/// GET a plain-HTTP URL with no credential of ours (a presigned URL).
+async fn fetch(url: &str) -> (StatusCode, Bytes) {
+    use http_body_util::BodyExt;
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<http_body_util::Empty<Bytes>>();
+    let r = client.get(url.parse().unwrap()).await.unwrap();
+    let status = r.status();
+    (status, r.into_body().collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test]
+async fn redirect_answers_blob_gets_with_a_presigned_url_and_keeps_head_local() {
+    let api = Api::with(base_options().redirect(true)).await;
+    let data = vec![42u8; 3 << 20];
+    let d = api.push_blob("re/direct", &data).await;
+    let get = api.get(&format!("/v2/re/direct/blobs/{d}")).await;
+    assert_eq!(get.status, StatusCode::TEMPORARY_REDIRECT, "{}", get.text());
+    assert_eq!(get.header("docker-content-digest"), d);
+    let location = get.header("location").to_string();
+    assert!(location.contains("X-Amz-Signature="), "{location}");
+    let (status, body) = fetch(&location).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(format!("sha256:{}", sha256_hex(&body)), d);
+    let head = api.call("HEAD", &format!("/v2/re/direct/blobs/{d}"), &[], Bytes::new()).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.header("content-length"), data.len().to_string());
+    // Blobs unknown to the repository are still 404 here, never a redirect.
+    let other = api.get(&format!("/v2/re/other/blobs/{d}")).await;
+    assert_eq!(other.oci_code(), "BLOB_UNKNOWN");
+}
