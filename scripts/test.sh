@@ -7,7 +7,10 @@
 # started), nginx (the balancer is checked against a real nginx; run in a test
 # folder, never as a service), docker.io (dockerd and Debian's /usr/bin/docker, the
 # client for login/push/pull; tests/docker.rs starts its own dockerd and needs root
-# for it and for /etc/docker/certs.d).
+# for it and for /etc/docker/certs.d). The object-store tests need two real S3 servers:
+# s3s-fs 0.14.1 (`cargo install`, ~10 min the first time; later versions need a newer
+# rustc) and moto's server (PyPI `moto[server]`, in a virtualenv, for distribution's
+# own S3 driver, which needs ListMultipartUploads); both end up in ~/.cargo/bin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,12 +28,27 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 # client in /usr/local/bin is not the one the tests use.
 if ! command -v dockerd >/dev/null || [ ! -x /usr/bin/docker ]; then need+=(docker.io); fi
 command -v nginx >/dev/null || need+=(nginx)
+command -v moto_server >/dev/null || python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+case ":$PATH:" in *":$bin:"*) ;; *) export PATH="$PATH:$bin" ;; esac
+if ! command -v s3s-fs >/dev/null; then
+  echo "installing s3s-fs 0.14.1 (the S3 server of the object-store tests)"
+  cargo install --locked s3s-fs@0.14.1 --features binary
+fi
+if ! command -v moto_server >/dev/null; then
+  echo "installing moto's S3 server (PyPI moto[server]) in a virtualenv"
+  venv="${XDG_DATA_HOME:-$HOME/.local/share}/portcullis-tests/moto"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "moto[server]==5.2.*"
+  ln -sf "$venv/bin/moto_server" "$bin/moto_server"
 fi
 
 # Formatting and lints fail the run before any test does (CI gates on both).

@@ -328,7 +328,13 @@ fn check_storage(r: &crate::config::Registry) -> Result<String, String> {
     crate::registry::storage::open(r)
         .map_err(|e| crate::app::storage_words(r, &e))
         .and_then(|s| s.check_blocking())
-        .map(|note| if note.is_empty() { note } else { format!("{at}: {note}") })
+        .map(|note| {
+            if note.is_empty() {
+                note
+            } else {
+                format!("{at}: {note}")
+            }
+        })
         .map_err(|e| format!("{key}: {at}: {e}"))
 }
 

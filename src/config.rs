@@ -117,7 +117,7 @@ pub struct Registry {
     /// The data folder (`fs`; for object stores the key prefix is `ObjectStore::prefix`).
     pub root: PathBuf,
     /// `s3` and `oss`: where and how to reach the bucket.
-    pub object: Option<ObjectStore>,
+    pub object: Option<Box<ObjectStore>>,
     pub delete: bool,
     pub secret: Option<String>,
     /// `[registry.gc] interval`: online collection while serving; None = off.
@@ -185,7 +185,10 @@ pub enum CreateOnly {
 impl ObjectStore {
     /// Where the data is, for log lines and `check` (never a credential).
     pub fn describe(&self, kind: StorageKind) -> String {
-        let at = self.endpoint.as_deref().unwrap_or("the provider's default endpoint");
+        let at = self
+            .endpoint
+            .as_deref()
+            .unwrap_or("the provider's default endpoint");
         if self.prefix.is_empty() {
             format!("{} bucket {:?} at {at}", kind.name(), self.bucket)
         } else {
@@ -460,8 +463,16 @@ down = true
         }
         assert!(p.iter().all(|l| !l.contains("TOPSECRET")), "{p:?}");
         let p = registry_problems("bucket = \"b\"\nstorage = \"gcs\"\n");
-        assert!(p.iter().any(|l| l.contains("registry.storage: \"gcs\" is not one of fs, s3, oss")), "{p:?}");
-        assert!(p.iter().any(|l| l.contains("registry.bucket: only for storage")), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|l| l.contains("registry.storage: \"gcs\" is not one of fs, s3, oss")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|l| l.contains("registry.bucket: only for storage")),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -473,12 +484,20 @@ down = true
         let path = dir.path().join("proxy.toml");
         std::fs::write(&path, text).unwrap();
         let c = Config::load(&path).unwrap();
-        let Backend::Registry(r) = &c.backend else { panic!() };
+        let Backend::Registry(r) = &c.backend else {
+            panic!()
+        };
         let o = r.object.as_ref().unwrap();
         assert_eq!(o.credentials.secret_access_key, "TOPSECRET");
-        assert_eq!((o.prefix.as_str(), o.region.as_str(), o.path_style), ("prod", "us-east-1", true));
+        assert_eq!(
+            (o.prefix.as_str(), o.region.as_str(), o.path_style),
+            ("prod", "us-east-1", true)
+        );
         let shown = format!("{c:?} {}", o.describe(r.storage));
-        assert!(!shown.contains("TOPSECRET") && !shown.contains("AKID"), "{shown}");
+        assert!(
+            !shown.contains("TOPSECRET") && !shown.contains("AKID"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -31,7 +31,13 @@ fn base_options() -> Options {
 /// Where the registry's keys are files: s3s-fs keeps object `k` of the bucket as the
 /// file `<bucket>/k`.
 fn data_dir(_api: &Api) -> std::path::PathBuf {
-    STORES.with(|v| v.borrow().last().expect("a registry on S3").bucket_dir().join("registry"))
+    STORES.with(|v| {
+        v.borrow()
+            .last()
+            .expect("a registry on S3")
+            .bucket_dir()
+            .join("registry")
+    })
 }
 
 include!("registry_api/shared.rs");
@@ -92,7 +98,10 @@ fn a_filesystem_tree_copied_into_a_bucket_serves() {
     }
     let s3 = S3Server::start();
     copy_tree(&root.join("docker"), &s3.bucket_dir().join("moved/docker"));
-    let server = Server::start(&work.path().join("p"), &Options::registry().s3(&s3, "moved"));
+    let server = Server::start(
+        &work.path().join("p"),
+        &Options::registry().s3(&s3, "moved"),
+    );
     let back = work.path().join("back");
     server.pull("moved/app:v1", &back, false);
     assert_same_image(&back, &img);
@@ -101,9 +110,8 @@ fn a_filesystem_tree_copied_into_a_bucket_serves() {
 /// GET a plain-HTTP URL with no credential of ours (a presigned URL).
 async fn fetch(url: &str) -> (StatusCode, Bytes) {
     use http_body_util::BodyExt;
-    let client =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http::<http_body_util::Empty<Bytes>>();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<Bytes>>();
     let r = client.get(url.parse().unwrap()).await.unwrap();
     let status = r.status();
     (status, r.into_body().collect().await.unwrap().to_bytes())
@@ -122,7 +130,14 @@ async fn redirect_answers_blob_gets_with_a_presigned_url_and_keeps_head_local() 
     let (status, body) = fetch(&location).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(format!("sha256:{}", sha256_hex(&body)), d);
-    let head = api.call("HEAD", &format!("/v2/re/direct/blobs/{d}"), &[], Bytes::new()).await;
+    let head = api
+        .call(
+            "HEAD",
+            &format!("/v2/re/direct/blobs/{d}"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
     assert_eq!(head.status, StatusCode::OK);
     assert_eq!(head.header("content-length"), data.len().to_string());
     // Blobs unknown to the repository are still 404 here, never a redirect.

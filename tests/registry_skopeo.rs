@@ -167,9 +167,7 @@ fn hash_file(alg: &str, p: &Path) -> String {
     use sha2::Digest;
     match alg {
         "sha256" => sha256_file(p),
-        "sha512" => {
-            hex::encode(sha2::Sha512::digest(std::fs::read(p).unwrap()))
-        }
+        "sha512" => hex::encode(sha2::Sha512::digest(std::fs::read(p).unwrap())),
         other => panic!("unknown digest algorithm folder {other:?} under blobs/"),
     }
 }

@@ -22,7 +22,10 @@ async fn claiming_by_listing_passes_the_whole_suite() {
     let s3 = std::sync::Arc::new(S3Server::start());
     let n = std::sync::atomic::AtomicUsize::new(0);
     conformance::run(|| {
-        let prefix = format!("listing-{}", n.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let prefix = format!(
+            "listing-{}",
+            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let s = store(&s3, &prefix, Some(CreateOnly::Listing));
         async move { (s, ()) }
     })
@@ -38,7 +41,10 @@ async fn conditional_puts_pass_the_suite_but_its_simultaneous_races() {
     let s3 = std::sync::Arc::new(S3Server::start());
     let n = std::sync::atomic::AtomicUsize::new(0);
     conformance::run_sequential(|| {
-        let prefix = format!("conditional-{}", n.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let prefix = format!(
+            "conditional-{}",
+            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let s = store(&s3, &prefix, Some(CreateOnly::Conditional));
         async move { (s, ()) }
     })
@@ -52,7 +58,10 @@ async fn the_probe_finds_conditional_puts_and_leaves_no_key() {
     assert_eq!(s.create_only(), None);
     assert_eq!(s.prepare().await.unwrap(), CreateOnly::Conditional);
     assert_eq!(s.create_only(), Some(CreateOnly::Conditional));
-    assert!(s.list_all("").await.unwrap().is_empty(), "the probe key was removed");
+    assert!(
+        s.list_all("").await.unwrap().is_empty(),
+        "the probe key was removed"
+    );
     // A configured choice wins over the probe.
     let forced = store(&s3, "probe", Some(CreateOnly::Listing));
     assert_eq!(forced.prepare().await.unwrap(), CreateOnly::Listing);
@@ -79,15 +88,24 @@ async fn redirects_are_presigned_urls_that_serve_the_object() {
     let mut o = s3.object_store("r");
     o.redirect = true;
     let s = Object::new(StorageKind::S3, &o).unwrap();
-    s.put("a/blob", bytes::Bytes::from_static(b"presigned bytes")).await.unwrap();
+    s.put("a/blob", bytes::Bytes::from_static(b"presigned bytes"))
+        .await
+        .unwrap();
     let url = s.redirect("a/blob").await.unwrap().unwrap();
-    assert!(url.starts_with(&format!("{}/{}/r/a/blob?", s3.endpoint, s3.bucket)), "{url}");
+    assert!(
+        url.starts_with(&format!("{}/{}/r/a/blob?", s3.endpoint, s3.bucket)),
+        "{url}"
+    );
     assert!(url.contains("X-Amz-Signature="), "{url}");
     assert!(!url.contains(&s3.secret_key));
     let got = reqwest_free_get(&url).await;
     assert_eq!(got, b"presigned bytes");
     // Off by default.
-    assert!(store(&s3, "r", None).redirect("a/blob").await.unwrap().is_none());
+    assert!(store(&s3, "r", None)
+        .redirect("a/blob")
+        .await
+        .unwrap()
+        .is_none());
 }
 
 /// GET a URL with hyper (plain HTTP): the presigned URL needs no other credential.

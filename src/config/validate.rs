@@ -3,10 +3,10 @@
 //! problem collected as one line (TOML syntax errors too).
 
 use super::{
-    file, parse_duration, Auth, Backend, Balance, Clients, Config, HealthCheck, Problem, Registry,
-    Server, StorageKind, Tls, ObjectStore, Credentials, CreateOnly, Upstream, UpstreamServer, DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_TIMEOUT,
-    DEFAULT_REALM, DEFAULT_SHUTDOWN_GRACE,
+    file, parse_duration, Auth, Backend, Balance, Clients, Config, CreateOnly, Credentials,
+    HealthCheck, ObjectStore, Problem, Registry, Server, StorageKind, Tls, Upstream,
+    UpstreamServer, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_TIMEOUT, DEFAULT_REALM, DEFAULT_SHUTDOWN_GRACE,
 };
 use http::Uri;
 use std::net::SocketAddr;
@@ -433,7 +433,7 @@ impl Validator {
             self.only_for_object_stores(&r);
             None
         } else {
-            Some(self.object_store(storage, &r))
+            Some(Box::new(self.object_store(storage, &r)))
         };
         let root = match storage {
             StorageKind::Fs => self.path(r.root.as_deref().unwrap_or("data")),
@@ -631,7 +631,11 @@ impl Validator {
                     Err(e) => {
                         self.problem(
                             &format!("registry.{key}_file"),
-                            format!("cannot read {}: {}", path.display(), crate::files::io_error_words(&e)),
+                            format!(
+                                "cannot read {}: {}",
+                                path.display(),
+                                crate::files::io_error_words(&e)
+                            ),
                         );
                         None
                     }

@@ -237,8 +237,7 @@ pub async fn repositories_page<S: Storage>(
         let mut children = store.list_all(&dir).await?;
         children.sort_unstable();
         let is_repo = children.iter().any(|c| c == "_manifests");
-        if is_repo && !rel.is_empty() && last.is_none_or(|l| repository_order(&rel, l) == Greater)
-        {
+        if is_repo && !rel.is_empty() && last.is_none_or(|l| repository_order(&rel, l) == Greater) {
             if out.len() == n {
                 return Ok((out, true));
             }
@@ -257,7 +256,8 @@ pub async fn repositories_page<S: Storage>(
             // it sorts after it or leads to it.
             let may_follow = last.is_none_or(|l| {
                 repository_order(&sub, l) == Greater
-                    || l.strip_prefix(sub.as_str()).is_some_and(|r| r.starts_with('/'))
+                    || l.strip_prefix(sub.as_str())
+                        .is_some_and(|r| r.starts_with('/'))
             });
             if may_follow {
                 stack.push(sub);

@@ -108,7 +108,12 @@ impl DockerRegistry {
     }
 
     fn launch_storage(port: u16, storage: &str, http_extra: &str) -> DockerRegistry {
-        DockerRegistry::launch_in(tempfile::tempdir().expect("tempdir"), port, storage, http_extra)
+        DockerRegistry::launch_in(
+            tempfile::tempdir().expect("tempdir"),
+            port,
+            storage,
+            http_extra,
+        )
     }
 
     fn launch_in(

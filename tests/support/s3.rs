@@ -3,7 +3,9 @@
 //! s3s-fs@0.14.1 --features binary`), serving a fresh folder in which the bucket is a
 //! sub-folder; and moto's server (PyPI `moto[server]`, installed by scripts/test.sh),
 //! more permissive, with the multipart listings distribution's own S3 driver needs.
-//! Keys are generated per server, so a test that leaks one into a log line or an error
+//! s3s-fs names an object's metadata files after the base64 of its whole key, so a
+//! key longer than about 125 characters fails there (S3 allows 1024): the tests use
+//! short prefixes and repository names. Keys are generated per server, so a test that leaks one into a log line or an error
 //! can be caught by searching for it.
 
 #![allow(dead_code)]

@@ -16,7 +16,9 @@ mod session;
 
 pub use session::ObjectSegment;
 
-use super::{ByteStream, ErrorKind, Listing, Meta, Page, Result, SessionState, Storage, StorageError};
+use super::{
+    ByteStream, ErrorKind, Listing, Meta, Page, Result, SessionState, Storage, StorageError,
+};
 use crate::config::{ObjectStore, StorageKind};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -47,9 +49,9 @@ const LISTING: u8 = 2;
 /// A bucket (and prefix) of an object store. Clones share the client.
 #[derive(Clone)]
 pub struct Object {
-    op: Operator,
+    op: Arc<Operator>,
     /// Signs redirects (for `redirect_endpoint` when set); None: no redirects.
-    presigner: Option<Operator>,
+    presigner: Option<Arc<Operator>>,
     create_only: Arc<AtomicU8>,
     describe: Arc<str>,
     /// Strings never to show (the access key id and secret).
@@ -131,19 +133,22 @@ impl Object {
         let op = operator(kind, o, o.endpoint.as_deref())?;
         let presigner = if o.redirect {
             match &o.redirect_endpoint {
-                Some(e) => Some(operator(kind, o, Some(e))?),
-                None => Some(op.clone()),
+                Some(e) => Some(Arc::new(operator(kind, o, Some(e))?)),
+                None => Some(Arc::new(op.clone())),
             }
         } else {
             None
         };
-        let hidden: Vec<String> = [&o.credentials.access_key_id, &o.credentials.secret_access_key]
-            .into_iter()
-            .filter(|s| s.len() >= 4)
-            .cloned()
-            .collect();
+        let hidden: Vec<String> = [
+            &o.credentials.access_key_id,
+            &o.credentials.secret_access_key,
+        ]
+        .into_iter()
+        .filter(|s| s.len() >= 4)
+        .cloned()
+        .collect();
         let store = Object {
-            op,
+            op: Arc::new(op),
             presigner,
             create_only: Arc::new(AtomicU8::new(UNPROBED)),
             describe: o.describe(kind).into(),
@@ -238,7 +243,9 @@ impl Object {
                     Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => {
                         CreateOnly::Conditional
                     }
-                    Err(e) if e.kind() == opendal::ErrorKind::AlreadyExists => CreateOnly::Conditional,
+                    Err(e) if e.kind() == opendal::ErrorKind::AlreadyExists => {
+                        CreateOnly::Conditional
+                    }
                     Ok(_) => CreateOnly::Listing,
                     Err(e) => {
                         let _ = self.op.delete(&key).await;
@@ -333,9 +340,13 @@ impl Object {
             self.delete(&mine_key).await?;
             for other in all.iter().filter(|c| **c != mine) {
                 let k = format!("{claims}/{other}");
-                let dead = self.stat(&k).await?.and_then(|m| m.modified).is_some_and(|t| {
-                    SystemTime::now().duration_since(t).unwrap_or_default() > CLAIM_DEAD
-                });
+                let dead = self
+                    .stat(&k)
+                    .await?
+                    .and_then(|m| m.modified)
+                    .is_some_and(|t| {
+                        SystemTime::now().duration_since(t).unwrap_or_default() > CLAIM_DEAD
+                    });
                 if dead && self.stat(key).await?.is_none() {
                     self.delete(&k).await?;
                 }
@@ -349,7 +360,11 @@ impl Object {
             };
             tokio::time::sleep(Duration::from_millis(pause)).await;
         }
-        Err(StorageError::precondition(op, key, "another writer claimed it"))
+        Err(StorageError::precondition(
+            op,
+            key,
+            "another writer claimed it",
+        ))
     }
 
     /// A presigned GET of `key`, valid for [`PRESIGN_FOR`]; None when redirects are off.
@@ -417,9 +432,12 @@ impl Object {
     }
 }
 
-/// A random name part: two writers never pick the same.
+/// A random name part (64 bits): it tells apart writers contending for one key, and
+/// stays short because some stores limit key lengths in practice (s3s-fs names a
+/// metadata file after the whole key).
 fn nonce() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    use rand::RngCore;
+    format!("{:016x}", rand::rngs::OsRng.next_u64())
 }
 
 impl Storage for Object {

@@ -16,7 +16,9 @@
 //!   in bounded memory where not.
 
 use super::{nonce, Object, PART};
-use crate::registry::storage::{ByteStream, ErrorKind, Result, Segment, SessionState, Storage, StorageError};
+use crate::registry::storage::{
+    ByteStream, ErrorKind, Result, Segment, SessionState, Storage, StorageError,
+};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::io;
@@ -78,7 +80,10 @@ async fn committed(store: &Object, dir: &str) -> Result<Vec<Committed>> {
             .map_err(|e| damaged(dir, format!("commit record {offset}: {e}")))?;
         let end = out.last().map_or(0, |c| c.offset + c.length);
         if offset != end {
-            return Err(damaged(dir, format!("commit at {offset} follows the end {end}")));
+            return Err(damaged(
+                dir,
+                format!("commit at {offset} follows the end {end}"),
+            ));
         }
         out.push(Committed {
             offset,
@@ -139,7 +144,7 @@ pub struct ObjectSegment {
     key: String,
     offset: u64,
     nonce: String,
-    writer: Option<opendal::Writer>,
+    writer: Option<Box<opendal::Writer>>,
     written: u64,
 }
 
@@ -162,7 +167,7 @@ impl Segment for ObjectSegment {
                 .chunk(PART)
                 .await
                 .map_err(|e| self.store.error("write", &self.key, e))?;
-            self.writer = Some(w);
+            self.writer = Some(Box::new(w));
         }
         let n = data.len() as u64;
         if let Some(w) = self.writer.as_mut() {
@@ -228,7 +233,10 @@ pub(super) async fn read(store: &Object, dir: &str, end: u64) -> Result<ByteStre
                 match store.get(&key, Some((0, len))).await {
                     Ok(Some(s)) => s,
                     Ok(None) => Box::pin(futures_util::stream::once(async move {
-                        Err(io::Error::new(io::ErrorKind::NotFound, format!("segment {key} is gone")))
+                        Err(io::Error::new(
+                            io::ErrorKind::NotFound,
+                            format!("segment {key} is gone"),
+                        ))
                     })) as ByteStream,
                     Err(e) => Box::pin(futures_util::stream::once(async move { Err(e.source) })),
                 }
@@ -244,7 +252,10 @@ pub(super) async fn compose(store: &Object, dir: &str, size: u64, to: &str) -> R
         return if m.size == size {
             Ok(())
         } else {
-            Err(damaged(to, format!("holds {} bytes, the upload {size}", m.size)))
+            Err(damaged(
+                to,
+                format!("holds {} bytes, the upload {size}", m.size),
+            ))
         };
     }
     let parts: Vec<Committed> = committed(store, dir)
@@ -267,20 +278,25 @@ pub(super) async fn compose(store: &Object, dir: &str, size: u64, to: &str) -> R
         if only.length <= COPY_MAX {
             // Content-addressed and verified: a concurrent finish of the same digest
             // writes the same bytes, so a plain copy is as good as create-only.
-            return store.copy(&segment_key(dir, only.offset, &only.nonce), to).await;
+            return store
+                .copy(&segment_key(dir, only.offset, &only.nonce), to)
+                .await;
         }
     }
+    // No fixed part size here: OpenDAL's exact chunking issues a part copy before
+    // flushing the bytes buffered ahead of it (out of order, seen with 0.59.5). Without
+    // it, streamed boundaries are flushed as soon as they reach the store's minimum
+    // part and the rest of each segment is one server-side part copy.
     let mut w = store
         .op
-        .writer_with(to)
-        .chunk(PART)
+        .writer(to)
         .await
         .map_err(|e| store.error("compose", to, e))?;
     for c in &parts {
         let key = segment_key(dir, c.offset, &c.nonce);
         let mut at = 0u64;
         while at < c.length {
-            let n = (c.length - at).min(COPY_MAX / PART as u64 * PART as u64);
+            let n = (c.length - at).min(COPY_MAX);
             if let Err(e) = w.copy_from(&key, at..at + n).await {
                 let _ = w.abort().await;
                 return Err(store.error("compose", &key, e));
