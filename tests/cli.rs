@@ -509,3 +509,135 @@ async fn pkcs8_sec1_and_pkcs1_keys_load() {
     let lines = run(&["check", "-c", "proxy.toml"], d);
     assert!(lines.status.success(), "{}", stderr(&lines));
 }
+
+/// `check` on a bucket: the probe writes and removes a key, and says how the store
+/// makes writes create-only; no credential in anything it prints.
+#[test]
+fn check_probes_an_s3_bucket_and_names_what_fails() {
+    let s3 = support::s3::S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &Options::registry().s3(&s3, "c"), "127.0.0.1:0");
+    let o = run(&["check", "-c", "proxy.toml"], dir.path());
+    let (out, err) = (String::from_utf8_lossy(&o.stdout).into_owned(), stderr(&o));
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains(&format!(
+            "s3 bucket \"registry\" at {}, prefix \"c\": reachable and writable; create-only writes: conditional PUT",
+            s3.endpoint
+        )),
+        "{out}"
+    );
+    assert!(out.ends_with("proxy.toml: configuration OK\n"), "{out}");
+    assert!(!out.contains(&s3.secret_key) && !out.contains(&s3.access_key));
+    assert!(
+        !s3.bucket_dir().join("c").exists() || files(&s3.bucket_dir().join("c")).is_empty(),
+        "the probe leaves nothing: {:?}",
+        files(&s3.bucket_dir())
+    );
+
+    // A wrong secret: one line naming the file, the key, the bucket and the operation.
+    let text = std::fs::read_to_string(dir.path().join("proxy.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("proxy.toml"),
+        text.replace(&s3.secret_key, "not-the-secret-0123"),
+    )
+    .unwrap();
+    let lines = assert_clean_failure(&run(&["check", "-c", "proxy.toml"], dir.path()));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains(&format!(
+            "proxy.toml: registry.bucket: s3 bucket \"registry\" at {}, prefix \"c\": probe portcullis.probe-",
+            s3.endpoint
+        )),
+        "{lines:?}"
+    );
+    assert!(!lines[0].contains("not-the-secret-0123") && !lines[0].contains(&s3.access_key));
+    assert!(
+        lines[0].contains("SignatureDoesNotMatch"),
+        "the store's answer: {lines:?}"
+    );
+
+    // serve refuses to start on it, in the same words.
+    let lines = assert_clean_failure(&run(&["serve", "-c", "proxy.toml"], dir.path()));
+    let last = lines.last().unwrap();
+    assert!(
+        last.contains("registry.bucket: s3 bucket \"registry\""),
+        "{lines:?}"
+    );
+    assert!(!last.contains("not-the-secret-0123"), "{last}");
+}
+
+fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().unwrap().is_dir() {
+                out.extend(files(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// Aliyun OSS natively: `check` takes a complete configuration (keys from the
+/// environment, as the Aliyun tools name them) and goes as far as the network; a
+/// missing key is named. No OSS server runs here: the request to the local S3
+/// server is refused, in one line without a credential.
+#[test]
+fn check_takes_an_oss_configuration_and_names_a_missing_key() {
+    let s3 = support::s3::S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &Options::registry(), "127.0.0.1:0");
+    let text = std::fs::read_to_string(dir.path().join("proxy.toml")).unwrap();
+    let base = text.split("[registry]").next().unwrap().to_string();
+    let oss = format!(
+        "{base}[registry]\nstorage = \"oss\"\nbucket = \"registry\"\nendpoint = \"{}\"\nroot = \"o\"\n",
+        s3.endpoint
+    );
+    std::fs::write(dir.path().join("proxy.toml"), &oss).unwrap();
+    let o = portcullis()
+        .args(["check", "-c", "proxy.toml"])
+        .current_dir(dir.path())
+        .env("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAIoss-id-1234")
+        .env("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "oss-secret-5678")
+        .output()
+        .unwrap();
+    let lines = assert_clean_failure(&o);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains(&format!(
+            "proxy.toml: registry.bucket: oss bucket \"registry\" at {}, prefix \"o\": probe portcullis.probe-",
+            s3.endpoint
+        )),
+        "{lines:?}"
+    );
+    assert!(!lines[0].contains("oss-secret-5678") && !lines[0].contains("LTAIoss-id-1234"));
+
+    // Without the endpoint and without keys: both named, nothing probed.
+    let missing = oss.replace(&format!("endpoint = \"{}\"\n", s3.endpoint), "");
+    std::fs::write(dir.path().join("proxy.toml"), missing).unwrap();
+    let o = portcullis()
+        .args(["check", "-c", "proxy.toml"])
+        .current_dir(dir.path())
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_ID")
+        .env_remove("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+        .env_remove("OSS_ACCESS_KEY_ID")
+        .env_remove("OSS_ACCESS_KEY_SECRET")
+        .output()
+        .unwrap();
+    let lines = assert_clean_failure(&o);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("proxy.toml: registry.endpoint: required with storage = \"oss\"")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("proxy.toml: registry.access_key_id: no credentials")),
+        "{lines:?}"
+    );
+}

@@ -196,7 +196,12 @@ impl Object {
             _ if e.is_temporary() => ErrorKind::Transient,
             _ => ErrorKind::Other,
         };
-        let mut words = e.to_string();
+        // The kind and the store's own answer; OpenDAL's context (URL, headers) is left
+        // out: the operation and key say where.
+        let mut words = format!("{}: {}", e.kind(), e.message());
+        if let Some(source) = std::error::Error::source(&e) {
+            words = format!("{words}: {source}");
+        }
         for h in self.hidden.iter() {
             words = words.replace(h.as_str(), "<redacted>");
         }
