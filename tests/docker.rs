@@ -209,6 +209,18 @@ fn docker_login_push_and_pull_with_the_bundled_registry() {
     assert_blobs_stored(&server.dir.join("data"), &pushed.manifest);
 }
 
+/// The same with the registry on S3 (s3s-fs): the blobs land in the bucket under
+/// distribution's keys (s3s-fs keeps object `k` as the file `<bucket>/k`).
+#[test]
+fn docker_login_push_and_pull_with_the_bundled_registry_on_s3() {
+    let docker = Docker::new();
+    let work = tempfile::tempdir().expect("tempdir");
+    let s3 = support::s3::S3Server::start();
+    let server = portcullis_for_docker(&work.path().join("p"), &Options::registry().s3(&s3, "d"));
+    let pushed = docker_round_trip(&docker, &server, work.path(), "team/app");
+    assert_blobs_stored(&s3.bucket_dir().join("d"), &pushed.manifest);
+}
+
 #[test]
 fn docker_login_push_and_pull_through_portcullis_in_front_of_docker_registry() {
     let docker = Docker::new();
