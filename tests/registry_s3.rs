@@ -144,3 +144,26 @@ async fn redirect_answers_blob_gets_with_a_presigned_url_and_keeps_head_local() 
     let other = api.get(&format!("/v2/re/other/blobs/{d}")).await;
     assert_eq!(other.oci_code(), "BLOB_UNKNOWN");
 }
+
+/// A 200 MiB layer pushed and pulled with skopeo through an instance on S3: the
+/// instance holds at most a multipart part and a few frames of it at a time.
+#[test]
+fn a_large_layer_streams_through_an_instance_on_s3_with_flat_memory() {
+    const BIG: usize = 200 << 20;
+    let work = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start();
+    let server = Server::start(&work.path().join("p"), &Options::registry().s3(&s3, "m"));
+    let img = image(&work.path().join("src"), &[10 << 10, BIG, 1 << 20]);
+    let before = server.peak_rss_kib();
+    server.push(&img, "m/a:v1", false);
+    let back = work.path().join("back");
+    server.pull("m/a:v1", &back, false);
+    let after = server.peak_rss_kib();
+    assert_same_image(&back, &img);
+    eprintln!(
+        "registry on S3, peak RSS: {before} KiB before, {after} KiB after a {} MiB push and pull",
+        (2 * BIG) >> 20
+    );
+    assert!(after < 64 * 1024, "peak RSS {after} KiB");
+    assert!(after - before < 40 * 1024, "memory grew by {} KiB", after - before);
+}
