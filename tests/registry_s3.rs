@@ -165,5 +165,80 @@ fn a_large_layer_streams_through_an_instance_on_s3_with_flat_memory() {
         (2 * BIG) >> 20
     );
     assert!(after < 64 * 1024, "peak RSS {after} KiB");
-    assert!(after - before < 40 * 1024, "memory grew by {} KiB", after - before);
+    assert!(
+        after - before < 40 * 1024,
+        "memory grew by {} KiB",
+        after - before
+    );
+}
+
+/// A monolithic upload (digest given up front) goes straight to the blob key: while
+/// its body streams in, no upload session exists in the bucket; nothing is visible when
+/// the digest is wrong; small and large (multipart) alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_given_up_front_streams_straight_into_the_blob_key() {
+    let api = Api::start().await;
+    let blobs = data_dir(&api).join("docker/registry/v2/blobs/sha256");
+    let uploads = data_dir(&api).join("docker/registry/v2/repositories/d/m/_uploads");
+    for size in [1000usize, (12 << 20) + 7] {
+        let data: Vec<u8> = (0..size).map(|i| (i % 241) as u8).collect();
+        let d = format!("sha256:{}", sha256_hex(&data));
+        // All but the last byte, then a look at the bucket, then the last byte.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+        let first = Bytes::copy_from_slice(&data[..size - 1]);
+        let stream =
+            futures_util::stream::unfold((Some(first), rx), |(first, mut rx)| async move {
+                let chunk = match first {
+                    Some(f) => f,
+                    None => rx.recv().await?,
+                };
+                Some((
+                    Ok::<_, body::BoxError>(http_body::Frame::data(chunk)),
+                    (None, rx),
+                ))
+            });
+        let req = request(
+            "POST",
+            &api.p.url(&format!("/v2/d/m/blobs/uploads/?digest={d}")),
+            ALICE,
+        )
+        .header("content-length", size.to_string())
+        .body(body::boxed(http_body_util::StreamBody::new(stream)))
+        .unwrap();
+        let c = api.c.clone();
+        let sent = tokio::spawn(async move { c.send_streaming(req).await.map(|r| r.status()) });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            files_under(&uploads),
+            0,
+            "no session while a monolithic upload streams"
+        );
+        tx.send(Bytes::copy_from_slice(&data[size - 1..]))
+            .await
+            .unwrap();
+        drop(tx); // the body's end (HTTP/2 ends a stream by flag, not by length)
+        assert_eq!(sent.await.unwrap().unwrap(), StatusCode::CREATED);
+        let hex = &d[7..];
+        let stored = std::fs::read(blobs.join(&hex[..2]).join(hex).join("data")).unwrap();
+        assert!(stored == data, "the blob key holds the bytes");
+
+        let wrong = format!("sha256:{}", "ab".repeat(32));
+        let mut other = data.clone();
+        other[0] ^= 1;
+        let a = api
+            .call(
+                "POST",
+                &format!("/v2/d/m/blobs/uploads/?digest={wrong}"),
+                &[],
+                other,
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text());
+        assert_eq!(a.oci_code(), "DIGEST_INVALID");
+        assert!(
+            !blobs.join("ab").exists(),
+            "nothing visible under a wrong digest"
+        );
+        assert_eq!(files_under(&uploads), 0);
+    }
 }

@@ -229,6 +229,14 @@ pub trait Storage: Send + Sync + 'static {
     /// the session is removed but its data; `abort` clears the rest.
     fn compose(&self, dir: &str, size: u64, to: &str) -> impl Future<Output = Result<()>> + Send;
 
+    /// A segment written straight to `key` (a blob whose digest the client gave up
+    /// front), invisible until `commit` and gone after `abort`; its state is ignored.
+    /// None: the backend has nothing cheaper than a session (the filesystem appends in
+    /// place and links the finished file).
+    fn direct(&self, _key: &str) -> impl Future<Output = Result<Option<Self::Segment>>> + Send {
+        async { Ok(None) }
+    }
+
     /// Where a client may fetch `key` itself (a presigned URL) instead of through this
     /// process; None: serve it here.
     fn redirect(&self, _key: &str) -> impl Future<Output = Result<Option<String>>> + Send {

@@ -111,6 +111,60 @@ impl Uploads {
     }
 }
 
+/// Stream a body whose digest the client gave up front straight into its blob key
+/// (object stores: no session, no copy), hashing as it streams; the blob becomes
+/// visible only when the digest matches. `w` is the storage's direct writer for `key`.
+pub async fn put_direct<S: Storage>(
+    store: &S,
+    mut w: S::Segment,
+    expected: &Digest,
+    key: &str,
+    body: Body,
+) -> Result<u64, UploadError> {
+    let mut h = Hasher::new(expected.algorithm);
+    let mut n = 0u64;
+    let mut body = body;
+    let mut failure = None;
+    while let Some(frame) = body.frame().await {
+        let data = match frame.map(|f| f.into_data()) {
+            Ok(Ok(d)) if !d.is_empty() => d,
+            Ok(_) => continue,
+            Err(e) => {
+                failure = Some(UploadError::Body(e.to_string()));
+                break;
+            }
+        };
+        h.update(&data);
+        n += data.len() as u64;
+        if let Err(e) = w.write(data).await {
+            failure = Some(e.into());
+            break;
+        }
+    }
+    if failure.is_none() {
+        let actual = h.finish();
+        if &actual != expected {
+            failure = Some(UploadError::Digest {
+                actual,
+                expected: expected.clone(),
+            });
+        }
+    }
+    if let Some(f) = failure {
+        if let Err(e) = w.abort().await {
+            tracing::warn!(error = %e, "could not take back a direct blob write");
+        }
+        return Err(f);
+    }
+    if store.stat(key).await?.is_some_and(|m| m.size == n) {
+        // Already there (the digest names the bytes): nothing to replace.
+        w.abort().await?;
+        return Ok(n);
+    }
+    w.commit(Bytes::new()).await?;
+    Ok(n)
+}
+
 /// Hash the first `size` committed bytes of a session.
 async fn hash_session<S: Storage>(
     store: &S,

@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::oci::endpoint::UploadRef;
 use crate::oci::{Digest, Repository};
 use crate::registry::storage::{ErrorKind, Storage};
-use crate::registry::upload::{UploadError, Uploads};
+use crate::registry::upload::{put_direct, UploadError, Uploads};
 use crate::registry::{paths, store, Error, Registry};
 use bytes::Bytes;
 use hmac::{KeyInit, Mac};
@@ -110,6 +110,23 @@ impl<S: Storage> Registry<S> {
             // Not there: fall back to an ordinary upload (spec).
         }
         let id = uuid::Uuid::new_v4().to_string();
+        if let Some(d) = &monolithic {
+            // Digest known up front: straight into the blob key where the storage can
+            // (no session, no copy); else the session below.
+            let key = paths::blob_data(d);
+            if let Some(w) = self.store.direct(&key).await? {
+                let u = UploadRef {
+                    repository: repo.clone(),
+                    id,
+                    state: None,
+                };
+                put_direct(&self.store, w, d, &key, body)
+                    .await
+                    .map_err(|e| self.upload_error(e, &u, base))?;
+                store::write_link(&self.store, &paths::layer_link(repo, d), d).await?;
+                return Ok(created(base, repo, d));
+            }
+        }
         let started = crate::access_log::rfc3339(std::time::SystemTime::now());
         if let Err(e) = self
             .store

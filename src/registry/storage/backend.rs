@@ -206,6 +206,14 @@ impl Storage for Backend {
         }
     }
 
+    async fn direct(&self, key: &str) -> Result<Option<BackendSegment>> {
+        Ok(match self {
+            Backend::Object(s) => s.direct(key).await?.map(BackendSegment::Object),
+            Backend::Fs(s) => s.direct(key).await?.map(BackendSegment::Fs),
+            Backend::Memory(s) => s.direct(key).await?.map(BackendSegment::Memory),
+        })
+    }
+
     async fn read_session(&self, dir: &str, end: u64) -> Result<ByteStream> {
         each!(self, s => s.read_session(dir, end).await)
     }

@@ -544,6 +544,10 @@ impl Storage for Object {
         session::read(self, dir, end).await
     }
 
+    async fn direct(&self, key: &str) -> Result<Option<ObjectSegment>> {
+        Ok(Some(session::direct(self, key)))
+    }
+
     async fn compose(&self, dir: &str, size: u64, to: &str) -> Result<()> {
         session::compose(self, dir, size, to).await
     }

@@ -128,8 +128,8 @@ pub(super) async fn append(store: &Object, dir: &str, offset: u64) -> Result<Obj
     let nonce = nonce();
     Ok(ObjectSegment {
         store: store.clone(),
-        dir: dir.to_string(),
         key: segment_key(dir, offset, &nonce),
+        commit: Some(commit_key(dir, offset)),
         offset,
         nonce,
         writer: None,
@@ -137,11 +137,27 @@ pub(super) async fn append(store: &Object, dir: &str, offset: u64) -> Result<Obj
     })
 }
 
+/// A segment whose object is the final key itself, with no commit record: a multipart
+/// upload completed (or a small object PUT) only at `commit`, so nothing is visible
+/// before the caller has verified the digest.
+pub(super) fn direct(store: &Object, key: &str) -> ObjectSegment {
+    ObjectSegment {
+        store: store.clone(),
+        key: key.to_string(),
+        commit: None,
+        offset: 0,
+        nonce: String::new(),
+        writer: None,
+        written: 0,
+    }
+}
+
 /// One append's segment object being written.
 pub struct ObjectSegment {
     store: Object,
-    dir: String,
     key: String,
+    /// The record that makes it part of its session; None: a direct write.
+    commit: Option<String>,
     offset: u64,
     nonce: String,
     writer: Option<Box<opendal::Writer>>,
@@ -191,13 +207,15 @@ impl Segment for ObjectSegment {
             None => self.store.put(&self.key, Bytes::new()).await?,
         }
         self.writer = None;
+        let Some(key) = self.commit.take() else {
+            return Ok(self.written);
+        };
         let record = Record {
             length: self.written,
             nonce: self.nonce.clone(),
             state: hex::encode(&state),
         };
         let body = Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
-        let key = commit_key(&self.dir, self.offset);
         match self.store.create("commit", &key, body).await {
             Ok(()) => Ok(self.offset + self.written),
             Err(e) => {
