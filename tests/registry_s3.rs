@@ -242,3 +242,41 @@ async fn a_digest_given_up_front_streams_straight_into_the_blob_key() {
         assert_eq!(files_under(&uploads), 0);
     }
 }
+
+/// A store that keeps failing (503 SlowDown on every request, after the client's own
+/// retries) answers 503 with `Retry-After` and an OCI error, not 500; once the store is
+/// back, so is the registry, with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_keeps_failing_answers_503_and_the_registry_recovers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s3 = S3Server::start();
+    let api = Api::with(Options::registry().s3(&s3, "u")).await;
+    let (manifest, _) = api.image("u/a", "v1", "kept").await;
+    s3.stop();
+    let stub = tokio::net::TcpListener::bind(("127.0.0.1", s3.port()))
+        .await
+        .unwrap();
+    let stub = tokio::spawn(async move {
+        while let Ok((mut c, _)) = stub.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let _ = c.read(&mut buf).await;
+                let body = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+                let _ = c
+                    .write_all(format!("HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).as_bytes())
+                    .await;
+            });
+        }
+    });
+    let a = api.get("/v2/u/a/manifests/v1").await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text());
+    assert_eq!(a.header("retry-after"), "5");
+    assert_eq!(a.oci_code(), "UNKNOWN");
+    assert!(!a.text().contains(&s3.secret_key));
+    stub.abort();
+    let _ = stub.await;
+    s3.restart();
+    let back = api.get("/v2/u/a/manifests/v1").await;
+    assert_eq!(back.status, StatusCode::OK);
+    assert_eq!(back.body.to_vec(), manifest);
+}

@@ -48,7 +48,8 @@ impl Error {
 /// §11.5: the server cannot store what the request needs), a server-side status that
 /// clients treat as retryable later, with distribution's catch-all code `UNKNOWN`: the
 /// OCI table has no storage code, and `BLOB_UPLOAD_INVALID` would blame the client.
-/// Everything else stays a bare 500 whose detail is only in the log.
+/// A store still failing after retries (timeouts, throttling) is 503 with
+/// `Retry-After`. Everything else stays a bare 500 whose detail is only in the log.
 fn storage_answer(e: StorageError) -> ApiError {
     crate::metrics::get().storage_errors.inc();
     // Out of space or quota: the one storage failure a client can be told about, since
@@ -61,6 +62,17 @@ fn storage_answer(e: StorageError) -> ApiError {
             "UNKNOWN",
             "the registry's storage is full (no space left on the device); retry once space is freed",
         );
+    }
+    if e.kind == ErrorKind::Transient {
+        // Still failing after the object store client's retries (timeouts, throttling,
+        // 5xx): the store, not this request, is at fault, and a later retry may pass.
+        tracing::error!(error = %e, "registry storage unavailable");
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNKNOWN",
+            "the registry's storage is unavailable; retry later",
+        )
+        .with_header("retry-after", "5");
     }
     tracing::error!(error = %e, "registry storage error");
     ApiError::new(

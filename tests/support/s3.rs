@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 
 pub struct S3Server {
     child: Child,
+    port: u16,
     pub endpoint: String,
     pub bucket: String,
     pub access_key: String,
@@ -48,6 +49,7 @@ impl S3Server {
         super::wait_for_port(port, "s3s-fs");
         S3Server {
             child,
+            port,
             endpoint: format!("http://127.0.0.1:{port}"),
             bucket,
             access_key,
@@ -81,12 +83,42 @@ impl S3Server {
         let (access_key, secret_key) = keys();
         S3Server {
             child,
+            port,
             endpoint: format!("http://127.0.0.1:{port}"),
             bucket,
             access_key,
             secret_key,
             dir: tempfile::tempdir().unwrap(),
         }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stop the server (its data stays); `restart` brings it back on the same port.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// s3s-fs again on the same port, folder and keys.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Command::new(super::require("s3s-fs"))
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--access-key",
+                &self.access_key,
+                "--secret-key",
+                &self.secret_key,
+            ])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("restart s3s-fs");
+        super::wait_for_port(self.port, "s3s-fs");
     }
 
     /// The bucket's folder on disk (s3s-fs): object `k` is the file `bucket_dir()/k`.
