@@ -193,10 +193,9 @@ impl Object {
             K::NotFound => ErrorKind::NotFound,
             K::ConditionNotMatch | K::AlreadyExists => ErrorKind::PreconditionFailed,
             K::RateLimited => ErrorKind::Transient,
-            // Temporary, or temporary until the retry layer gave up on it (it marks
-            // those persistent): the store is down or overloaded.
+            // Still temporary after the retry layer gave up: the store is down or
+            // overloaded (tests/registry_s3.rs: a store answering 503 SlowDown).
             _ if e.is_temporary() => ErrorKind::Transient,
-            K::Unexpected if e.is_persistent() => ErrorKind::Transient,
             _ => ErrorKind::Other,
         };
         // The kind and the store's own answer; OpenDAL's context (URL, headers) is left
