@@ -106,6 +106,14 @@ async fn redirects_are_presigned_urls_that_serve_the_object() {
         .await
         .unwrap()
         .is_none());
+    // Signed for the endpoint clients reach when it is not the one this process uses.
+    o.redirect_endpoint = Some("https://s3.public.example:8443".into());
+    let public = Object::new(StorageKind::S3, &o).unwrap();
+    let url = public.redirect("a/blob").await.unwrap().unwrap();
+    assert!(
+        url.starts_with(&format!("https://s3.public.example:8443/{}/r/a/blob?", s3.bucket)),
+        "{url}"
+    );
 }
 
 /// GET a URL with hyper (plain HTTP): the presigned URL needs no other credential.
