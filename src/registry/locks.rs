@@ -85,8 +85,9 @@ impl Drop for KeyGuard<'_> {
 }
 
 /// How many uploads keep their running hash in memory. Each entry is a SHA-256 state
-/// and an upload id (~250 bytes); an evicted or lost entry costs only a rehash of the
-/// stored data at the upload's next request, never a wrong digest.
+/// and an upload id (~250 bytes); an evicted or lost entry costs only reading the
+/// state recorded with the upload's last commit (a rehash of the stored data for an
+/// upload begun by an older version), never a wrong digest.
 pub const HASH_CACHE_ENTRIES: usize = 1024;
 
 /// The running SHA-256 of uploads by id, with the offset it covers; least recently

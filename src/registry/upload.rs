@@ -287,7 +287,7 @@ impl<'a, S: Storage> Session<'a, S> {
         if undo {
             if let Err(e) = segment.abort().await {
                 // The data may now hold bytes nobody hashed: no cached hash, so the next
-                // request rehashes what is really committed.
+                // request starts from what is really committed (its recorded state).
                 tracing::error!(error = %e, upload = %self.id, "could not take back a failed append");
                 return Err(failure.unwrap_or(e.into()));
             }
