@@ -497,7 +497,7 @@ if HAVE_S3:
     out.append("")
     out.append("Both instances on the same bucket and key prefix. With redirect = true the instance answers "
                "307 to a presigned URL; wrk does not follow it, so the figures are the instance's cost of "
-               "answering the 307 (auth, the repository's link read from S3, presigning). "
+               "answering the 307 (auth, GET of the repository's link and HEAD of the blob on S3, presigning). "
                "Ratio = redirect ÷ no redirect.")
     out.append("")
     out.append("| measure | redirect = false | redirect = true | true ÷ false |")

@@ -277,6 +277,9 @@ s3_big() { # STACK IMG
     local s=$1 img=$2 ref t0 t1 code hwm
     s3_ok "$s" || return 0
     ref=127.0.0.1:$(s3_port "$s")/b/big:latest
+    # the push before this one left gigabytes of dirty pages (s3s-fs writes each byte
+    # three times); without this, writeback would be charged to whichever push is next
+    sync
     s3_ticks_start "$s" || { s3_fail "$s" big "a server process is gone (crashed?)"; return 0; }
     t0=$(date +%s.%N)
     if ! bounded timeout 1800 skopeo --insecure-policy copy --retry-times 0 \
