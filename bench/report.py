@@ -401,16 +401,16 @@ if HAVE_S3:
            sec, "big", s3_extra=None if p is None or o is None else " (%s + %s)" % (sec(p), sec(o)))
 
     def get_row(label, suffix, fmt, ratio_=True):
-        a, b = s3_value("s3", suffix), s3_value("s3r", suffix)
+        a, b = s3_value("s3", suffix, "median"), s3_value("s3r", suffix, "median")
         s3_get_rows.append("| %s | %s | %s | %s |" % (
             label, s3_cell("s3", a, fmt, "get|start|seed"), s3_cell("s3r", b, fmt, "get|start"),
             s3_ratio(b, a) if ratio_ and not s3_err("s3", "get") and not s3_err("s3r", "get") else "–"))
 
-    get_row("Portcullis (instance) CPU µs per blob GET", "get.portcullis_cpu_us", us)
-    get_row("s3s-fs CPU µs per blob GET", "get.s3s_cpu_us", us)
-    get_row("requests/s (wrk on the same cores; indicative)", "get.rps", rate)
-    s3_get_rows.append("| statuses (status:count) | %s | %s | |" % (
-        R.get("s3.s3.get.statuses", "n/a"), R.get("s3.s3r.get.statuses", "n/a")))
+    get_row("Portcullis (instance) CPU µs per blob GET (median run)", "get.portcullis_cpu_us", us)
+    get_row("s3s-fs CPU µs per blob GET (median run)", "get.s3s_cpu_us", us)
+    get_row("requests/s (median run; wrk on the same cores, indicative)", "get.rps", rate)
+    s3_get_rows.append("| statuses per run (status:count) | %s | %s | |" % (
+        R.get("s3.s3.get.statuses.runs", "n/a"), R.get("s3.s3r.get.statuses.runs", "n/a")))
 
     def s3_target(name, a, b, limit, unit, fmt):
         ok = None if a is None or b is None else a <= b * limit
@@ -554,11 +554,18 @@ if HAVE_S3:
         out.append("- s3 suite, pushed image bytes: %s (large image: %s)" % (
             R["meta.s3.push_bytes"], R.get("meta.s3.big_bytes", "n/a")))
     for what, label in (("push", "push seconds"), ("pull", "pull seconds"), ("push_cpu", "server CPU s per push"),
-                        ("pull_cpu", "server CPU s per pull")):
+                        ("pull_cpu", "server CPU s per pull"), ("push_portcullis_cpu", "Portcullis CPU s per push"),
+                        ("pull_portcullis_cpu", "Portcullis CPU s per pull")):
         for st, name in (("fs", "on fs"), ("s3", "on S3")):
             if R.get("s3.%s.%s.runs" % (st, what)):
                 out.append("- s3 suite, %s, %s: %s" % (label, name, " ".join(
                     "%.2f" % x for x in runs("s3.%s.%s.runs" % (st, what)))))
+    for what, label in (("portcullis_cpu_us", "Portcullis CPU µs per blob GET"), ("s3s_cpu_us", "s3s-fs CPU µs per blob GET"),
+                        ("rps", "blob GETs per second")):
+        for st, name in (("s3", "redirect = false"), ("s3r", "redirect = true")):
+            if R.get("s3.%s.get.%s.runs" % (st, what)):
+                out.append("- s3 suite, %s, %s: %s" % (label, name, " ".join(
+                    "%.0f" % x for x in runs("s3.%s.get.%s.runs" % (st, what)))))
 problems = [(k, v) for k, v in sorted(R.items())
             if k.endswith(".error") or k.endswith(".socket_errors") or k.endswith(".log_warnings")]
 if problems:

@@ -21,7 +21,7 @@ S3_GET_KIB=${S3_GET_KIB:-1024}
 log "== s3 suite: Portcullis all-in-one on S3 (s3s-fs) vs on the filesystem"
 put meta.s3.push "layers of $LAYERS_MIB MiB, $RS_RUNS run(s)"
 put meta.s3.big "one layer of $S3_BIG_MIB MiB"
-put meta.s3.get "wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d${RS_SECONDS}s, GET of a $S3_GET_KIB KiB blob"
+put meta.s3.get "wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d${RS_SECONDS}s, GET of a $S3_GET_KIB KiB blob, $RS_RUNS run(s)"
 put meta.s3.s3s_fs "$("$S3S_FS" --version 2>&1 | head -n1), $S3S_FS"
 
 S3D=$WORK/s3
@@ -319,29 +319,34 @@ fi
 # ---------------------------------------------------------------- 3. blob GET, redirect = false vs true
 # One blob pushed once through the redirect = false instance; both instances share the
 # bucket and key prefix. wrk does not follow redirects, so with redirect = true its
-# requests cost the instance the 307 only (auth, the repository's link, presigning).
-s3_get() { # STACK: wrk GETs of the blob for RS_SECONDS; CPU µs per GET, statuses checked
-    local s=$1 want out n rps codes p key=s3.$1.get
+# requests cost the instance the 307 only (auth, two S3 requests, presigning).
+# RS_RUNS rounds, the two instances interleaved; the report takes the median round.
+s3_get_fail() { s3_fail "$1" get "$2"; S3_BROKEN[$1]=get; }
+s3_get() { # STACK RUN: wrk GETs of the blob for RS_SECONDS; CPU µs per GET, statuses checked
+    local s=$1 r=$2 want out n rps codes p us
     s3_ok "$s" || return 0
     want=200; [[ $s == s3r ]] && want=307
-    out=$S3D/wrk.$s.txt
-    s3_ticks_start "$s" || { s3_fail "$s" get "a server process is gone (crashed?)"; return 0; }
+    out=$S3D/wrk.$s.$r.txt
+    s3_ticks_start "$s" || { s3_get_fail "$s" "a server process is gone (crashed?)"; return 0; }
     bounded timeout $((RS_SECONDS + 60)) wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${RS_SECONDS}s" \
         -s "$HERE/wrk-statuses.lua" -H "Authorization: Basic $S3_AUTH" \
         "$(s3_url "$s" "/v2/b/r/blobs/$S3_GET_DIGEST")" >"$out" 2>&1 \
-        || { cat "$out" >&9; s3_fail "$s" get "wrk failed"; return 0; }
-    s3_ticks_end "$s" || { s3_fail "$s" get "a server process exited during the load run (crashed?)"; return 0; }
+        || { cat "$out" >&9; s3_get_fail "$s" "wrk failed"; return 0; }
+    s3_ticks_end "$s" || { s3_get_fail "$s" "a server process exited during the load run (crashed?)"; return 0; }
     n=$(awk '/ requests in /{print $1}' "$out"); rps=$(awk '/^Requests\/sec:/{print $2}' "$out")
     codes=$(awk '$1 == "status" {printf "%s%s:%s", sep, $2, $3; sep = ","}' "$out")
     p=$(awk '/Socket errors:/{sub(/.*Socket errors: /, ""); print}' "$out")
-    [[ -z $p ]] || put "$key.socket_errors" "$p"
-    [[ -n $n && $n -gt 0 ]] || { cat "$out" >&9; s3_fail "$s" get "the load run completed no requests"; return 0; }
-    [[ $codes == "$want:$n" ]] || { cat "$out" >&9; s3_fail "$s" get "statuses $codes out of $n requests (want all $want)"; return 0; }
-    put "$key.requests" "$n"
-    put "$key.rps" "$rps"
-    put "$key.statuses" "$codes"
-    for p in $(s3_parts "$s"); do put "$key.${p}_cpu_us" "$(calc "${S3_DT[$p]} * 1e6 / $HZ / $n")"; done
-    log "  $(s3_label "$s"): $n GETs ($codes), $rps req/s, portcullis $(calc "round(${S3_DT[portcullis]} * 1e6 / $HZ / $n)") µs/GET, s3s-fs $(calc "round(${S3_DT[s3s]} * 1e6 / $HZ / $n)") µs/GET"
+    [[ -z $p ]] || put "s3.$s.get.$r.socket_errors" "$p"
+    [[ -n $n && $n -gt 0 ]] || { cat "$out" >&9; s3_get_fail "$s" "the load run completed no requests"; return 0; }
+    [[ $codes == "$want:$n" ]] || { cat "$out" >&9; s3_get_fail "$s" "statuses $codes out of $n requests (want all $want)"; return 0; }
+    echo "$n" >>"$S3D/get_requests.$s"
+    echo "$rps" >>"$S3D/get_rps.$s"
+    echo "$codes" >>"$S3D/get_statuses.$s"
+    for p in $(s3_parts "$s"); do
+        us=$(calc "${S3_DT[$p]} * 1e6 / $HZ / $n")
+        echo "$us" >>"$S3D/get_${p}_cpu_us.$s"
+    done
+    log "  $(s3_label "$s") (run $r): $n GETs ($codes), $rps req/s, portcullis $(calc "round(${S3_DT[portcullis]} * 1e6 / $HZ / $n)") µs/GET, s3s-fs $(calc "round(${S3_DT[s3s]} * 1e6 / $HZ / $n)") µs/GET"
 }
 
 if s3_ok s3; then
@@ -374,7 +379,14 @@ if s3_ok s3; then
             || { s3_fail s3r get "HEAD of the blob answered '$out' (want '200 $((S3_GET_KIB * 1024))': HEAD stays local)"; S3_BROKEN[s3r]=get; }
     fi
     s3_ok s3 && s3_ok s3r && log "  checks: 200 + bytes without redirect; 307 whose Location serves the bytes, HEAD 200 with redirect"
-    for s in s3 s3r; do s3_get "$s"; done
+    for ((r = 1; r <= RS_RUNS; r++)); do
+        for s in s3 s3r; do s3_get "$s" "$r"; done
+    done
+    for s in s3 s3r; do
+        for f in requests rps statuses portcullis_cpu_us s3s_cpu_us; do
+            [[ -s $S3D/get_$f.$s ]] && put "s3.$s.get.$f.runs" "$(paste -sd' ' "$S3D/get_$f.$s")"
+        done
+    done
 fi
 
 # ---------------------------------------------------------------- wrap up
