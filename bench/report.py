@@ -6,7 +6,9 @@
 Every ratio in the tables is oriented so that > 1 means Portcullis is better
 (other/portcullis for costs and times, portcullis/other for throughputs).
 The proxy suite's table is written when its figures are there (keys without the
-"rs." prefix), the registry (all-in-one) suite's table when "rs.*" keys are there.
+"rs." prefix), the registry (all-in-one) suite's table when "rs.*" keys are there, the
+s3 suite's tables when "s3.*" keys are there. The s3 suite compares Portcullis with
+itself (on S3 vs on the filesystem), so its ratios are s3 ÷ fs: lower is better there.
 """
 import statistics
 import sys
@@ -18,6 +20,9 @@ RS_CPU_FRACTION = 0.10      # Portcullis CPU per request <= 1/10 of the anchor's
 RS_TIME_FRACTION = 0.80     # push / pull time <= 0.8x the anchor's
 RS_RSS_PUSHPULL_MIB = 32    # peak RSS over the push/pull runs
 RS_RSS_STREAMS_MIB = 64     # peak RSS under 32 connections x 10 HTTP/2 streams
+# s3 suite targets: Portcullis on S3 against Portcullis on the filesystem
+S3_FACTOR = 1.5             # push / pull time and server CPU on S3 <= 1.5x on fs
+S3_RSS_BIG_MIB = 64         # Portcullis on S3, peak RSS during a 1 GiB single-layer push
 
 
 def load(path):
@@ -36,6 +41,8 @@ PORT_OK = R.get("portcullis.status") == "ok"
 HAVE_PROXY = "nginx.status" in R
 HAVE_RS = "rs.aio.status" in R
 AIO_OK = R.get("rs.aio.status") == "ok"
+HAVE_S3 = "s3.status" in R
+S3_OK = R.get("s3.status") == "ok"
 
 
 def num(key):
@@ -309,6 +316,123 @@ if HAVE_RS:
         R.get("meta.rs.rss", "?"), RS_RSS_STREAMS_MIB),
               None if p is None else p <= RS_RSS_STREAMS_MIB, "%s MiB" % fmt_or_na(p, mib))
 
+# ------------------------------------------------------------------ s3 suite
+# Stacks: "fs" = Portcullis all-in-one on the filesystem, "s3" = the same on S3 (s3s-fs),
+# "s3r" = on S3 with redirect = true (blob GETs only).
+s3_rows = []
+s3_get_rows = []
+s3_targets = []
+
+
+def s3_err(stack, cases):
+    """Did any of these cases fail on STACK? A failed start or seed fails every case."""
+    return any(("s3.%s.%s.error" % (stack, c)) in R for c in cases.split("|") + ["start", "seed"])
+
+
+def s3_value(stack, suffix, how="num"):
+    """how: 'num' for s3.STACK.SUFFIX, 'median' for a .runs list, 'mib' for KiB -> MiB."""
+    if not S3_OK:
+        return None
+    if how == "median":
+        xs = runs("s3.%s.%s.runs" % (stack, suffix))
+        return statistics.median(xs) if xs else None
+    v = num("s3.%s.%s" % (stack, suffix))
+    if v is not None and how == "mib":
+        v /= 1024
+    return v
+
+
+def s3_cell(stack, value, fmt, errkey, extra=None):
+    if not S3_OK:
+        return "n/a"
+    if errkey and s3_err(stack, errkey):
+        return "FAIL"
+    if value is None:
+        return "n/a"
+    return fmt(value) + (extra or "")
+
+
+def s3_ratio(a, b):
+    """a ÷ b, as the s3 suite's ratios are (s3 ÷ fs, redirect ÷ no redirect)."""
+    if a is None or b is None or b == 0:
+        return "–"
+    r = a / b
+    return "%.2f×" % r if r < 10 else "%.1f×" % r
+
+
+def s3_row(label, fs, s3, fmt, errkey, s3_extra=None, ratio_=True):
+    s3_rows.append("| %s | %s | %s | %s |" % (
+        label, s3_cell("fs", fs, fmt, errkey), s3_cell("s3", s3, fmt, errkey, s3_extra),
+        s3_ratio(s3, fs) if ratio_ and not s3_err("fs", errkey) and not s3_err("s3", errkey) else "–"))
+
+
+def s3_section(title):
+    s3_rows.append("| **%s** | | | |" % title)
+
+
+if HAVE_S3:
+    s3_section("skopeo push, then pull into a fresh oci: dir, %s (median run)" % R.get("meta.s3.push", "?"))
+    for what in ("push", "pull"):
+        s3_row("%s seconds" % what, s3_value("fs", what, "median"), s3_value("s3", what, "median"), sec, "push|pull")
+    for what in ("push", "pull"):
+        p = s3_value("s3", what + "_portcullis_cpu", "median")
+        o = s3_value("s3", what + "_s3s_cpu", "median")
+        s3_row("server CPU seconds per %s (on S3: Portcullis + s3s-fs)" % what, s3_value("fs", what + "_cpu", "median"),
+               s3_value("s3", what + "_cpu", "median"), sec, "push|pull",
+               s3_extra=None if p is None or o is None else " (%s + %s)" % (sec(p), sec(o)))
+        s3_row("Portcullis CPU seconds per %s (alone)" % what, s3_value("fs", what + "_portcullis_cpu", "median"),
+               p, sec, "push|pull")
+    for what in ("push", "pull"):
+        s3_row("skopeo's own CPU seconds per %s (client side, context)" % what,
+               s3_value("fs", what + "_client", "median"), s3_value("s3", what + "_client", "median"), sec, "push|pull")
+    o = s3_value("s3", "pp.s3s_hwm_kib", "mib")
+    s3_row("Portcullis peak RSS MiB over the seed and push/pull runs", s3_value("fs", "pp.hwm_kib", "mib"),
+           s3_value("s3", "pp.hwm_kib", "mib"), mib, "push|pull|seed",
+           s3_extra=None if o is None else " (s3s-fs: %s)" % mib(o))
+    s3_section("push of a %s MB single-layer image (%s), fresh processes" % (
+        "%.0f" % (num("meta.s3.big_bytes") / 1e6) if num("meta.s3.big_bytes") else "?", R.get("meta.s3.big", "?")))
+    s3_row("Portcullis peak RSS MiB (VmHWM) during the push", s3_value("fs", "big.hwm_kib", "mib"),
+           s3_value("s3", "big.hwm_kib", "mib"), mib, "big")
+    s3_row("s3s-fs peak RSS MiB during the push (context)", None, s3_value("s3", "big.s3s_hwm_kib", "mib"), mib, "big",
+           ratio_=False)
+    s3_row("push seconds", s3_value("fs", "big.seconds"), s3_value("s3", "big.seconds"), sec, "big")
+    p, o = s3_value("s3", "big.portcullis_cpu_s"), s3_value("s3", "big.s3s_cpu_s")
+    s3_row("server CPU seconds (on S3: Portcullis + s3s-fs)", s3_value("fs", "big.cpu_s"), s3_value("s3", "big.cpu_s"),
+           sec, "big", s3_extra=None if p is None or o is None else " (%s + %s)" % (sec(p), sec(o)))
+
+    def get_row(label, suffix, fmt, ratio_=True):
+        a, b = s3_value("s3", suffix, "median"), s3_value("s3r", suffix, "median")
+        s3_get_rows.append("| %s | %s | %s | %s |" % (
+            label, s3_cell("s3", a, fmt, "get|start|seed"), s3_cell("s3r", b, fmt, "get|start"),
+            s3_ratio(b, a) if ratio_ and not s3_err("s3", "get") and not s3_err("s3r", "get") else "–"))
+
+    get_row("Portcullis (instance) CPU µs per blob GET (median run)", "get.portcullis_cpu_us", us)
+    get_row("s3s-fs CPU µs per blob GET (median run)", "get.s3s_cpu_us", us)
+    get_row("requests/s (median run; wrk on the same cores, indicative)", "get.rps", rate)
+    s3_get_rows.append("| statuses per run (status:count) | %s | %s | |" % (
+        R.get("s3.s3.get.statuses.runs", "n/a"), R.get("s3.s3r.get.statuses.runs", "n/a")))
+
+    def s3_target(name, a, b, limit, unit, fmt):
+        ok = None if a is None or b is None else a <= b * limit
+        verdict = "n/a" if ok is None else ("PASS" if ok else "MISS")
+        s3_targets.append("| %s | %s | %s |" % (name, verdict, "on S3 %s %s vs on fs %s %s%s" % (
+            fmt_or_na(a, fmt), unit, fmt_or_na(b, fmt), unit,
+            "" if a is None or b is None or b == 0 else "; s3 ÷ fs = %.2f" % (a / b))))
+
+    for what in ("push", "pull"):
+        bad = s3_err("fs", "push|pull") or s3_err("s3", "push|pull")
+        s3_target("%s time on S3 ≤ %.1f× on fs (median of runs)" % (what, S3_FACTOR),
+                  None if bad else s3_value("s3", what, "median"), s3_value("fs", what, "median"), S3_FACTOR, "s", sec)
+    for what in ("push", "pull"):
+        bad = s3_err("fs", "push|pull") or s3_err("s3", "push|pull")
+        s3_target("server CPU per %s on S3 (Portcullis + s3s-fs) ≤ %.1f× on fs (median of runs)" % (what, S3_FACTOR),
+                  None if bad else s3_value("s3", what + "_cpu", "median"), s3_value("fs", what + "_cpu", "median"),
+                  S3_FACTOR, "s", sec)
+    p = None if s3_err("s3", "big") else s3_value("s3", "big.hwm_kib", "mib")
+    s3_targets.append("| Portcullis on S3, peak RSS during the %s push ≤ %d MiB | %s | %s MiB (on fs: %s MiB) |" % (
+        R.get("meta.s3.big", "?"), S3_RSS_BIG_MIB, "n/a" if p is None else ("PASS" if p <= S3_RSS_BIG_MIB else "MISS"),
+        fmt_or_na(p, mib), fmt_or_na(None if s3_err("fs", "big") else s3_value("fs", "big.hwm_kib", "mib"), mib)))
+
 # ------------------------------------------------------------------ output
 out = []
 out.append("# Portcullis vs the nginx + registry:2 recipe (%s run, %s)" % (R.get("meta.mode", "?"), R.get("meta.date", "?")))
@@ -354,6 +478,38 @@ if HAVE_RS:
     out.append("|---|---|---|")
     out.extend(rs_targets)
     out.append("")
+if HAVE_S3:
+    out.append("## Portcullis all-in-one on S3 (s3s-fs) vs on the filesystem")
+    out.append("")
+    if not S3_OK:
+        out.append("**The s3 suite's columns are n/a:** %s" % R.get("s3.status", "not run")[len("n/a: "):])
+        out.append("")
+    out.append("The same Portcullis binary twice, behind TLS + Basic auth with the same certificate and htpasswd "
+               "(bcrypt cost 5 user): `storage = \"fs\"` and `storage = \"s3\"` on a local s3s-fs "
+               "(redirect = false). On S3, server CPU is Portcullis + s3s-fs (the two parts in brackets). "
+               "**Ratio = s3 ÷ fs: lower is better, the target is ≤ %.1f×.**" % S3_FACTOR)
+    out.append("")
+    out.append("| measure | portcullis on fs | portcullis on S3 (s3s-fs) | s3 ÷ fs |")
+    out.append("|---|---:|---:|---:|")
+    out.extend(s3_rows)
+    out.append("")
+    out.append("### Blob GET on S3: redirect = false vs redirect = true (%s)" % R.get("meta.s3.get", "?"))
+    out.append("")
+    out.append("Both instances on the same bucket and key prefix. With redirect = true the instance answers "
+               "307 to a presigned URL; wrk does not follow it, so the figures are the instance's cost of "
+               "answering the 307 (auth, GET of the repository's link and HEAD of the blob on S3, presigning). "
+               "Ratio = redirect ÷ no redirect.")
+    out.append("")
+    out.append("| measure | redirect = false | redirect = true | true ÷ false |")
+    out.append("|---|---:|---:|---:|")
+    out.extend(s3_get_rows)
+    out.append("")
+    out.append("### Targets (s3)")
+    out.append("")
+    out.append("| target | result | figures |")
+    out.append("|---|---|---|")
+    out.extend(s3_targets)
+    out.append("")
 out.append("## Run")
 out.append("")
 for k, label in (("meta.host", "machine"), ("meta.loadavg_start", "load average at start"),
@@ -391,7 +547,27 @@ if HAVE_RS:
             out.append("- registry suite, TLS negotiated with %s (h2load): %s" % (names[st], R["rs.%s.tls" % st]))
     if "meta.rs.perf" in R:
         out.append("- registry suite: %s" % R["meta.rs.perf"])
-problems = [(k, v) for k, v in sorted(R.items()) if k.endswith(".error") or k.endswith(".socket_errors")]
+if HAVE_S3:
+    if "meta.s3.s3s_fs" in R:
+        out.append("- s3 suite, S3 server: %s" % R["meta.s3.s3s_fs"])
+    if "meta.s3.push_bytes" in R:
+        out.append("- s3 suite, pushed image bytes: %s (large image: %s)" % (
+            R["meta.s3.push_bytes"], R.get("meta.s3.big_bytes", "n/a")))
+    for what, label in (("push", "push seconds"), ("pull", "pull seconds"), ("push_cpu", "server CPU s per push"),
+                        ("pull_cpu", "server CPU s per pull"), ("push_portcullis_cpu", "Portcullis CPU s per push"),
+                        ("pull_portcullis_cpu", "Portcullis CPU s per pull")):
+        for st, name in (("fs", "on fs"), ("s3", "on S3")):
+            if R.get("s3.%s.%s.runs" % (st, what)):
+                out.append("- s3 suite, %s, %s: %s" % (label, name, " ".join(
+                    "%.2f" % x for x in runs("s3.%s.%s.runs" % (st, what)))))
+    for what, label in (("portcullis_cpu_us", "Portcullis CPU µs per blob GET"), ("s3s_cpu_us", "s3s-fs CPU µs per blob GET"),
+                        ("rps", "blob GETs per second")):
+        for st, name in (("s3", "redirect = false"), ("s3r", "redirect = true")):
+            if R.get("s3.%s.get.%s.runs" % (st, what)):
+                out.append("- s3 suite, %s, %s: %s" % (label, name, " ".join(
+                    "%.0f" % x for x in runs("s3.%s.get.%s.runs" % (st, what)))))
+problems = [(k, v) for k, v in sorted(R.items())
+            if k.endswith(".error") or k.endswith(".socket_errors") or k.endswith(".log_warnings")]
 if problems:
     out.append("")
     out.append("## Problems")

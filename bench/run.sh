@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Side-by-side benchmarks of Portcullis against the nginx + registry:2 recipe.
 #
-#   bench/run.sh [--suite proxy|registry|all] [--quick] [--keep]
+#   bench/run.sh [--suite proxy|registry|s3|all] [--quick] [--keep]
 #
 #   proxy:    nginx + registry vs Portcullis (upstream mode) + the same registry
 #   registry: Portcullis all-in-one (bundled registry) vs docker-registry alone with
 #             TLS + htpasswd vs nginx + docker-registry
-#   all:      both, one after the other (the default)
+#   s3:       Portcullis all-in-one with its registry on S3 (a local s3s-fs) vs on the
+#             filesystem; blob GETs with and without redirect = true
+#   all:      the three, one after the other (the default)
 #
 # Everything runs on 127.0.0.1 inside a temp dir under /tmp that is removed on exit
 # (every process this script started is stopped first). The markdown tables go to
@@ -24,7 +26,7 @@ while (($#)); do
     case $1 in
         --quick) QUICK=1 ;;
         --keep) KEEP=1 ;;
-        --suite) (($# >= 2)) || { echo "run.sh: --suite needs a value: proxy, registry or all" >&2; exit 64; }
+        --suite) (($# >= 2)) || { echo "run.sh: --suite needs a value: proxy, registry, s3 or all" >&2; exit 64; }
                  SUITE=$2; shift ;;
         --suite=*) SUITE=${1#--suite=} ;;
         -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
@@ -35,8 +37,9 @@ done
 case $SUITE in
     proxy) SUITES=(proxy) ;;
     registry) SUITES=(registry) ;;
-    all) SUITES=(proxy registry) ;;
-    *) echo "run.sh: unknown suite '$SUITE' (want proxy, registry or all)" >&2; exit 64 ;;
+    s3) SUITES=(s3) ;;
+    all) SUITES=(proxy registry s3) ;;
+    *) echo "run.sh: unknown suite '$SUITE' (want proxy, registry, s3 or all)" >&2; exit 64 ;;
 esac
 
 PORTCULLIS=${PORTCULLIS:-$REPO_ROOT/target/release/portcullis}
@@ -96,6 +99,11 @@ need python3 python3
 need sha256sum coreutils
 need timeout coreutils
 need base64 coreutils
+# the s3 suite's S3 server; cargo installs it in ~/.cargo/bin, which PATH may lack
+S3S_FS=${S3S_FS:-$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")}
+if [[ " ${SUITES[*]} " == *" s3 "* && ! -x $S3S_FS ]]; then
+    missing+=("'s3s-fs' for the s3 suite (not a Debian package: cargo install s3s-fs@0.14.1 --features binary; or set S3S_FS=path)")
+fi
 if ((${#missing[@]})); then
     printf 'run.sh: missing required tool(s):\n' >&9
     printf '  %s\n' "${missing[@]}" >&9
