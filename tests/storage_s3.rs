@@ -111,7 +111,10 @@ async fn redirects_are_presigned_urls_that_serve_the_object() {
     let public = Object::new(StorageKind::S3, &o).unwrap();
     let url = public.redirect("a/blob").await.unwrap().unwrap();
     assert!(
-        url.starts_with(&format!("https://s3.public.example:8443/{}/r/a/blob?", s3.bucket)),
+        url.starts_with(&format!(
+            "https://s3.public.example:8443/{}/r/a/blob?",
+            s3.bucket
+        )),
         "{url}"
     );
 }
