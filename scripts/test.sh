@@ -28,7 +28,8 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 # client in /usr/local/bin is not the one the tests use.
 if ! command -v dockerd >/dev/null || [ ! -x /usr/bin/docker ]; then need+=(docker.io); fi
 command -v nginx >/dev/null || need+=(nginx)
-command -v moto_server >/dev/null || python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+# moto goes into a virtualenv: Debian ships `python3 -m venv`'s pip only in python3-venv.
+if ! command -v moto_server >/dev/null && ! dpkg -s python3-venv >/dev/null 2>&1; then need+=(python3-venv); fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   sudo=""
