@@ -91,6 +91,13 @@ async fn call(
     c.send(r.body(body::full(b)).unwrap()).await
 }
 
+/// The closing PUT of an upload at `loc` with its digest.
+async fn finish(c: &Client, s: &Server, loc: &str, digest: &str) -> Answer {
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let url = format!("{loc}{sep}digest={digest}");
+    call(c, s, "PUT", &url, &[], Bytes::new()).await
+}
+
 /// The path of an upload's Location, whatever host it names: the state token in it
 /// is good on every instance.
 fn path_of(location: &str) -> String {
@@ -161,16 +168,7 @@ async fn an_upload_moves_between_instances_and_finishes_on_a_third() {
     let st = call(&c, third, "GET", &loc, &[], Bytes::new()).await;
     assert_eq!(st.status, StatusCode::NO_CONTENT);
     assert_eq!(st.header("range"), format!("0-{}", data.len() - 1));
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    let put = call(
-        &c,
-        third,
-        "PUT",
-        &format!("{loc}{sep}digest={digest}"),
-        &[],
-        Bytes::new(),
-    )
-    .await;
+    let put = finish(&c, third, &loc, &digest).await;
     assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
     for s in [a, b, third] {
         let got = call(
@@ -274,16 +272,7 @@ async fn two_patches_at_one_offset_on_two_instances_give_one_202_and_one_416() {
     );
     // Only the winner's bytes are in the upload.
     let digest = format!("sha256:{}", sha256_hex(&one));
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    let put = call(
-        &c,
-        b,
-        "PUT",
-        &format!("{loc}{sep}digest={digest}"),
-        &[],
-        Bytes::new(),
-    )
-    .await;
+    let put = finish(&c, b, &loc, &digest).await;
     assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
 }
 
@@ -425,16 +414,7 @@ async fn kill_9_mid_patch_then_the_upload_resumes_on_another_instance() {
     .await;
     assert_eq!(p.status, StatusCode::ACCEPTED, "{}", p.text());
     let loc = path_of(p.header("location"));
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    let put = call(
-        &c,
-        a,
-        "PUT",
-        &format!("{loc}{sep}digest={digest}"),
-        &[],
-        Bytes::new(),
-    )
-    .await;
+    let put = finish(&c, a, &loc, &digest).await;
     assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
     let got = call(
         &c,

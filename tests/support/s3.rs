@@ -38,15 +38,7 @@ impl S3Server {
         std::fs::create_dir(dir.path().join(&bucket)).unwrap();
         let port = super::free_port();
         let (access_key, secret_key) = keys();
-        let child = Command::new(bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", &access_key, "--secret-key", &secret_key])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start s3s-fs");
-        super::wait_for_port(port, "s3s-fs");
+        let child = s3s_fs(&bin, port, &access_key, &secret_key, dir.path());
         S3Server {
             child,
             port,
@@ -105,20 +97,14 @@ impl S3Server {
     /// s3s-fs again on the same port, folder and keys.
     pub fn restart(&mut self) {
         self.stop();
-        self.child = Command::new(super::require("s3s-fs"))
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
-            .args([
-                "--access-key",
-                &self.access_key,
-                "--secret-key",
-                &self.secret_key,
-            ])
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("restart s3s-fs");
-        super::wait_for_port(self.port, "s3s-fs");
+        let bin = super::require("s3s-fs");
+        self.child = s3s_fs(
+            &bin,
+            self.port,
+            &self.access_key,
+            &self.secret_key,
+            self.dir.path(),
+        );
     }
 
     /// The bucket's folder on disk (s3s-fs): object `k` is the file `bucket_dir()/k`.
@@ -144,6 +130,26 @@ impl S3Server {
             create_only: None,
         }
     }
+}
+
+/// s3s-fs serving `root` on `port` with one key, once it listens.
+fn s3s_fs(
+    bin: &std::path::Path,
+    port: u16,
+    access: &str,
+    secret: &str,
+    root: &std::path::Path,
+) -> Child {
+    let child = Command::new(bin)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", access, "--secret-key", secret])
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start s3s-fs");
+    super::wait_for_port(port, "s3s-fs");
+    child
 }
 
 fn rand_hex(bytes: usize) -> String {

@@ -11,6 +11,9 @@ use futures_util::StreamExt;
 use http::request::Parts;
 use http::{header, StatusCode};
 
+/// Blobs (or ranges) up to this size are read whole before the answer starts.
+const WHOLE_BELOW: u64 = 64 << 10;
+
 fn blob_unknown(repo: &Repository, d: &Digest) -> ApiError {
     ApiError::unknown(
         "BLOB_UNKNOWN",
@@ -59,15 +62,29 @@ impl<S: Storage> Registry<S> {
         if head {
             return Ok(empty(status, &headers));
         }
-        let stream = self
+        let mut stream = self
             .store
             .get(&paths::blob_data(d), range)
             .await?
             .ok_or_else(|| ApiError::unknown("BLOB_UNKNOWN", format!("blob {d} unknown")))?;
+        let mut r = empty(status, &headers);
+        if len <= WHOLE_BELOW {
+            // Small: read it all before answering, so the answer goes out whole (head
+            // and body in one write). A store that fails mid-read is then a clean 5xx
+            // a balancer can retry elsewhere, never a cut-off 200; it is also one frame.
+            let mut whole = bytes::BytesMut::with_capacity(len as usize);
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| {
+                    crate::registry::storage::StorageError::io("get", paths::blob_data(d), e)
+                })?;
+                whole.extend_from_slice(&chunk);
+            }
+            *r.body_mut() = body::full(whole.freeze());
+            return Ok(r);
+        }
         let body = http_body_util::StreamBody::new(
             stream.map(|r| r.map(http_body::Frame::data).map_err(body::BoxError::from)),
         );
-        let mut r = empty(status, &headers);
         *r.body_mut() = body::boxed(body);
         Ok(r)
     }

@@ -18,6 +18,14 @@ pub const MAX_STREAM_CHUNK: usize = 1 << 20;
 /// Concurrent contenders in the race checks.
 const RACERS: usize = 16;
 
+/// Run one check on a fresh store from `$fresh` (kept alive with its guard).
+macro_rules! check {
+    ($fresh:ident, $f:ident) => {{
+        let (s, _guard) = $fresh().await;
+        $f(Arc::new(s)).await;
+    }};
+}
+
 /// Run every check, each on a fresh store from `fresh`.
 pub async fn run<S, G, F, Fut>(fresh: F)
 where
@@ -26,14 +34,8 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = (S, G)>,
 {
-    macro_rules! check {
-        ($f:ident) => {{
-            let (s, _guard) = fresh().await;
-            $f(Arc::new(s)).await;
-        }};
-    }
-    check!(put_if_absent_has_exactly_one_winner);
-    check!(many_appends_at_one_offset_have_one_winner);
+    check!(fresh, put_if_absent_has_exactly_one_winner);
+    check!(fresh, many_appends_at_one_offset_have_one_winner);
     run_sequential(fresh).await;
 }
 
@@ -47,25 +49,19 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = (S, G)>,
 {
-    macro_rules! check {
-        ($f:ident) => {{
-            let (s, _guard) = fresh().await;
-            $f(Arc::new(s)).await;
-        }};
-    }
-    check!(objects_are_written_and_read_back);
-    check!(ranges_are_served);
-    check!(lists_are_sorted_and_page);
-    check!(deletes_objects_and_prefixes);
-    check!(copies);
-    check!(sessions_append_commit_and_compose);
-    check!(two_appends_at_one_offset_have_one_winner);
-    check!(a_dropped_segment_leaves_its_offset_to_the_next);
-    check!(concurrent_sessions_stay_apart);
-    check!(aborts_leave_nothing_behind);
-    check!(large_objects_stream_in_bounded_chunks);
-    check!(uneven_segments_compose_in_order);
-    check!(storage_level_operations);
+    check!(fresh, objects_are_written_and_read_back);
+    check!(fresh, ranges_are_served);
+    check!(fresh, lists_are_sorted_and_page);
+    check!(fresh, deletes_objects_and_prefixes);
+    check!(fresh, copies);
+    check!(fresh, sessions_append_commit_and_compose);
+    check!(fresh, two_appends_at_one_offset_have_one_winner);
+    check!(fresh, a_dropped_segment_leaves_its_offset_to_the_next);
+    check!(fresh, concurrent_sessions_stay_apart);
+    check!(fresh, aborts_leave_nothing_behind);
+    check!(fresh, large_objects_stream_in_bounded_chunks);
+    check!(fresh, uneven_segments_compose_in_order);
+    check!(fresh, storage_level_operations);
 }
 
 async fn all<S: Storage>(s: &S, key: &str, range: Option<(u64, u64)>) -> Option<Vec<u8>> {
