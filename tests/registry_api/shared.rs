@@ -1144,3 +1144,25 @@ async fn abandoned_uploads_are_purged_after_their_age() {
 
 // ---- issue 8: concurrency, resumable closing PUT, reads of malformed references,
 // ---- ignored ranges, bounded per-upload state, full storage, manifest memory.
+
+/// A blob that is there stays there, whole, when it is pushed again under its digest,
+/// and when other bytes are pushed under its digest (refused as DIGEST_INVALID): the
+/// second push's leftovers never take the stored blob with them.
+#[tokio::test]
+async fn pushing_a_blob_again_or_wrongly_under_its_digest_keeps_it() {
+    let api = Api::start().await;
+    for size in [3000usize, (9 << 20) + 5] {
+        let data: Vec<u8> = (0..size).map(|i| (i % 239) as u8).collect();
+        let d = api.push_blob("keep/me", &data).await;
+        assert_eq!(api.push_blob("keep/me", &data).await, d);
+        let mut other = data.clone();
+        other[size / 2] ^= 0xff;
+        let bad = api
+            .call("POST", &format!("/v2/keep/me/blobs/uploads/?digest={d}"), &[], other)
+            .await;
+        assert_eq!(bad.oci_code(), "DIGEST_INVALID");
+        let got = api.get(&format!("/v2/keep/me/blobs/{d}")).await;
+        assert_eq!(got.status, StatusCode::OK, "the stored blob is gone");
+        assert!(got.body == data, "the stored blob changed");
+    }
+}

@@ -167,9 +167,16 @@ pub struct ObjectSegment {
 }
 
 impl ObjectSegment {
+    /// Take the written bytes back: the unfinished write is aborted and a segment
+    /// object removed. A direct write's key is the blob itself, which another request
+    /// may have stored meanwhile: only the unfinished write is aborted (nothing of it
+    /// was ever visible).
     async fn discard(&mut self) -> Result<()> {
         if let Some(mut w) = self.writer.take() {
             let _ = w.abort().await;
+        }
+        if self.commit.is_none() {
+            return Ok(());
         }
         self.store.delete(&self.key).await
     }
