@@ -81,11 +81,19 @@ impl State {
                 let secret = store
                     .prepare_blocking(r.secret.as_deref())
                     .map_err(failed)?;
-                let registry = Registry::new(store, r.delete, secret, inflight);
-                registry.start_maintenance(
-                    r.gc_interval.map(|every| (every, r.gc_grace)),
-                    r.upload_purge,
-                );
+                let registry =
+                    Registry::new(store, r.delete, secret, inflight).with_read_only(r.read_only);
+                if r.read_only {
+                    // Collection and purge delete: not while the registry is read-only.
+                    if r.gc_interval.is_some() || r.upload_purge.is_some() {
+                        tracing::info!("read-only: online gc and upload purge do not run");
+                    }
+                } else {
+                    registry.start_maintenance(
+                        r.gc_interval.map(|every| (every, r.gc_grace)),
+                        r.upload_purge,
+                    );
+                }
                 Backend::Registry(registry)
             }
         };
@@ -197,7 +205,8 @@ pub fn status_line(state: &State) -> String {
         Backend::Upstream(p) => format!("{} upstream(s)", p.peers().len()),
         Backend::Registry(r) => {
             use crate::registry::storage::Storage as _;
-            format!("bundled registry on {}", r.storage().describe())
+            let mode = if r.read_only() { " (read-only)" } else { "" };
+            format!("bundled registry on {}{mode}", r.storage().describe())
         }
     };
     format!(

@@ -119,6 +119,8 @@ pub struct Registry {
     /// `s3` and `oss`: where and how to reach the bucket.
     pub object: Option<Box<ObjectStore>>,
     pub delete: bool,
+    /// Every write answers 405; reads keep working; no gc or purge runs.
+    pub read_only: bool,
     pub secret: Option<String>,
     /// `[registry.gc] interval`: online collection while serving; None = off.
     pub gc_interval: Option<Duration>,

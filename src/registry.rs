@@ -33,6 +33,8 @@ use storage::Storage;
 pub struct Registry<S: Storage> {
     store: S,
     delete: bool,
+    /// Refuse every write (`registry.read_only`).
+    read_only: bool,
     secret: Vec<u8>,
     /// Shared with the registries of later reloads (see `inflight`).
     inflight: Arc<InFlight>,
@@ -61,10 +63,21 @@ impl<S: Storage> Registry<S> {
         Registry {
             store,
             delete,
+            read_only: false,
             secret,
             inflight,
             maintenance: Mutex::new(None),
         }
+    }
+
+    /// `registry.read_only`: every write answers 405; reads keep working.
+    pub fn with_read_only(mut self, on: bool) -> Registry<S> {
+        self.read_only = on;
+        self
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.read_only
     }
 
     /// The in-memory coordination, for the next reload's registry.
@@ -103,6 +116,12 @@ impl<S: Storage> Registry<S> {
             Ok(e) => e,
             Err(e) => return e.into_response(),
         };
+        if self.read_only && endpoint.writes() {
+            return crate::error::ApiError::unsupported(
+                "the registry is read-only (registry.read_only = true): pushes, deletes and uploads are refused; pulls work",
+            )
+            .into_response();
+        }
         let (req, body) = req.into_parts();
         // Absolute Locations only for the answers that carry one.
         let base = || api::base_url(&req.headers, &req.uri);

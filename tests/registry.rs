@@ -616,3 +616,78 @@ async fn an_upload_lock_is_shared_across_a_reload() {
         .await;
     assert_eq!(put.status, StatusCode::CREATED, "{}", put.text());
 }
+
+/// `registry.read_only = true`: every write (upload, manifest PUT, deletes) answers
+/// 405 UNSUPPORTED saying the registry is read-only, pulls keep working, and a reload
+/// (what SIGHUP does) turns it on and off.
+#[tokio::test]
+async fn read_only_refuses_every_write_keeps_reads_and_reloads() {
+    let api = Api::start().await;
+    let (manifest, d) = api.image("ro/app", "v1", "before").await;
+    let json: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let layer = json["layers"][0]["digest"].as_str().unwrap().to_string();
+    let open = api
+        .call("POST", "/v2/ro/app/blobs/uploads/", &[], Bytes::new())
+        .await;
+    let upload = open.header("location").to_string();
+
+    let config = api.p.dir.path().join("proxy.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("[registry]\n"), "{text}");
+    std::fs::write(
+        &config,
+        text.replace("[registry]\n", "[registry]\nread_only = true\n"),
+    )
+    .unwrap();
+    portcullis::app::reload(&config, &api.p.state)
+        .await
+        .unwrap_or_else(|e| panic!("reload: {e}"));
+
+    let writes: Vec<(&str, String, Vec<u8>)> = vec![
+        ("POST", "/v2/ro/app/blobs/uploads/".into(), vec![]),
+        (
+            "POST",
+            format!("/v2/ro/app/blobs/uploads/?digest={layer}"),
+            b"x".to_vec(),
+        ),
+        ("PATCH", upload.clone(), b"abc".to_vec()),
+        ("PUT", format!("{upload}&digest={layer}"), vec![]),
+        ("DELETE", upload.clone(), vec![]),
+        ("PUT", "/v2/ro/app/manifests/v2".into(), manifest.clone()),
+        ("DELETE", format!("/v2/ro/app/manifests/{d}"), vec![]),
+        ("DELETE", "/v2/ro/app/manifests/v1".into(), vec![]),
+        ("DELETE", format!("/v2/ro/app/blobs/{layer}"), vec![]),
+    ];
+    for (method, path, body) in writes {
+        let a = api
+            .call(method, &path, &[("content-type", OCI_MANIFEST)], body)
+            .await;
+        assert_eq!(
+            (a.status, a.oci_code().as_str()),
+            (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+            "{method} {path}"
+        );
+        assert!(a.text().contains("read-only"), "{}", a.text());
+    }
+    // Reads work, and nothing was changed.
+    let got = api.get("/v2/ro/app/manifests/v1").await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.body.to_vec(), manifest);
+    assert_eq!(
+        api.get(&format!("/v2/ro/app/blobs/{layer}")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(api.get("/v2/ro/app/tags/list").await.status, StatusCode::OK);
+    assert_eq!(
+        api.get(&upload).await.status,
+        StatusCode::NO_CONTENT,
+        "the upload survives"
+    );
+
+    // Back to read-write with the next reload.
+    std::fs::write(&config, &text).unwrap();
+    portcullis::app::reload(&config, &api.p.state)
+        .await
+        .unwrap_or_else(|e| panic!("reload: {e}"));
+    api.image("ro/app", "v2", "after").await;
+}

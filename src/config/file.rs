@@ -117,6 +117,7 @@ pub struct Registry {
     pub redirect: Option<bool>,
     pub redirect_endpoint: Option<String>,
     pub create_only: Option<String>,
+    pub read_only: Option<bool>,
     pub delete: Option<bool>,
     pub secret: Option<String>,
     pub gc: Option<Gc>,

@@ -481,6 +481,7 @@ impl Validator {
             root,
             object,
             delete: r.delete.unwrap_or(true),
+            read_only: r.read_only.unwrap_or(false),
             secret: r.secret,
             gc_interval,
             gc_grace,

@@ -96,6 +96,23 @@ pub enum Endpoint {
     },
 }
 
+impl Endpoint {
+    /// Does it change what is stored (a push, a delete, an upload step)? What a
+    /// read-only registry refuses.
+    pub fn writes(&self) -> bool {
+        matches!(
+            self,
+            Endpoint::PutManifest(..)
+                | Endpoint::DeleteManifest(..)
+                | Endpoint::DeleteBlob(..)
+                | Endpoint::StartUpload { .. }
+                | Endpoint::PatchUpload(..)
+                | Endpoint::FinishUpload(..)
+                | Endpoint::CancelUpload(..)
+        )
+    }
+}
+
 /// One `/v2/...` request, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
