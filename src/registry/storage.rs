@@ -202,6 +202,18 @@ pub trait Storage: Send + Sync + 'static {
         range: Option<(u64, u64)>,
     ) -> impl Future<Output = Result<Option<ByteStream>>> + Send;
 
+    /// Stream `[start, end)` of an object whose size the caller has just read
+    /// (`end` ≤ that size), without looking it up again (an object store's `get`
+    /// asks for the size first); None when it has gone meanwhile.
+    fn get_range(
+        &self,
+        key: &str,
+        start: u64,
+        end: u64,
+    ) -> impl Future<Output = Result<Option<ByteStream>>> + Send {
+        self.get(key, Some((start, end)))
+    }
+
     /// One page of the names directly under `dir`; empty when absent.
     fn list(&self, dir: &str, page: Page<'_>) -> impl Future<Output = Result<Listing>> + Send;
 

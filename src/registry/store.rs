@@ -183,27 +183,7 @@ pub async fn list_repositories<S: Storage>(store: &S) -> Result<Vec<String>> {
 
 /// Every repository folder that holds `marker` (`_manifests`, `_uploads`, ...), sorted.
 pub async fn repositories_with<S: Storage>(store: &S, marker: &str) -> Result<Vec<String>> {
-    let root = paths::repositories();
-    let mut repos = Vec::new();
-    let mut stack = vec![String::new()];
-    while let Some(rel) = stack.pop() {
-        let dir = if rel.is_empty() {
-            root.clone()
-        } else {
-            paths::child(&root, &rel)
-        };
-        for c in store.list_all(&dir).await? {
-            if c == marker {
-                repos.push(rel.clone());
-            } else if !c.starts_with('_') && !c.starts_with('.') {
-                stack.push(if rel.is_empty() {
-                    c
-                } else {
-                    paths::child(&rel, &c)
-                });
-            }
-        }
-    }
+    let (mut repos, _) = walk(store, marker, usize::MAX, None).await?;
     repos.sort();
     Ok(repos)
 }
@@ -215,11 +195,22 @@ pub fn repository_order(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// One page of the catalog: at most `n` repositories after `last` (in
+/// [`repository_order`]) and whether more follow.
+pub async fn repositories_page<S: Storage>(
+    store: &S,
+    n: usize,
+    last: Option<&str>,
+) -> Result<(Vec<String>, bool)> {
+    walk(store, "_manifests", n, last).await
+}
+
+/// At most `n` repository folders holding `marker` after `last` (in
 /// [`repository_order`]) and whether more follow. A walk that lists one folder per
 /// step and skips every subtree that ends before `last`, so a page costs about its
 /// own size in listings, not the whole tree.
-pub async fn repositories_page<S: Storage>(
+async fn walk<S: Storage>(
     store: &S,
+    marker: &str,
     n: usize,
     last: Option<&str>,
 ) -> Result<(Vec<String>, bool)> {
@@ -236,7 +227,7 @@ pub async fn repositories_page<S: Storage>(
         };
         let mut children = store.list_all(&dir).await?;
         children.sort_unstable();
-        let is_repo = children.iter().any(|c| c == "_manifests");
+        let is_repo = children.iter().any(|c| c == marker);
         if is_repo && !rel.is_empty() && last.is_none_or(|l| repository_order(&rel, l) == Greater) {
             if out.len() == n {
                 return Ok((out, true));

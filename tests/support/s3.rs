@@ -23,6 +23,9 @@ pub struct S3Server {
     dir: tempfile::TempDir,
 }
 
+/// The one bucket of every test server.
+const BUCKET: &str = "registry";
+
 fn keys() -> (String, String) {
     (
         format!("AKIDTEST{}", rand_hex(6)).to_uppercase(),
@@ -34,18 +37,27 @@ impl S3Server {
     pub fn start() -> S3Server {
         let bin = super::require("s3s-fs");
         let dir = tempfile::tempdir().unwrap();
-        let bucket = "registry".to_string();
-        std::fs::create_dir(dir.path().join(&bucket)).unwrap();
+        std::fs::create_dir(dir.path().join(BUCKET)).unwrap();
         let port = super::free_port();
         let (access_key, secret_key) = keys();
         let child = s3s_fs(&bin, port, &access_key, &secret_key, dir.path());
+        S3Server::serving(child, port, (access_key, secret_key), dir)
+    }
+
+    /// The server `child` on `port`, bucket `registry`, with these keys.
+    fn serving(
+        child: Child,
+        port: u16,
+        keys: (String, String),
+        dir: tempfile::TempDir,
+    ) -> S3Server {
         S3Server {
             child,
             port,
             endpoint: format!("http://127.0.0.1:{port}"),
-            bucket,
-            access_key,
-            secret_key,
+            bucket: BUCKET.to_string(),
+            access_key: keys.0,
+            secret_key: keys.1,
             dir,
         }
     }
@@ -62,26 +74,16 @@ impl S3Server {
             .spawn()
             .expect("start moto_server");
         super::wait_for_port(port, "moto_server");
-        let bucket = "registry".to_string();
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         std::io::Write::write_all(
             &mut s,
-            format!("PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("PUT /{BUCKET} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .unwrap();
         let mut answer = String::new();
         std::io::Read::read_to_string(&mut s, &mut answer).unwrap();
         assert!(answer.starts_with("HTTP/1.1 200"), "CreateBucket: {answer}");
-        let (access_key, secret_key) = keys();
-        S3Server {
-            child,
-            port,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            bucket,
-            access_key,
-            secret_key,
-            dir: tempfile::tempdir().unwrap(),
-        }
+        S3Server::serving(child, port, keys(), tempfile::tempdir().unwrap())
     }
 
     pub fn port(&self) -> u16 {

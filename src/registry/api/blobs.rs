@@ -62,9 +62,11 @@ impl<S: Storage> Registry<S> {
         if head {
             return Ok(empty(status, &headers));
         }
+        // The size was just read (`blob_in_repo`), and the range checked against it.
+        let (start, end) = range.unwrap_or((0, size));
         let mut stream = self
             .store
-            .get(&paths::blob_data(d), range)
+            .get_range(&paths::blob_data(d), start, end)
             .await?
             .ok_or_else(|| ApiError::unknown("BLOB_UNKNOWN", format!("blob {d} unknown")))?;
         let mut r = empty(status, &headers);

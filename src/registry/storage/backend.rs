@@ -66,19 +66,18 @@ impl Backend {
     /// writes honoured or not). Synchronous: start-up and reload build their state
     /// outside the request path.
     pub fn prepare_blocking(&self, configured: Option<&str>) -> Result<Vec<u8>> {
-        if let (Some(s), Backend::Fs(_) | Backend::Memory(_)) = (configured, self) {
-            return Ok(s.as_bytes().to_vec());
-        }
-        match self {
-            Backend::Fs(f) => f.secret_blocking(),
-            Backend::Memory(m) => Ok(m.secret_blocking()),
-            Backend::Object(o) => run_blocking(async {
+        let configured = configured.map(|s| s.as_bytes().to_vec());
+        match (self, configured) {
+            (Backend::Object(o), configured) => run_blocking(async {
                 o.prepare().await?;
                 match configured {
-                    Some(s) => Ok(s.as_bytes().to_vec()),
+                    Some(s) => Ok(s),
                     None => o.secret().await,
                 }
             }),
+            (_, Some(s)) => Ok(s),
+            (Backend::Fs(f), None) => f.secret_blocking(),
+            (Backend::Memory(m), None) => Ok(m.secret_blocking()),
         }
     }
 
@@ -90,8 +89,7 @@ impl Backend {
             Backend::Fs(f) => f.check_blocking().map(|()| String::new()),
             Backend::Memory(_) => Ok(String::new()),
             Backend::Object(o) => run_blocking(async {
-                let probed = o.probe().await?;
-                let how = o.create_only().unwrap_or(probed);
+                let how = o.prepare().await?;
                 o.read(super::SECRET_KEY).await?;
                 Ok(how)
             })
@@ -172,6 +170,10 @@ impl Storage for Backend {
 
     async fn get(&self, key: &str, range: Option<(u64, u64)>) -> Result<Option<ByteStream>> {
         each!(self, s => s.get(key, range).await)
+    }
+
+    async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Option<ByteStream>> {
+        each!(self, s => s.get_range(key, start, end).await)
     }
 
     async fn list(&self, dir: &str, page: Page<'_>) -> Result<Listing> {

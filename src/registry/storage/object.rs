@@ -24,8 +24,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use opendal::Operator;
 use std::io;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 /// How long a presigned blob URL stays valid (distribution's `redirect` uses 20 min).
@@ -42,17 +41,14 @@ const CLAIM_ATTEMPTS: u32 = 10;
 /// A claim this old whose key never appeared belongs to a claimer that died.
 const CLAIM_DEAD: Duration = Duration::from_secs(60);
 
-const UNPROBED: u8 = 0;
-const NATIVE: u8 = 1;
-const LISTING: u8 = 2;
-
 /// A bucket (and prefix) of an object store. Clones share the client.
 #[derive(Clone)]
 pub struct Object {
     op: Arc<Operator>,
     /// Signs redirects (for `redirect_endpoint` when set); None: no redirects.
     presigner: Option<Arc<Operator>>,
-    create_only: Arc<AtomicU8>,
+    /// Set by the configuration or by the first probe.
+    create_only: Arc<OnceLock<CreateOnly>>,
     describe: Arc<str>,
     /// Strings never to show (the access key id and secret).
     hidden: Arc<[String]>,
@@ -150,7 +146,7 @@ impl Object {
         let store = Object {
             op: Arc::new(op),
             presigner,
-            create_only: Arc::new(AtomicU8::new(UNPROBED)),
+            create_only: Arc::new(OnceLock::new()),
             describe: o.describe(kind).into(),
             hidden: hidden.into(),
         };
@@ -163,26 +159,12 @@ impl Object {
     /// Use this create-only method from now on (the configuration's `create_only`,
     /// tests; otherwise start-up probes).
     pub fn with_create_only(self, how: CreateOnly) -> Object {
-        self.set_create_only(how);
+        let _ = self.create_only.set(how);
         self
     }
 
-    fn set_create_only(&self, how: CreateOnly) {
-        self.create_only.store(
-            match how {
-                CreateOnly::Conditional => NATIVE,
-                CreateOnly::Listing => LISTING,
-            },
-            Ordering::Relaxed,
-        );
-    }
-
     pub fn create_only(&self) -> Option<CreateOnly> {
-        match self.create_only.load(Ordering::Relaxed) {
-            NATIVE => Some(CreateOnly::Conditional),
-            LISTING => Some(CreateOnly::Listing),
-            _ => None,
-        }
+        self.create_only.get().copied()
     }
 
     /// An OpenDAL error as a storage error: kind, operation, key; the message scrubbed
@@ -247,10 +229,13 @@ impl Object {
                     .if_not_exists(true)
                     .await;
                 match second {
-                    Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => {
-                        CreateOnly::Conditional
-                    }
-                    Err(e) if e.kind() == opendal::ErrorKind::AlreadyExists => {
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            opendal::ErrorKind::ConditionNotMatch
+                                | opendal::ErrorKind::AlreadyExists
+                        ) =>
+                    {
                         CreateOnly::Conditional
                     }
                     Ok(_) => CreateOnly::Listing,
@@ -280,17 +265,15 @@ impl Object {
     /// configuration chose, the answer decides how writes are made create-only.
     pub async fn prepare(&self) -> Result<CreateOnly> {
         let how = self.probe().await?;
-        if let Some(chosen) = self.create_only() {
-            return Ok(chosen);
-        }
-        if how == CreateOnly::Listing {
-            tracing::warn!(
-                store = %self.describe,
-                "the store ignores create-only writes (If-None-Match): claiming by listing instead"
-            );
-        }
-        self.set_create_only(how);
-        Ok(how)
+        Ok(*self.create_only.get_or_init(|| {
+            if how == CreateOnly::Listing {
+                tracing::warn!(
+                    store = %self.describe,
+                    "the store ignores create-only writes (If-None-Match): claiming by listing instead"
+                );
+            }
+            how
+        }))
     }
 
     /// Write `data` at `key` only if the key is free; of concurrent creators exactly
@@ -374,18 +357,6 @@ impl Object {
         ))
     }
 
-    /// A presigned GET of `key`, valid for [`PRESIGN_FOR`]; None when redirects are off.
-    pub async fn presign(&self, key: &str) -> Result<Option<String>> {
-        let Some(p) = &self.presigner else {
-            return Ok(None);
-        };
-        let r = p
-            .presign_read(key, PRESIGN_FOR)
-            .await
-            .map_err(|e| self.error("presign", key, e))?;
-        Ok(Some(r.uri().to_string()))
-    }
-
     /// Names directly under `dir`, page by page from the store (delimiter listing).
     async fn list_page(&self, dir: &str, page: Page<'_>) -> Result<Listing> {
         let prefix = format!("{dir}/");
@@ -419,9 +390,6 @@ impl Object {
                 continue;
             }
             if page.start_after.is_some_and(|a| name <= a) {
-                continue;
-            }
-            if names.last().is_some_and(|l| l == name) {
                 continue;
             }
             names.push(name.to_string());
@@ -484,20 +452,31 @@ impl Storage for Object {
         };
         let (start, end) = range.unwrap_or((0, meta.size));
         // Past the end: what there is, then nothing (as a file reads).
-        let end = end.min(meta.size);
+        self.get_range(key, start, end.min(meta.size)).await
+    }
+
+    async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Option<ByteStream>> {
         if start >= end {
             return Ok(Some(Box::pin(futures_util::stream::empty())));
         }
-        let reader = self
-            .op
-            .reader_with(key)
-            .await
-            .map_err(|e| self.error("get", key, e))?;
-        let stream = reader
-            .into_bytes_stream(start..end)
-            .await
-            .map_err(|e| self.error("get", key, e))?;
-        Ok(Some(Box::pin(stream)))
+        let absent = |e: &opendal::Error| e.kind() == opendal::ErrorKind::NotFound;
+        let reader = match self.op.reader_with(key).await {
+            Err(e) if absent(&e) => return Ok(None),
+            r => r.map_err(|e| self.error("get", key, e))?,
+        };
+        let mut stream = match reader.into_bytes_stream(start..end).await {
+            Err(e) if absent(&e) => return Ok(None),
+            r => r.map_err(|e| self.error("get", key, e))?,
+        };
+        // The first chunk tells a key that has gone (the request may be lazy).
+        match stream.next().await {
+            None => Ok(Some(Box::pin(futures_util::stream::empty()))),
+            Some(Err(e)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Some(Err(e)) => Err(StorageError::io("get", key, e)),
+            Some(Ok(first)) => Ok(Some(Box::pin(
+                futures_util::stream::once(async move { Ok(first) }).chain(stream),
+            ))),
+        }
     }
 
     async fn list(&self, dir: &str, page: Page<'_>) -> Result<Listing> {
@@ -554,8 +533,16 @@ impl Storage for Object {
         session::compose(self, dir, size, to).await
     }
 
+    /// A presigned GET of `key`, valid for [`PRESIGN_FOR`]; None when redirects are off.
     async fn redirect(&self, key: &str) -> Result<Option<String>> {
-        self.presign(key).await
+        let Some(p) = &self.presigner else {
+            return Ok(None);
+        };
+        let r = p
+            .presign_read(key, PRESIGN_FOR)
+            .await
+            .map_err(|e| self.error("presign", key, e))?;
+        Ok(Some(r.uri().to_string()))
     }
 
     async fn ready(&self) -> std::result::Result<(), String> {

@@ -57,8 +57,8 @@ fn damaged(dir: &str, why: String) -> StorageError {
     StorageError::new(ErrorKind::Other, "session", dir, io::Error::other(why))
 }
 
-/// Every committed segment in offset order, checked to follow one another from 0.
-async fn committed(store: &Object, dir: &str) -> Result<Vec<Committed>> {
+/// The offsets that have a commit record, in order.
+async fn commit_offsets(store: &Object, dir: &str) -> Result<Vec<u64>> {
     let mut offsets: Vec<u64> = store
         .list_all(&format!("{dir}/commit"))
         .await?
@@ -66,11 +66,26 @@ async fn committed(store: &Object, dir: &str) -> Result<Vec<Committed>> {
         .filter_map(|n| n.parse().ok())
         .collect();
     offsets.sort_unstable();
+    Ok(offsets)
+}
+
+/// The commit record at `offset`; None when it was removed (the session is being
+/// cancelled or finished).
+async fn record(store: &Object, dir: &str, offset: u64) -> Result<Option<Record>> {
+    let Some(raw) = store.read(&commit_key(dir, offset)).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&raw)
+        .map(Some)
+        .map_err(|e| damaged(dir, format!("commit record {offset}: {e}")))
+}
+
+/// Every committed segment in offset order, checked to follow one another from 0.
+async fn committed(store: &Object, dir: &str) -> Result<Vec<Committed>> {
+    let offsets = commit_offsets(store, dir).await?;
     let mut out: Vec<Committed> = Vec::with_capacity(offsets.len());
     for offset in offsets {
-        let key = commit_key(dir, offset);
-        let Some(raw) = store.read(&key).await? else {
-            // Removed under us: the session is being cancelled or finished.
+        let Some(r) = record(store, dir, offset).await? else {
             return Err(StorageError::new(
                 ErrorKind::NotFound,
                 "session",
@@ -78,8 +93,6 @@ async fn committed(store: &Object, dir: &str) -> Result<Vec<Committed>> {
                 io::ErrorKind::NotFound.into(),
             ));
         };
-        let r: Record = serde_json::from_slice(&raw)
-            .map_err(|e| damaged(dir, format!("commit record {offset}: {e}")))?;
         let end = out.last().map_or(0, |c| c.offset + c.length);
         if offset != end {
             return Err(damaged(
@@ -98,20 +111,12 @@ async fn committed(store: &Object, dir: &str) -> Result<Vec<Committed>> {
 
 pub(super) async fn state(store: &Object, dir: &str) -> Result<SessionState> {
     // The last record alone says where the session stands: list, read one.
-    let last = store
-        .list_all(&format!("{dir}/commit"))
-        .await?
-        .iter()
-        .filter_map(|n| n.parse::<u64>().ok())
-        .max();
-    let Some(offset) = last else {
+    let Some(&offset) = commit_offsets(store, dir).await?.last() else {
         return Ok(SessionState::default());
     };
-    let Some(raw) = store.read(&commit_key(dir, offset)).await? else {
+    let Some(r) = record(store, dir, offset).await? else {
         return Ok(SessionState::default());
     };
-    let r: Record = serde_json::from_slice(&raw)
-        .map_err(|e| damaged(dir, format!("commit record {offset}: {e}")))?;
     Ok(SessionState {
         size: offset + r.length,
         state: Bytes::from(hex::decode(&r.state).unwrap_or_default()),
@@ -257,7 +262,7 @@ pub(super) async fn read(store: &Object, dir: &str, end: u64) -> Result<ByteStre
         .then(move |(key, len)| {
             let store = store.clone();
             async move {
-                match store.get(&key, Some((0, len))).await {
+                match store.get_range(&key, 0, len).await {
                     Ok(Some(s)) => s,
                     Ok(None) => Box::pin(futures_util::stream::once(async move {
                         Err(io::Error::new(
