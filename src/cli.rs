@@ -43,13 +43,18 @@ pub enum Command {
         action: Passwd,
     },
     /// Garbage-collect the bundled registry's storage: delete blobs no manifest
-    /// references and that are older than `[registry.gc] grace` (default 1h).
+    /// references and that are older than `[registry.gc] grace` (default 1h). Safe
+    /// while the registry serves (any number of instances on the same storage).
     Gc {
         #[command(flatten)]
         config: ConfigArg,
         /// Say what would be deleted, delete nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also remove manifests no tag points at (kept: an index's children and the
+        /// referrers of kept manifests), and the blobs only they referenced.
+        #[arg(long)]
+        delete_untagged: bool,
     },
     /// Create a private CA and a server certificate signed by it.
     Certs {
@@ -139,7 +144,11 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Check(c) => check(&c.config),
         Command::Passwd { action } => passwd(action),
         Command::Certs { out, hosts, force } => certs(&out, &hosts, force),
-        Command::Gc { config, dry_run } => gc(&config.config, dry_run),
+        Command::Gc {
+            config,
+            dry_run,
+            delete_untagged,
+        } => gc(&config.config, dry_run, delete_untagged),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -501,7 +510,8 @@ fn write_htpasswd(path: &Path, text: &str) -> Result<(), Failure> {
     crate::auth::write_file(path, text).map_err(cannot(path, "write"))
 }
 
-fn gc(path: &Path, dry_run: bool) -> Result<(), Failure> {
+fn gc(path: &Path, dry_run: bool, delete_untagged: bool) -> Result<(), Failure> {
+    use crate::registry::gc;
     init_tracing();
     let config = Config::load(path)?;
     let crate::config::Backend::Registry(r) = &config.backend else {
@@ -511,41 +521,155 @@ fn gc(path: &Path, dry_run: bool) -> Result<(), Failure> {
         )));
     };
     let (key, at) = r.location();
-    let store = crate::registry::storage::open(r).map_err(|e| {
+    let failed = |e: &crate::registry::storage::StorageError| {
         Failure(format!(
             "{}: {key}: {at}: {}",
             path.display(),
-            crate::app::storage_words(r, &e)
+            crate::app::storage_words(r, e)
         ))
-    })?;
+    };
+    let store = crate::registry::storage::open(r).map_err(|e| failed(&e))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure(format!("cannot start the runtime: {e}")))?;
-    let report = rt
-        .block_on(crate::registry::gc::collect(&store, r.gc_grace, dry_run))
-        .map_err(|e| {
-            Failure(format!(
-                "{}: {key}: {at}: {}",
-                path.display(),
-                crate::app::storage_words(r, &e)
-            ))
-        })?;
+    let opts = gc::Options {
+        dry_run,
+        delete_untagged,
+        ..gc::Options::new(r.gc_grace)
+    };
+    let bar = progress::Bar::on_terminal();
+    let progress: &dyn gc::Progress = match &bar {
+        Some(b) => b,
+        None => &gc::Quiet,
+    };
+    if !dry_run {
+        eprintln!(
+            "announcing the collection, then waiting {}s for requests begun before it",
+            gc::epoch::WAIT.as_secs()
+        );
+    }
+    let report = rt.block_on(gc::collect(&store, &opts, progress));
+    if let Some(b) = &bar {
+        b.clear();
+    }
+    let report = report.map_err(|e| match e {
+        gc::GcError::Storage(e) => failed(&e),
+        busy => Failure(format!("{}: {key}: {at}: {busy}", path.display())),
+    })?;
     let verb = if dry_run { "would delete" } else { "deleted" };
+    for (repo, d) in &report.untagged {
+        println!("{verb} untagged manifest {repo}@{d}");
+    }
     for (d, size) in &report.swept {
-        println!("{verb} {d} ({size} bytes)");
+        println!("{verb} blob {d} ({size} bytes)");
     }
     println!(
-        "{} repositories, {} manifests, {} blobs in use, {} unreferenced but younger than {:?}; {verb} {} blobs, {} bytes",
+        "{} repositories, {} manifests, {} blobs in use, {} unreferenced but younger than {:?}, {} vouched for by requests during the collection; {verb} {} untagged manifests and {} blobs, {} freed",
         report.repositories,
         report.manifests,
         report.marked,
         report.young,
         r.gc_grace,
+        report.rescued,
+        report.untagged.len(),
         report.swept.len(),
-        report.bytes()
+        progress::bytes(report.bytes())
     );
     Ok(())
+}
+
+/// A progress bar for `gc` on a terminal (stderr), nothing otherwise.
+mod progress {
+    use std::io::{IsTerminal, Write};
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    pub struct Bar {
+        state: Mutex<State>,
+    }
+
+    struct State {
+        name: String,
+        total: u64,
+        done: u64,
+        drawn: Option<Instant>,
+    }
+
+    impl Bar {
+        pub fn on_terminal() -> Option<Bar> {
+            std::io::stderr().is_terminal().then(|| Bar {
+                state: Mutex::new(State {
+                    name: String::new(),
+                    total: 0,
+                    done: 0,
+                    drawn: None,
+                }),
+            })
+        }
+
+        fn draw(s: &mut State, force: bool) {
+            // At most ten redraws a second.
+            if !force
+                && s.drawn
+                    .is_some_and(|t| t.elapsed() < Duration::from_millis(100))
+            {
+                return;
+            }
+            s.drawn = Some(Instant::now());
+            const WIDTH: u64 = 30;
+            let line = match (s.done.min(s.total) * WIDTH).checked_div(s.total) {
+                None => format!("{}...", s.name),
+                Some(filled) => format!(
+                    "{:<40} [{}{}] {}/{}",
+                    s.name,
+                    "#".repeat(filled as usize),
+                    " ".repeat((WIDTH - filled) as usize),
+                    s.done,
+                    s.total
+                ),
+            };
+            let mut e = std::io::stderr().lock();
+            let _ = write!(e, "\r\x1b[2K{line}");
+            let _ = e.flush();
+        }
+
+        pub fn clear(&self) {
+            let _ = write!(std::io::stderr().lock(), "\r\x1b[2K");
+        }
+    }
+
+    impl crate::registry::gc::Progress for Bar {
+        fn phase(&self, name: &str, total: u64) {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            s.name = name.to_string();
+            s.total = total;
+            s.done = 0;
+            Bar::draw(&mut s, true);
+        }
+
+        fn advance(&self, n: u64) {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            s.done += n;
+            let last = s.done >= s.total;
+            Bar::draw(&mut s, last);
+        }
+    }
+
+    /// `1.5 GiB`, `320 KiB`, `12 bytes`.
+    pub fn bytes(n: u64) -> String {
+        const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+        if n < 1024 {
+            return format!("{n} bytes");
+        }
+        let mut v = n as f64 / 1024.0;
+        let mut unit = 0;
+        while v >= 1024.0 && unit + 1 < UNITS.len() {
+            v /= 1024.0;
+            unit += 1;
+        }
+        format!("{v:.1} {} ({n} bytes)", UNITS[unit])
+    }
 }
 
 fn certs(out: &Path, hosts: &[String], force: bool) -> Result<(), Failure> {

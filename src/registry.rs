@@ -38,6 +38,8 @@ pub struct Registry<S: Storage> {
     secret: Vec<u8>,
     /// Shared with the registries of later reloads (see `inflight`).
     inflight: Arc<InFlight>,
+    /// The requests' side of online garbage collection (`gc::epoch`).
+    watch: Box<gc::epoch::Watch>,
     /// Online garbage collection and upload purge; stops when this registry is dropped
     /// (a reload builds a new one).
     maintenance: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -66,6 +68,7 @@ impl<S: Storage> Registry<S> {
             read_only: false,
             secret,
             inflight,
+            watch: Box::default(),
             maintenance: Mutex::new(None),
         }
     }

@@ -20,6 +20,11 @@ fn data_dir(api: &Api) -> std::path::PathBuf {
     api.p.dir.path().join("data")
 }
 
+/// Options for several instances on one storage: the folder `dir`.
+fn shared_storage(dir: &std::path::Path) -> Options {
+    Options::registry().root(dir)
+}
+
 include!("registry_api/shared.rs");
 
 #[tokio::test]
@@ -110,10 +115,17 @@ async fn online_gc_runs_on_its_interval_while_serving() {
     // the collector can never catch them between upload and manifest.
     let (_, kept) = api.image("online/gc", "v1", "k").await;
     let orphan = api.push_blob("online/gc", b"nobody wants me").await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Watched on disk: a GET would vouch for the blob and so keep it (gc::epoch).
+    let file = data_dir(&api)
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&orphan[7..9])
+        .join(&orphan[7..])
+        .join("data");
+    assert!(file.exists());
+    // The collection waits gc::epoch::WAIT (12 s) after announcing itself.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     loop {
-        let a = api.get(&format!("/v2/online/gc/blobs/{orphan}")).await;
-        if a.status == StatusCode::NOT_FOUND {
+        if !file.exists() {
             break;
         }
         assert!(
@@ -122,6 +134,12 @@ async fn online_gc_runs_on_its_interval_while_serving() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    assert_eq!(
+        api.get(&format!("/v2/online/gc/blobs/{orphan}"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(
         api.get(&format!("/v2/online/gc/manifests/{kept}"))
             .await

@@ -40,6 +40,11 @@ fn data_dir(_api: &Api) -> std::path::PathBuf {
     })
 }
 
+/// Options for several instances on one storage: one bucket (`dir` is not needed).
+fn shared_storage(_dir: &std::path::Path) -> Options {
+    base_options()
+}
+
 include!("registry_api/shared.rs");
 
 /// On moto: distribution's S3 driver resumes its uploads with ListMultipartUploads,

@@ -1,29 +1,89 @@
 //! Garbage collection of the bundled registry's storage (distribution's
-//! `garbage-collect`, made safe to run while serving): mark every blob a stored
-//! manifest references, sweep the unmarked blobs older than a grace period (uploads in
-//! progress and pushes whose manifest has not arrived yet are younger), and drop the
-//! repositories' links to what was swept. Works on any storage through the seam
-//! (`storage::Storage`): listings, stats and deletes only.
+//! `garbage-collect`, made safe to run while serving, by any number of instances on one
+//! storage): mark every blob a kept manifest references, then delete the unmarked blobs
+//! older than a grace period, each only after the handshake of `epoch` (where the
+//! protocol and the argument for its safety live). Deleting a tag keeps its manifest;
+//! `delete_untagged` also collects manifests no tag reaches (distribution's
+//! `--delete-untagged`), keeping an index's children and the referrers of kept
+//! subjects. Works on any storage through the seam: listings, stats, reads, puts and
+//! deletes only.
+
+pub mod epoch;
 
 use super::manifest;
 use super::paths;
-use super::storage::{Result, Storage};
+use super::storage::{Meta, Result, Storage, StorageError};
 use super::store;
 use crate::oci::{Algorithm, Digest};
-use std::collections::HashSet;
+use epoch::{Announced, Epoch};
+use futures_util::StreamExt;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
+
+/// How a collection runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Never delete a blob (or, with `delete_untagged`, a revision) younger than this.
+    pub grace: Duration,
+    /// Report what would go; write nothing (no epoch, no wait).
+    pub dry_run: bool,
+    /// Also remove manifest revisions no tag reaches, and what only they referenced.
+    pub delete_untagged: bool,
+    /// The wait after announcing the epoch. Always [`epoch::WAIT`], which the protocol's
+    /// safety rests on; only unit tests over one in-process store shorten it.
+    #[doc(hidden)]
+    pub wait: Duration,
+}
+
+impl Options {
+    pub fn new(grace: Duration) -> Options {
+        Options {
+            grace,
+            dry_run: false,
+            delete_untagged: false,
+            wait: epoch::WAIT,
+        }
+    }
+}
+
+/// Where a collection is, for a progress bar or a log.
+pub trait Progress: Sync {
+    /// A phase begins; `total` steps when known (0: unknown).
+    fn phase(&self, _name: &str, _total: u64) {}
+    /// `n` more steps of the phase are done.
+    fn advance(&self, _n: u64) {}
+}
+
+/// No progress shown.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// Why a collection did not run or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("another garbage collection is running (epoch {}, {}); it must end or expire first", .0.id, .0.by)]
+    Busy(Announced),
+}
 
 /// What a collection found and did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
     pub repositories: usize,
     pub manifests: usize,
-    /// Blobs kept because a manifest references them.
+    /// Blobs kept because a kept manifest references them.
     pub marked: usize,
     /// Unreferenced blobs left alone because they are younger than the grace period.
     pub young: usize,
+    /// Candidates a request vouched for during the collection (kept).
+    pub rescued: usize,
     /// Blobs deleted (or that would be, on a dry run), with their sizes.
     pub swept: Vec<(Digest, u64)>,
+    /// Untagged manifest revisions removed (or that would be), per repository.
+    pub untagged: Vec<(String, Digest)>,
+    /// The epoch this collection announced (None on a dry run).
+    pub epoch: Option<String>,
 }
 
 impl Report {
@@ -32,73 +92,431 @@ impl Report {
     }
 }
 
-/// Mark and sweep. With `dry_run` nothing is deleted and the report says what would be.
-pub async fn collect<S: Storage>(store: &S, grace: Duration, dry_run: bool) -> Result<Report> {
-    let mut report = Report::default();
-    let mut marked: HashSet<Digest> = HashSet::new();
-    let repos = store::list_repositories(store).await?;
-    report.repositories = repos.len();
-    for repo in &repos {
-        let revisions = store::digests_under(store, &paths::revisions_dir(repo)).await?;
-        for d in revisions {
-            // Every stored revision is kept, tagged or not, as distribution does by
-            // default: a digest someone pulls by must keep working.
-            let Some(bytes) = store.read(&paths::blob_data(&d)).await? else {
-                continue;
-            };
-            report.manifests += 1;
-            marked.insert(d.clone());
-            if let Ok(m) = manifest::parse(None, &bytes) {
-                marked.extend(m.blobs);
-                marked.extend(m.manifests);
-            }
-        }
-    }
-    report.marked = marked.len();
+/// What one stored manifest references.
+#[derive(Debug, Default)]
+struct Refs {
+    blobs: Vec<Digest>,
+    children: Vec<Digest>,
+    subject: Option<Digest>,
+}
 
-    let now = SystemTime::now();
-    let mut doomed = Vec::new();
-    for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-        let blobs = paths::blobs_dir(alg);
-        for prefix in store.list_all(&blobs).await? {
-            for hex in store.list_all(&paths::child(&blobs, &prefix)).await? {
-                let Ok(d) = Digest::parse(&format!("{}:{hex}", alg.name())) else {
-                    continue;
-                };
-                if marked.contains(&d) {
+/// The manifests of one repository that no tag reaches (with `delete_untagged`), with
+/// what they reference: kept after all if a request rescues one.
+struct Untagged {
+    repo: String,
+    graph: HashMap<Digest, Refs>,
+}
+
+/// The marked blobs and what the sweep needs from the walk.
+#[derive(Default)]
+struct Marks {
+    marked: HashSet<Digest>,
+    /// Every layer link seen, by blob: removed with the blob, inside its handshake.
+    links: HashMap<Digest, Vec<u32>>,
+    repos: Vec<String>,
+    untagged: Vec<Untagged>,
+}
+
+/// Collect garbage. With `dry_run` nothing is written and the report says what would go.
+pub async fn collect<S: Storage>(
+    store: &S,
+    opts: &Options,
+    progress: &dyn Progress,
+) -> Result<Report, GcError> {
+    let mut report = Report::default();
+    let mut epoch = None;
+    if !opts.dry_run {
+        epoch::clean_stale(store).await?;
+        if let Some(other) = epoch::announced(store).await?.into_iter().next() {
+            return Err(GcError::Busy(other));
+        }
+        let e = Epoch::announce(store).await?;
+        report.epoch = Some(e.id.clone());
+        progress.phase("waiting for requests begun before the announcement", 0);
+        tokio::time::sleep(opts.wait).await;
+        epoch = Some(e);
+    }
+    let result = sweep(store, opts, progress, &mut report, epoch.as_mut()).await;
+    if let Some(e) = epoch {
+        // Ended even when the sweep failed: requests stop paying for the handshake.
+        let ended = e.end().await;
+        result?;
+        ended?;
+    } else {
+        result?;
+    }
+    Ok(report)
+}
+
+async fn sweep<S: Storage>(
+    store: &S,
+    opts: &Options,
+    progress: &dyn Progress,
+    report: &mut Report,
+    mut epoch: Option<&mut Epoch<'_, S>>,
+) -> Result<()> {
+    let mut marks = mark(store, opts, progress, report, epoch.as_deref_mut()).await?;
+
+    // Untagged revisions first: one a request rescues is kept with all it reaches, so
+    // its blobs are marked before blob candidates are chosen.
+    let revisions: Vec<Digest> = {
+        let mut all: Vec<Digest> = marks
+            .untagged
+            .iter()
+            .flat_map(|u| u.graph.keys().cloned())
+            .collect();
+        all.sort_by_key(|d| d.to_string());
+        all.dedup();
+        all
+    };
+    if !revisions.is_empty() {
+        progress.phase("deciding untagged manifests", revisions.len() as u64);
+        let decided = match epoch.as_deref_mut() {
+            Some(e) => {
+                let (batch, flags) = e.decide(&revisions).await?;
+                let rescued: HashSet<Digest> = revisions
+                    .iter()
+                    .zip(flags)
+                    .filter(|(_, r)| *r)
+                    .map(|(d, _)| d.clone())
+                    .collect();
+                Some((batch, rescued))
+            }
+            None => None,
+        };
+        let none = HashSet::new();
+        let rescued = decided.as_ref().map_or(&none, |(_, r)| r);
+        for u in &marks.untagged {
+            let roots: Vec<Digest> = rescued
+                .iter()
+                .filter(|d| u.graph.contains_key(*d))
+                .cloned()
+                .collect();
+            let kept = closure(&u.graph, roots.iter());
+            for (d, refs) in &u.graph {
+                if kept.contains(d) {
+                    mark_refs(&mut marks.marked, d, refs);
                     continue;
                 }
-                let Some(meta) = store.stat(&paths::blob_data(&d)).await? else {
-                    continue;
-                };
+                if let Some(e) = epoch.as_deref_mut() {
+                    e.check()?;
+                    store
+                        .delete_folder_of(&paths::revision_link(&u.repo, d))
+                        .await?;
+                }
+                report.untagged.push((u.repo.clone(), d.clone()));
+            }
+            progress.advance(u.graph.len() as u64);
+        }
+        if let (Some(e), Some((batch, rescued))) = (epoch.as_deref_mut(), &decided) {
+            report.rescued += rescued.len();
+            e.done(*batch).await?;
+        }
+    }
+    report.marked = marks.marked.len();
+
+    // Blob candidates: unmarked and older than the grace period.
+    let now = SystemTime::now();
+    let mut candidates = Vec::new();
+    for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+        let blobs = paths::blobs_dir(alg);
+        let prefixes = store.list_all(&blobs).await?;
+        progress.phase(
+            &format!("listing {} blobs", alg.name()),
+            prefixes.len() as u64,
+        );
+        for prefix in prefixes {
+            let hexes = store.list_all(&paths::child(&blobs, &prefix)).await?;
+            let unmarked: Vec<Digest> = hexes
+                .iter()
+                .filter_map(|hex| Digest::parse(&format!("{}:{hex}", alg.name())).ok())
+                .filter(|d| !marks.marked.contains(d))
+                .collect();
+            let stats: Vec<_> = unmarked.into_iter().map(|d| stat_blob(store, d)).collect();
+            let metas = futures_util::stream::iter(stats)
+                .buffered(16)
+                .collect::<Vec<_>>()
+                .await;
+            for r in metas {
+                let (d, meta) = r?;
+                let Some(meta) = meta else { continue };
                 let age = meta
                     .modified
                     .and_then(|m| now.duration_since(m).ok())
                     .unwrap_or_default();
-                if age < grace {
+                if age < opts.grace {
                     report.young += 1;
-                    continue;
+                } else {
+                    candidates.push((d, meta.size));
                 }
-                doomed.push((d, meta.size));
+            }
+            progress.advance(1);
+            if let Some(e) = epoch.as_deref_mut() {
+                e.renew().await?;
             }
         }
     }
-    if !dry_run {
-        let gone: HashSet<&Digest> = doomed.iter().map(|(d, _)| d).collect();
-        for (d, _) in &doomed {
-            store.delete_prefix(&paths::blob_dir(d)).await?;
-        }
-        // A repository's link to a swept blob would only ever answer BLOB_UNKNOWN.
-        for repo in &repos {
-            for d in store::digests_under(store, &paths::layers_dir(repo)).await? {
-                if gone.contains(&d) {
-                    store.delete_prefix(&paths::layer_dir(repo, &d)).await?;
-                }
+
+    let Some(e) = epoch else {
+        report.swept = candidates;
+        return Ok(());
+    };
+    progress.phase("deleting", candidates.len() as u64);
+    for batch in candidates.chunks(BATCH) {
+        let digests: Vec<Digest> = batch.iter().map(|(d, _)| d.clone()).collect();
+        let (n, rescued) = e.decide(&digests).await?;
+        let mut doomed = Vec::new();
+        for ((d, size), rescued) in batch.iter().zip(rescued) {
+            if rescued {
+                report.rescued += 1;
+            } else {
+                doomed.push((d, *size));
             }
         }
+        e.check()?;
+        let deletes: Vec<_> = doomed
+            .iter()
+            .map(|(d, _)| {
+                let repos = marks
+                    .links
+                    .get(*d)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[])
+                    .iter()
+                    .map(|&r| marks.repos[r as usize].as_str())
+                    .collect();
+                delete_blob(store, d, repos)
+            })
+            .collect();
+        let deleted = futures_util::stream::iter(deletes)
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+        deleted.into_iter().collect::<Result<()>>()?;
+        report
+            .swept
+            .extend(doomed.into_iter().map(|(d, size)| (d.clone(), size)));
+        e.done(n).await?;
+        progress.advance(batch.len() as u64);
     }
-    report.swept = doomed;
-    Ok(report)
+    Ok(())
+}
+
+/// Delete a blob the handshake gave up: the links to it first (a link without its blob
+/// answers "unknown" anyway; the blob's own folder is the last trace), then its folder.
+async fn delete_blob<S: Storage>(store: &S, d: &Digest, linked_from: Vec<&str>) -> Result<()> {
+    for repo in linked_from {
+        store.delete_folder_of(&paths::layer_link(repo, d)).await?;
+    }
+    store.delete_folder_of(&paths::blob_data(d)).await
+}
+
+/// Candidates decided per handshake: a request that finds one being decided waits for
+/// its whole batch.
+const BATCH: usize = 64;
+
+/// Walk every repository: mark what kept manifests reference, note every layer link,
+/// and (with `delete_untagged`) gather the manifests no tag reaches.
+async fn mark<S: Storage>(
+    store: &S,
+    opts: &Options,
+    progress: &dyn Progress,
+    report: &mut Report,
+    mut epoch: Option<&mut Epoch<'_, S>>,
+) -> Result<Marks> {
+    let mut marks = Marks::default();
+    let repos = store::list_repositories(store).await?;
+    report.repositories = repos.len();
+    progress.phase("marking", repos.len() as u64);
+    let now = SystemTime::now();
+    let walks: Vec<_> = repos
+        .iter()
+        .map(|name| mark_repository(store, opts, name, now))
+        .collect();
+    let mut walks = futures_util::stream::iter(walks).buffered(REPOSITORIES_AT_ONCE);
+    let mut i = 0u32;
+    while let Some(walked) = walks.next().await {
+        let walked = walked?;
+        report.manifests += walked.manifests;
+        marks.marked.extend(walked.marked);
+        if !walked.untagged.is_empty() {
+            marks.untagged.push(Untagged {
+                repo: walked.name.clone(),
+                graph: walked.untagged,
+            });
+        }
+        for d in walked.links {
+            marks.links.entry(d).or_default().push(i);
+        }
+        marks.repos.push(walked.name);
+        i += 1;
+        progress.advance(1);
+        if let Some(e) = epoch.as_deref_mut() {
+            e.renew().await?;
+        }
+    }
+    Ok(marks)
+}
+
+/// Repositories marked at once (each reads its manifests 16 at a time).
+const REPOSITORIES_AT_ONCE: usize = 8;
+
+/// What marking found in one repository.
+struct Walked {
+    name: String,
+    manifests: usize,
+    marked: Vec<Digest>,
+    untagged: HashMap<Digest, Refs>,
+    links: Vec<Digest>,
+}
+
+async fn mark_repository<S: Storage>(
+    store: &S,
+    opts: &Options,
+    name: &str,
+    now: SystemTime,
+) -> Result<Walked> {
+    // Names are used as stored, never parsed: a folder this version would refuse must
+    // still keep what it references.
+    let repo = name;
+    let revisions = store::digests_under(store, &paths::revisions_dir(repo)).await?;
+    let reads: Vec<_> = revisions
+        .into_iter()
+        .map(|d| read_revision(store, repo, d))
+        .collect();
+    let reads = futures_util::stream::iter(reads)
+        .buffered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let mut walked = Walked {
+        name: name.to_string(),
+        manifests: 0,
+        marked: Vec::new(),
+        untagged: HashMap::new(),
+        links: Vec::new(),
+    };
+    let mut graph: HashMap<Digest, Refs> = HashMap::new();
+    for r in reads {
+        let (d, bytes) = r?;
+        // A revision folder without its link is a deleted manifest.
+        let Some(bytes) = bytes else { continue };
+        walked.manifests += 1;
+        match bytes.and_then(|b| manifest::parse(None, &b).ok()) {
+            Some(m) => {
+                graph.insert(
+                    d,
+                    Refs {
+                        blobs: m.blobs,
+                        children: m.manifests,
+                        subject: m.subject,
+                    },
+                );
+            }
+            // Data missing or not a manifest: nothing to follow; the revision stays.
+            None => walked.marked.push(d),
+        }
+    }
+    let kept = if opts.delete_untagged {
+        let mut roots = tagged(store, repo).await?;
+        // Young untagged revisions stay (an index's children arrive before it).
+        for d in graph.keys() {
+            if roots.contains(d) {
+                continue;
+            }
+            let young = store
+                .stat(&paths::revision_link(repo, d))
+                .await?
+                .and_then(|m| m.modified)
+                .and_then(|m| now.duration_since(m).ok())
+                .is_none_or(|age| age < opts.grace);
+            if young {
+                roots.insert(d.clone());
+            }
+        }
+        closure(&graph, roots.iter())
+    } else {
+        graph.keys().cloned().collect()
+    };
+    for (d, refs) in graph {
+        if kept.contains(&d) {
+            walked.marked.push(d);
+            walked.marked.extend(refs.blobs);
+            walked.marked.extend(refs.children);
+        } else {
+            walked.untagged.insert(d, refs);
+        }
+    }
+    walked.links = store::digests_under(store, &paths::layers_dir(repo)).await?;
+    Ok(walked)
+}
+
+/// A revision's manifest bytes: None when its folder has no link to it (a deleted
+/// manifest: distribution leaves the folder when it deletes by digest), Some(None) when
+/// its data is missing.
+async fn read_revision<S: Storage>(
+    store: &S,
+    repo: &str,
+    d: Digest,
+) -> Result<(Digest, Option<Option<bytes::Bytes>>)> {
+    if store::read_link(store, &paths::revision_link(repo, &d))
+        .await?
+        .as_ref()
+        != Some(&d)
+    {
+        return Ok((d, None));
+    }
+    let b = store.read(&paths::blob_data(&d)).await?;
+    Ok((d, Some(b)))
+}
+
+async fn stat_blob<S: Storage>(store: &S, d: Digest) -> Result<(Digest, Option<Meta>)> {
+    let m = store.stat(&paths::blob_data(&d)).await?;
+    Ok((d, m))
+}
+
+fn mark_refs(marked: &mut HashSet<Digest>, d: &Digest, refs: &Refs) {
+    marked.insert(d.clone());
+    marked.extend(refs.blobs.iter().cloned());
+    marked.extend(refs.children.iter().cloned());
+}
+
+/// The revisions of a repository that a tag points at.
+async fn tagged<S: Storage>(store: &S, repo: &str) -> Result<HashSet<Digest>> {
+    let mut out = HashSet::new();
+    for t in store.list_all(&paths::tags_dir(repo)).await? {
+        if let Some(d) = store::read_link(store, &paths::tag_current_link(repo, &t)).await? {
+            out.insert(d);
+        }
+    }
+    Ok(out)
+}
+
+/// Everything reachable from `roots` in a repository's manifests: an index's children,
+/// and the referrers (manifests whose `subject` is) of anything reached.
+fn closure<'a>(
+    graph: &HashMap<Digest, Refs>,
+    roots: impl Iterator<Item = &'a Digest>,
+) -> HashSet<Digest> {
+    let mut referrers: HashMap<&Digest, Vec<&Digest>> = HashMap::new();
+    for (d, refs) in graph {
+        if let Some(s) = &refs.subject {
+            referrers.entry(s).or_default().push(d);
+        }
+    }
+    let mut kept: HashSet<Digest> = HashSet::new();
+    let mut todo: Vec<Digest> = roots.cloned().collect();
+    while let Some(d) = todo.pop() {
+        if !kept.insert(d.clone()) {
+            continue;
+        }
+        if let Some(refs) = graph.get(&d) {
+            todo.extend(refs.children.iter().cloned());
+        }
+        if let Some(rs) = referrers.get(&d) {
+            todo.extend(rs.iter().map(|r| (*r).clone()));
+        }
+    }
+    kept
 }
 
 /// Upload sessions abandoned for longer than `age` (distribution's "upload purging":
@@ -158,6 +576,14 @@ mod tests {
 
     const HOUR: Duration = Duration::from_secs(3600);
 
+    fn opts(grace: Duration, dry_run: bool) -> Options {
+        Options {
+            dry_run,
+            wait: Duration::ZERO,
+            ..Options::new(grace)
+        }
+    }
+
     /// A blob written `age` ago, linked into `repo`.
     async fn blob(store: &Memory, repo: &str, data: &[u8], age: Duration) -> Digest {
         let d = Digest::sha256_of(data);
@@ -169,6 +595,52 @@ mod tests {
             .await
             .unwrap();
         d
+    }
+
+    /// `m` stored as an old revision of `repo` (tagged `tag` if given).
+    async fn revision(
+        store: &Memory,
+        repo: &str,
+        m: serde_json::Value,
+        tag: Option<&str>,
+    ) -> Digest {
+        let bytes = serde_json::to_vec(&m).unwrap();
+        let d = Digest::sha256_of(&bytes);
+        let old = SystemTime::now() - 10 * HOUR;
+        let key = paths::blob_data(&d);
+        store.put(&key, Bytes::from(bytes)).await.unwrap();
+        store.set_modified(&key, old);
+        let link = paths::revision_link(repo, &d);
+        store.put(&link, Bytes::from(d.to_string())).await.unwrap();
+        store.set_modified(&link, old);
+        if let Some(t) = tag {
+            store
+                .put(
+                    &paths::tag_current_link(repo, t),
+                    Bytes::from(d.to_string()),
+                )
+                .await
+                .unwrap();
+        }
+        d
+    }
+
+    fn desc(d: &Digest) -> serde_json::Value {
+        serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 1, "digest": d.to_string()})
+    }
+
+    /// An image manifest: config, layers, maybe a subject.
+    fn image(config: &Digest, layers: &[&Digest], subject: Option<&Digest>) -> serde_json::Value {
+        let mut m = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 1, "digest": config.to_string()},
+            "layers": layers.iter().map(|d| desc(d)).collect::<Vec<_>>(),
+        });
+        if let Some(s) = subject {
+            m["subject"] = desc(s);
+        }
+        m
     }
 
     /// An OCI manifest in `repo` referencing `config` and `layers`, stored as a revision.
@@ -231,7 +703,7 @@ mod tests {
     #[tokio::test]
     async fn unreferenced_old_blobs_are_swept_with_their_links() {
         let w = world().await;
-        let r = collect(&w.store, HOUR, false).await.unwrap();
+        let r = collect(&w.store, &opts(HOUR, false), &Quiet).await.unwrap();
         assert_eq!(
             r.swept.iter().map(|(d, _)| d).collect::<Vec<_>>(),
             vec![&w.old]
@@ -262,9 +734,204 @@ mod tests {
     async fn a_dry_run_deletes_nothing() {
         let w = world().await;
         let before = w.store.keys("");
-        let r = collect(&w.store, HOUR, true).await.unwrap();
+        let r = collect(&w.store, &opts(HOUR, true), &Quiet).await.unwrap();
         assert_eq!(r.swept.len(), 1);
         assert_eq!(w.store.keys(""), before);
+    }
+
+    fn untagged_opts() -> Options {
+        Options {
+            delete_untagged: true,
+            ..opts(HOUR, false)
+        }
+    }
+
+    #[tokio::test]
+    async fn deleting_a_tag_keeps_its_manifest_unless_untagged_ones_are_collected() {
+        let store = Memory::new();
+        let old = 10 * HOUR;
+        let shared = blob(&store, "app", b"shared layer", old).await;
+        let (c1, u1) = (
+            blob(&store, "app", b"c1", old).await,
+            blob(&store, "app", b"u1", old).await,
+        );
+        let (c2, u2) = (
+            blob(&store, "app", b"c2", old).await,
+            blob(&store, "app", b"u2", old).await,
+        );
+        // v1's tag was deleted: its manifest is an untagged revision.
+        let m1 = revision(&store, "app", image(&c1, &[&shared, &u1], None), None).await;
+        let m2 = revision(&store, "app", image(&c2, &[&shared, &u2], None), Some("v2")).await;
+
+        let r = collect(&store, &opts(HOUR, false), &Quiet).await.unwrap();
+        assert!(r.swept.is_empty() && r.untagged.is_empty(), "{r:?}");
+        assert!(exists(&store, &m1).await && exists(&store, &u1).await);
+
+        let r = collect(&store, &untagged_opts(), &Quiet).await.unwrap();
+        assert_eq!(r.untagged, vec![("app".to_string(), m1.clone())]);
+        let mut swept: Vec<_> = r.swept.iter().map(|(d, _)| d.clone()).collect();
+        swept.sort_by_key(|d| d.to_string());
+        let mut want = vec![m1.clone(), c1, u1];
+        want.sort_by_key(|d| d.to_string());
+        assert_eq!(swept, want, "the untagged manifest and what only it used");
+        assert!(store.keys(&paths::revision_dir("app", &m1)).is_empty());
+        for d in [&shared, &m2, &c2, &u2] {
+            assert!(
+                exists(&store, d).await,
+                "{d} of the tagged image was deleted"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn untagged_children_of_a_tagged_index_and_referrers_of_kept_subjects_stay() {
+        let store = Memory::new();
+        let old = 10 * HOUR;
+        let mut blobs = Vec::new();
+        for name in ["ca", "la", "cb", "lb", "cr", "lr", "cx", "lx"] {
+            blobs.push(blob(&store, "app", name.as_bytes(), old).await);
+        }
+        let a = revision(&store, "app", image(&blobs[0], &[&blobs[1]], None), None).await;
+        let b = revision(&store, "app", image(&blobs[2], &[&blobs[3]], None), None).await;
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [desc(&a), desc(&b)],
+        });
+        let i = revision(&store, "app", index, Some("multi")).await;
+        // A signature of child `a` (untagged, as referrers are).
+        let sig = revision(
+            &store,
+            "app",
+            image(&blobs[4], &[&blobs[5]], Some(&a)),
+            None,
+        )
+        .await;
+        // A referrer whose subject is gone: collected.
+        let gone = Digest::sha256_of(b"a deleted subject");
+        let x = revision(
+            &store,
+            "app",
+            image(&blobs[6], &[&blobs[7]], Some(&gone)),
+            None,
+        )
+        .await;
+
+        let r = collect(&store, &untagged_opts(), &Quiet).await.unwrap();
+        assert_eq!(r.untagged, vec![("app".to_string(), x.clone())]);
+        for d in [&i, &a, &b, &sig].into_iter().chain(&blobs[..6]) {
+            assert!(exists(&store, d).await, "{d} was deleted");
+        }
+        for d in [&x, &blobs[6], &blobs[7]] {
+            assert!(!exists(&store, d).await, "{d} should be gone");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_blob_vouched_for_during_the_collection_is_kept() {
+        let w = world().await;
+        // The wait leaves the request below time to see the epoch (a snapshot is at
+        // most REFRESH old) before anything is decided.
+        let slow = Options {
+            wait: 5 * epoch::REFRESH,
+            ..opts(HOUR, false)
+        };
+        let store = w.store.clone();
+        let gc = tokio::spawn(async move { collect(&store, &slow, &Quiet).await });
+        // A request during the wait: it sees the epoch and vouches for the orphan.
+        let watch = epoch::Watch::default();
+        let mut tries = 0;
+        let snap = loop {
+            let s = watch.snapshot(&w.store).await.unwrap();
+            if !s.quiet() {
+                break s;
+            }
+            tries += 1;
+            assert!(tries < 5, "the collection's epoch never showed");
+            tokio::time::sleep(epoch::REFRESH).await;
+        };
+        assert_eq!(
+            watch.vouch(&w.store, &snap, &w.old).await.unwrap(),
+            epoch::Vouched::Safe
+        );
+        let r = gc.await.unwrap().unwrap();
+        assert!(r.swept.is_empty(), "{r:?}");
+        assert_eq!(r.rescued, 1);
+        assert!(exists(&w.store, &w.old).await);
+        // The collection ended: no record, no flags.
+        assert!(w.store.keys(&paths::gc_root()).is_empty());
+        // The next one, with nobody vouching, deletes it.
+        let r = collect(&w.store, &opts(HOUR, false), &Quiet).await.unwrap();
+        assert_eq!(r.swept.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_finds_its_blob_being_deleted_waits_for_the_outcome() {
+        let w = world().await;
+        let mut e = Epoch::announce(&w.store).await.unwrap();
+        let (batch, rescued) = e.decide(std::slice::from_ref(&w.old)).await.unwrap();
+        assert_eq!(rescued, vec![false]);
+        let watch = epoch::Watch::default();
+        let snap = watch.snapshot(&w.store).await.unwrap();
+        assert!(!snap.quiet());
+        let vouch = watch.vouch(&w.store, &snap, &w.old);
+        tokio::pin!(vouch);
+        // Undecided: the request waits (it can only finish once the batch is done).
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut vouch)
+                .await
+                .is_err(),
+            "the request did not wait for the collector"
+        );
+        w.store
+            .delete_prefix(&paths::blob_dir(&w.old))
+            .await
+            .unwrap();
+        e.done(batch).await.unwrap();
+        assert_eq!(vouch.await.unwrap(), epoch::Vouched::Decided);
+        assert!(!exists(&w.store, &w.old).await);
+        e.end().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_second_collection_does_not_start_while_one_runs_and_stale_epochs_are_cleaned() {
+        let w = world().await;
+        let e = Epoch::announce(&w.store).await.unwrap();
+        match collect(&w.store, &opts(HOUR, false), &Quiet).await {
+            Err(GcError::Busy(other)) => assert_eq!(other.id, e.id),
+            r => panic!("{r:?}"),
+        }
+        // A dry run writes nothing and needs no epoch.
+        assert_eq!(
+            collect(&w.store, &opts(HOUR, true), &Quiet)
+                .await
+                .unwrap()
+                .swept
+                .len(),
+            1
+        );
+        e.end().await.unwrap();
+        // A crashed collection: an expired record and its flags, from long ago.
+        let stale = "00000000001-deadbeef";
+        let record = serde_json::json!({"expires": "2020-01-01T00:00:00Z", "started": "2020-01-01T00:00:00Z", "by": "x"});
+        w.store
+            .put(
+                &paths::child(&paths::gc_epochs(), stale),
+                Bytes::from(record.to_string()),
+            )
+            .await
+            .unwrap();
+        w.store
+            .put(&paths::gc_rescued(stale, &w.old), Bytes::new())
+            .await
+            .unwrap();
+        let r = collect(&w.store, &opts(HOUR, false), &Quiet).await.unwrap();
+        assert_eq!(r.swept.len(), 1, "an expired epoch's flags rescue nothing");
+        assert!(
+            w.store.keys(&paths::gc_root()).is_empty(),
+            "{:?}",
+            w.store.keys(&paths::gc_root())
+        );
     }
 
     #[tokio::test]

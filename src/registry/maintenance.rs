@@ -42,14 +42,23 @@ pub fn start<S: Storage + Clone>(
 }
 
 async fn collect<S: Storage>(store: &S, grace: Duration) {
-    match gc::collect(store, grace, false).await {
+    match gc::collect(store, &gc::Options::new(grace), &gc::Quiet).await {
         Ok(r) => tracing::info!(
+            epoch = r.epoch.as_deref().unwrap_or(""),
             manifests = r.manifests,
             kept = r.marked,
             young = r.young,
+            rescued = r.rescued,
             deleted = r.swept.len(),
             bytes = r.bytes(),
             "garbage collection done"
+        ),
+        // Another instance (or `portcullis gc`) is collecting this storage: its run
+        // covers ours.
+        Err(gc::GcError::Busy(other)) => tracing::info!(
+            epoch = other.id,
+            by = other.by,
+            "garbage collection skipped: another collection is running"
         ),
         Err(e) => {
             crate::metrics::get().storage_errors.inc();

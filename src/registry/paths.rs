@@ -142,6 +142,37 @@ pub fn upload_started_at(name: &str, id: &str) -> String {
     format!("{}/startedat", upload_dir(name, id))
 }
 
+/// `gc/epochs`: one record per garbage collection in progress (`gc::epoch`). Outside
+/// `repositories` and `blobs`, so distribution never sees it.
+pub fn gc_epochs() -> String {
+    format!("{ROOT}/gc/epochs")
+}
+
+/// `gc`: the epoch records' folder and one folder of flags per epoch.
+pub fn gc_root() -> String {
+    format!("{ROOT}/gc")
+}
+
+/// `gc/<epoch>`: the flags of one collection.
+pub fn gc_flags(epoch: &str) -> String {
+    format!("{ROOT}/gc/{epoch}")
+}
+
+/// `gc/<epoch>/d/<alg>/<hex>`: "deleting X", written by the collector; holds its batch.
+pub fn gc_deleting(epoch: &str, d: &Digest) -> String {
+    format!("{ROOT}/gc/{epoch}/d/{}/{}", d.algorithm.name(), d.hex)
+}
+
+/// `gc/<epoch>/r/<alg>/<hex>`: "rescued X", written by a request that vouches for X.
+pub fn gc_rescued(epoch: &str, d: &Digest) -> String {
+    format!("{ROOT}/gc/{epoch}/r/{}/{}", d.algorithm.name(), d.hex)
+}
+
+/// `gc/<epoch>/done/<batch>`: the collector is through with every X of the batch.
+pub fn gc_done(epoch: &str, batch: u64) -> String {
+    format!("{ROOT}/gc/{epoch}/done/{batch}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -223,6 +223,14 @@ pub trait Storage: Send + Sync + 'static {
     /// Remove everything under `dir`; absent is fine.
     fn delete_prefix(&self, dir: &str) -> impl Future<Output = Result<()>> + Send;
 
+    /// Remove the folder holding `key`, which holds nothing else (a blob's `data`, a
+    /// link): on an object store, where folders are only key prefixes, one delete of
+    /// the key instead of a listing and a delete. Absent is fine.
+    fn delete_folder_of(&self, key: &str) -> impl Future<Output = Result<()>> + Send {
+        let dir = key.rsplit_once('/').map_or(key, |(d, _)| d).to_string();
+        async move { self.delete_prefix(&dir).await }
+    }
+
     /// Copy an object to another key (replacing it).
     fn copy(&self, from: &str, to: &str) -> impl Future<Output = Result<()>> + Send;
 

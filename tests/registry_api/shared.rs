@@ -1045,16 +1045,16 @@ async fn gc_deletes_only_what_no_manifest_references() {
     })
     .await
     .unwrap();
-    assert!(dry.contains(&format!("would delete {orphan}")), "{dry}");
-    assert!(dry.contains(&format!("would delete {drop_layer}")), "{dry}");
-    assert!(dry.contains(&format!("would delete {drop_d}")), "{dry}");
-    assert!(dry.contains("would delete 4 blobs"), "{dry}");
+    assert!(dry.contains(&format!("would delete blob {orphan}")), "{dry}");
+    assert!(dry.contains(&format!("would delete blob {drop_layer}")), "{dry}");
+    assert!(dry.contains(&format!("would delete blob {drop_d}")), "{dry}");
+    assert!(dry.contains("would delete 0 untagged manifests and 4 blobs"), "{dry}");
     assert!(blob_file(&orphan).exists(), "a dry run deletes nothing");
 
     let real = tokio::task::spawn_blocking(move || portcullis_gc(&config, false))
         .await
         .unwrap();
-    assert!(real.contains("deleted 4 blobs"), "{real}");
+    assert!(real.contains("deleted 0 untagged manifests and 4 blobs"), "{real}");
     for gone in [&orphan, &drop_layer, &drop_d] {
         assert!(!blob_file(gone).exists(), "{gone} should be gone");
     }
@@ -1090,7 +1090,7 @@ async fn gc_spares_young_blobs_by_default() {
         .await
         .unwrap();
     assert!(
-        out.contains("1 unreferenced but younger than 3600s; deleted 0 blobs"),
+        out.contains("1 unreferenced but younger than 3600s, 0 vouched for by requests during the collection; deleted 0 untagged manifests and 0 blobs"),
         "{out}"
     );
     assert_eq!(
@@ -1165,4 +1165,227 @@ async fn pushing_a_blob_again_or_wrongly_under_its_digest_keeps_it() {
         assert_eq!(got.status, StatusCode::OK, "the stored blob is gone");
         assert!(got.body == data, "the stored blob changed");
     }
+}
+
+/// One step of a gc-racing push: what a client does for a layer it may already have
+/// pushed (distribution's client: HEAD, else mount from where it was, else upload).
+async fn ensure_layer(api: &Api, repo: &str, from: &str, d: &str, data: &[u8]) -> bool {
+    if api.call("HEAD", &format!("/v2/{repo}/blobs/{d}"), &[], Bytes::new()).await.status == 200 {
+        return true;
+    }
+    let m = api
+        .call("POST", &format!("/v2/{repo}/blobs/uploads/?mount={d}&from={from}"), &[], Bytes::new())
+        .await;
+    if m.status == 201 {
+        return true;
+    }
+    let u = api
+        .call("POST", &format!("/v2/{repo}/blobs/uploads/?digest={d}"), &[], data.to_vec())
+        .await;
+    u.status == 201
+}
+
+/// Pull `repo:tag` as a client would, verifying it is manifest `digest` and that every
+/// blob is served with its digest; what went wrong, if anything.
+async fn pulls(api: &Api, repo: &str, tag: &str, digest: &str, blobs: &[String]) -> Vec<String> {
+    let m = api.get(&format!("/v2/{repo}/manifests/{tag}")).await;
+    if m.status != 200 || m.header("docker-content-digest") != digest {
+        return vec![format!("{repo}:{tag}: manifest {} {}", m.status, m.header("docker-content-digest"))];
+    }
+    let mut failed = Vec::new();
+    for b in blobs {
+        let mut a = api.get(&format!("/v2/{repo}/blobs/{b}")).await;
+        // 503 + Retry-After (a slow store, or a collection deciding this blob's batch
+        // for longer than a request waits): a client retries; only a wrong or missing
+        // blob is a failure.
+        for _ in 0..30 {
+            if a.status != StatusCode::SERVICE_UNAVAILABLE {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            a = api.get(&format!("/v2/{repo}/blobs/{b}")).await;
+        }
+        if a.status != 200 || format!("sha256:{}", sha256_hex(&a.body)) != *b {
+            failed.push(format!("{repo}:{tag} ({digest}): blob {b}: {}", a.status));
+        }
+    }
+    failed
+}
+
+/// The issue-11 check: `portcullis gc` runs in a loop (with and without
+/// `--delete-untagged`) on the storage two serving instances share, while workers push
+/// images that reuse old unreferenced layers (HEAD, mount, upload onto an existing
+/// blob), move tags and delete manifests. Afterwards every tag whose last PUT was
+/// answered 201 resolves on both instances to that manifest, and every blob it
+/// references is served with its digest: no accepted manifest lost a blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gc_in_a_loop_while_two_instances_push_loses_no_accepted_manifest() {
+    use futures_util::StreamExt;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let shared = tempfile::tempdir().unwrap();
+    let opts = shared_storage(shared.path()).gc_grace(Duration::from_secs(1));
+    let apis = Arc::new([Api::with(opts.clone()).await, Api::with(opts).await]);
+    // Ballast walked after the workers' repositories ("zz" sorts last), so a
+    // collection's marking lasts while pushes go on.
+    futures_util::stream::iter(0..160)
+        .for_each_concurrent(8, |n| {
+            let apis = apis.clone();
+            async move {
+                apis[n % 2].image(&format!("zz/b{n}"), "v1", &format!("ballast {n}")).await;
+            }
+        })
+        .await;
+    // The pool: layers pushed once, referenced by no manifest, soon older than grace.
+    let pool: Arc<Vec<(String, Vec<u8>)>> = Arc::new(
+        futures_util::future::join_all((0..24u8).map(|i| {
+            let apis = apis.clone();
+            async move {
+                let data = vec![i; 3000 + i as usize];
+                let d = apis[0].push_blob("gc/pool", &data).await;
+                (d, data)
+            }
+        }))
+        .await,
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let config = apis[0].p.dir.path().join("proxy.toml");
+    let collector = tokio::task::spawn_blocking({
+        let stop = stop.clone();
+        move || {
+            let mut runs = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+                cmd.arg("gc").arg("-c").arg(&config).env("RUST_LOG", "warn");
+                if i % 2 == 1 {
+                    cmd.arg("--delete-untagged");
+                }
+                let out = cmd.output().unwrap();
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                runs.push(String::from_utf8(out.stdout).unwrap());
+                i += 1;
+            }
+            runs
+        }
+    });
+
+    let failures: Arc<Mutex<Vec<String>>> = Default::default();
+    // (repository, tag) -> the manifest last accepted for it, with its blobs.
+    type Tagged = HashMap<(String, String), (String, Vec<String>)>;
+    let expected: Arc<Mutex<Tagged>> = Default::default();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let until = std::time::Instant::now() + Duration::from_secs(40);
+    let workers: Vec<_> = (0..4usize)
+        .map(|w| {
+            let (apis, pool, expected) = (apis.clone(), pool.clone(), expected.clone());
+            let (accepted, refused, failures) = (accepted.clone(), refused.clone(), failures.clone());
+            tokio::spawn(async move {
+                let repo = format!("gc/w{w}");
+                let mut i = 0usize;
+                while std::time::Instant::now() < until {
+                    let api = &apis[i % 2];
+                    let tag = format!("t{}", i % 3);
+                    // Still tagged, accepted with 201: it must pull whole.
+                    let cur = expected.lock().unwrap().get(&(repo.clone(), tag.clone())).cloned();
+                    if let Some((d, blobs)) = cur {
+                        let failed = pulls(api, &repo, &tag, &d, &blobs).await;
+                        failures.lock().unwrap().extend(failed);
+                    }
+                    let config = format!(r#"{{"worker":{w},"i":{i}}}"#).into_bytes();
+                    let cd = api.push_blob(&repo, &config).await;
+                    let own = format!("layer {w} {i}").into_bytes();
+                    let od = api.push_blob(&repo, &own).await;
+                    let mut layers = vec![(od, own.len())];
+                    let mut ok = true;
+                    for k in 0..3 {
+                        let (d, data) = &pool[(w + i + 5 * k) % pool.len()];
+                        ok &= ensure_layer(api, &repo, "gc/pool", d, data).await;
+                        layers.push((d.clone(), data.len()));
+                    }
+                    if ok {
+                        let m = serde_json::to_vec(&json!({
+                            "schemaVersion": 2,
+                            "mediaType": OCI_MANIFEST,
+                            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+                            "layers": layers.iter().map(|(d, n)| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n})).collect::<Vec<_>>(),
+                        }))
+                        .unwrap();
+                        let a = api.put_manifest(&repo, &tag, OCI_MANIFEST, &m).await;
+                        if a.status == StatusCode::CREATED {
+                            accepted.fetch_add(1, Ordering::SeqCst);
+                            let mut blobs = vec![cd];
+                            blobs.extend(layers.into_iter().map(|(d, _)| d));
+                            let old = expected.lock().unwrap().insert(
+                                (repo.clone(), tag.clone()),
+                                (format!("sha256:{}", sha256_hex(&m)), blobs),
+                            );
+                            // The tag moved: its old manifest goes, so the pool's
+                            // layers keep becoming garbage.
+                            if let Some((d, _)) = old {
+                                let a = api
+                                    .call("DELETE", &format!("/v2/{repo}/manifests/{d}"), &[], Bytes::new())
+                                    .await;
+                                assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text());
+                            }
+                        } else {
+                            // Refused (a layer a collection deleted first): no tag moved.
+                            assert!(
+                                a.status == StatusCode::BAD_REQUEST || a.status == StatusCode::SERVICE_UNAVAILABLE,
+                                "{} {}",
+                                a.status,
+                                a.text()
+                            );
+                            refused.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    if i % 4 == 3 {
+                        // Delete another tag's manifest by digest: its layers become
+                        // garbage again (unless another manifest holds them).
+                        let other = format!("t{}", (i + 1) % 3);
+                        let cur = expected.lock().unwrap().get(&(repo.clone(), other.clone())).cloned();
+                        if let Some((d, _)) = cur {
+                            let a = api
+                                .call("DELETE", &format!("/v2/{repo}/manifests/{d}"), &[], Bytes::new())
+                                .await;
+                            assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text());
+                            expected.lock().unwrap().remove(&(repo.clone(), other));
+                        }
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    let runs = collector.await.unwrap();
+
+    let swept: usize = runs.iter().map(|r| r.matches("deleted blob ").count()).sum();
+    let expected = expected.lock().unwrap().clone();
+    let mut failures = failures.lock().unwrap().clone();
+    for ((repo, tag), (digest, blobs)) in &expected {
+        for api in apis.iter() {
+            failures.extend(pulls(api, repo, tag, digest, blobs).await);
+        }
+    }
+    let accepted = accepted.load(Ordering::SeqCst);
+    let refused = refused.load(Ordering::SeqCst);
+    eprintln!(
+        "{} collections, {swept} blobs deleted; {accepted} manifests accepted, {refused} refused; {} tags checked",
+        runs.len(),
+        expected.len()
+    );
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    // The race was run: collections deleted garbage while pushes were accepted.
+    assert!(runs.len() >= 2, "{runs:?}");
+    assert!(swept > 0, "no collection deleted anything: {runs:?}");
+    assert!(accepted >= 20, "only {accepted} pushes accepted");
+    assert!(!expected.is_empty());
 }

@@ -5,6 +5,7 @@ use super::{empty, parse_range, Answer};
 use crate::body;
 use crate::error::ApiError;
 use crate::oci::{Digest, Repository};
+use crate::registry::gc::epoch::Vouched;
 use crate::registry::storage::Storage;
 use crate::registry::{paths, store, Error, Registry};
 use futures_util::StreamExt;
@@ -29,7 +30,8 @@ impl<S: Storage> Registry<S> {
         req: &Parts,
         head: bool,
     ) -> Answer {
-        let size = store::blob_in_repo(&self.store, repo, d)
+        let size = self
+            .blob_vouched(repo, d)
             .await?
             .ok_or_else(|| blob_unknown(repo, d))?;
         if !head {
@@ -89,6 +91,25 @@ impl<S: Storage> Registry<S> {
         );
         *r.body_mut() = body::boxed(body);
         Ok(r)
+    }
+
+    /// The size of blob `d` if `repo` holds it, vouched for against any garbage
+    /// collection running (`gc::epoch`): a blob this answers for is not deleted by a
+    /// collection that started before the answer.
+    pub(in crate::registry) async fn blob_vouched(
+        &self,
+        repo: &Repository,
+        d: &Digest,
+    ) -> Result<Option<u64>, Error> {
+        let Some(size) = store::blob_in_repo(&self.store, repo, d).await? else {
+            return Ok(None);
+        };
+        let snap = self.watch.snapshot(&self.store).await?;
+        if self.watch.vouch_all(&self.store, &snap, [d]).await? == Vouched::Decided {
+            // A collection decided it meanwhile: look again.
+            return Ok(store::blob_in_repo(&self.store, repo, d).await?);
+        }
+        Ok(Some(size))
     }
 
     pub(in crate::registry) async fn delete_blob(&self, repo: &Repository, d: &Digest) -> Answer {

@@ -5,11 +5,12 @@
 use super::{empty, Answer};
 use crate::body::{self, Body};
 use crate::error::ApiError;
-use crate::oci::{Algorithm, Hasher, Reference, Repository};
+use crate::oci::{Algorithm, Digest, Hasher, Reference, Repository};
 use crate::registry::manifest;
 use crate::registry::storage::Storage;
 use crate::registry::{paths, store, Error, Registry, MANIFEST_BUDGET};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -17,6 +18,9 @@ use http_body_util::BodyExt;
 /// How long a manifest PUT waits for its share of the budget before it is refused
 /// with 429 (a client that sends slowly must not stall every other push forever).
 const MANIFEST_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Tries to commit a manifest within a snapshot's lease before answering 503.
+const COMMIT_ATTEMPTS: u32 = 3;
 
 fn manifest_unknown(repo: &Repository, reference: impl std::fmt::Display) -> Error {
     ApiError::unknown(
@@ -96,35 +100,54 @@ impl<S: Storage> Registry<S> {
                 .into());
             }
         }
-        for b in &m.blobs {
-            if store::blob_in_repo(&self.store, repo, b).await?.is_none() {
-                return Err(ApiError::bad_request(
-                    "MANIFEST_BLOB_UNKNOWN",
-                    format!("blob {b} is not in repository {repo}"),
-                )
-                .into());
+        // Vouch for everything the manifest stands on (its own blob, configs, layers,
+        // children), check it is there, and commit within the snapshot's lease; a
+        // commit that misses the deadline starts over (see `gc::epoch`).
+        let refs: Vec<&Digest> = std::iter::once(&d)
+            .chain(&m.blobs)
+            .chain(&m.manifests)
+            .collect();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let snap = self.watch.snapshot(&self.store).await?;
+            self.watch
+                .vouch_all(&self.store, &snap, refs.iter().copied())
+                .await?;
+            self.check_references(repo, &m).await?;
+            let commit = async {
+                // Data first, then the revision link, then the tag: each step atomic,
+                // so a crash leaves at worst an unreferenced blob, never a tag to
+                // nothing.
+                if self.store.stat(&paths::blob_data(&d)).await?.is_none() {
+                    self.store.put(&paths::blob_data(&d), bytes.clone()).await?;
+                }
+                store::write_link(&self.store, &paths::revision_link(repo, &d), &d).await?;
+                if let Reference::Tag(t) = reference {
+                    // The lock keeps this process's PUTs and DELETEs of one tag from
+                    // racing on its folder at all (`store::tag` says why the order
+                    // suffices elsewhere).
+                    let _tag = self.inflight.lock_tag(repo, t).await;
+                    store::tag(&self.store, repo, t, &d).await?;
+                }
+                Ok::<(), Error>(())
+            };
+            match tokio::time::timeout_at(snap.deadline().into(), commit).await {
+                Ok(r) => {
+                    r?;
+                    break;
+                }
+                Err(_) if attempt < COMMIT_ATTEMPTS => continue,
+                Err(_) => {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "UNKNOWN",
+                        "the storage is too slow to store the manifest within its lease against garbage collection; retry",
+                    )
+                    .with_header("retry-after", "5")
+                    .into())
+                }
             }
-        }
-        for sub in &m.manifests {
-            if !store::has_revision(&self.store, repo, sub).await? {
-                return Err(ApiError::bad_request(
-                    "MANIFEST_BLOB_UNKNOWN",
-                    format!("manifest {sub} is not in repository {repo}"),
-                )
-                .into());
-            }
-        }
-        // Data first, then the revision link, then the tag: each step atomic, so a
-        // crash leaves at worst an unreferenced blob, never a tag to nothing.
-        if self.store.stat(&paths::blob_data(&d)).await?.is_none() {
-            self.store.put(&paths::blob_data(&d), bytes.clone()).await?;
-        }
-        store::write_link(&self.store, &paths::revision_link(repo, &d), &d).await?;
-        if let Reference::Tag(t) = reference {
-            // The lock keeps this process's PUTs and DELETEs of one tag from racing on
-            // its folder at all (`store::tag` says why the order suffices elsewhere).
-            let _tag = self.inflight.lock_tag(repo, t).await;
-            store::tag(&self.store, repo, t, &d).await?;
         }
         let mut headers = vec![
             ("location", format!("{base}/v2/{repo}/manifests/{d}")),
@@ -134,6 +157,56 @@ impl<S: Storage> Registry<S> {
             headers.push(("oci-subject", s.to_string()));
         }
         Ok(empty(StatusCode::CREATED, &headers))
+    }
+
+    /// Every blob the manifest references is in the repository, and every child
+    /// manifest is one of its revisions (400 MANIFEST_BLOB_UNKNOWN otherwise).
+    async fn check_references(
+        &self,
+        repo: &Repository,
+        m: &manifest::Manifest,
+    ) -> Result<(), Error> {
+        let blobs: Vec<_> = m
+            .blobs
+            .iter()
+            .map(|b| async move {
+                store::blob_in_repo(&self.store, repo, b)
+                    .await
+                    .map(|s| (b, s.is_some()))
+            })
+            .collect();
+        let children: Vec<_> = m
+            .manifests
+            .iter()
+            .map(|c| async move {
+                store::has_revision(&self.store, repo, c)
+                    .await
+                    .map(|p| (c, p))
+            })
+            .collect();
+        let mut blobs = futures_util::stream::iter(blobs).buffered(16);
+        while let Some(r) = blobs.next().await {
+            let (b, present) = r?;
+            if !present {
+                return Err(ApiError::bad_request(
+                    "MANIFEST_BLOB_UNKNOWN",
+                    format!("blob {b} is not in repository {repo}"),
+                )
+                .into());
+            }
+        }
+        let mut children = futures_util::stream::iter(children).buffered(16);
+        while let Some(r) = children.next().await {
+            let (c, present) = r?;
+            if !present {
+                return Err(ApiError::bad_request(
+                    "MANIFEST_BLOB_UNKNOWN",
+                    format!("manifest {c} is not in repository {repo}"),
+                )
+                .into());
+            }
+        }
+        Ok(())
     }
 
     pub(in crate::registry) async fn delete_manifest(

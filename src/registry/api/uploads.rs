@@ -103,7 +103,7 @@ impl<S: Storage> Registry<S> {
         base: &str,
     ) -> Answer {
         if let Some((d, from)) = mount {
-            if store::blob_in_repo(&self.store, &from, &d).await?.is_some() {
+            if self.blob_vouched(&from, &d).await?.is_some() {
                 store::write_link(&self.store, &paths::layer_link(repo, &d), &d).await?;
                 return Ok(created(base, repo, &d));
             }
@@ -115,6 +115,9 @@ impl<S: Storage> Registry<S> {
             // (no session, no copy); else the session below.
             let key = paths::blob_data(d);
             if let Some(w) = self.store.direct(&key).await? {
+                // Vouched for first: a stored copy a collection is about to delete is
+                // kept, or deleted before this write (which then stores it anew).
+                self.vouch_for(d).await?;
                 let u = UploadRef {
                     repository: repo.clone(),
                     id,
@@ -287,6 +290,13 @@ impl<S: Storage> Registry<S> {
         }
     }
 
+    /// Vouch for a blob about to be written or linked (`gc::epoch`).
+    async fn vouch_for(&self, d: &Digest) -> Result<(), Error> {
+        let snap = self.watch.snapshot(&self.store).await?;
+        self.watch.vouch_all(&self.store, &snap, [d]).await?;
+        Ok(())
+    }
+
     /// Append the last body (may be empty), verify the digest, compose the data into
     /// the blob store and link it into the repository.
     async fn complete(
@@ -311,6 +321,9 @@ impl<S: Storage> Registry<S> {
             .append(body, limit)
             .await
             .map_err(|e| self.upload_error(e, u, base))?;
+        // Vouched for before composing: a stored copy a collection is about to delete
+        // is kept, or deleted before the compose, which then stores it anew.
+        self.vouch_for(&d).await?;
         session
             .finish(&d, &paths::blob_data(&d))
             .await

@@ -192,6 +192,10 @@ impl Storage for Backend {
         each!(self, s => s.delete_prefix(dir).await)
     }
 
+    async fn delete_folder_of(&self, key: &str) -> Result<()> {
+        each!(self, s => s.delete_folder_of(key).await)
+    }
+
     async fn copy(&self, from: &str, to: &str) -> Result<()> {
         each!(self, s => s.copy(from, to).await)
     }

@@ -265,6 +265,18 @@ async fn deletes_objects_and_prefixes<S: Storage>(s: Arc<S>) {
         ["ab"],
         "a sibling sharing the prefix stays"
     );
+    // A folder holding one key (a blob's data, a link) goes with the key.
+    for k in ["f/x/data", "f/xy/data"] {
+        s.put(k, Bytes::from_static(b".")).await.unwrap();
+    }
+    s.delete_folder_of("f/x/data").await.unwrap();
+    s.delete_folder_of("f/x/data").await.unwrap();
+    assert!(s.stat("f/x/data").await.unwrap().is_none());
+    assert_eq!(
+        s.list_all("f").await.unwrap(),
+        ["xy"],
+        "the folder is gone, not its sibling"
+    );
 }
 
 async fn copies<S: Storage>(s: Arc<S>) {

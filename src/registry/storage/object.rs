@@ -496,6 +496,11 @@ impl Storage for Object {
             .map_err(|e| self.error("delete", key, e))
     }
 
+    async fn delete_folder_of(&self, key: &str) -> Result<()> {
+        // No folders here: the key is all there is.
+        self.delete(key).await
+    }
+
     async fn delete_prefix(&self, dir: &str) -> Result<()> {
         let prefix = format!("{dir}/");
         match self.op.delete_with(&prefix).recursive(true).await {

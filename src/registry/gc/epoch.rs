@@ -1,0 +1,493 @@
+//! The handshake that makes garbage collection safe while pushes run, on any storage
+//! with read-after-write consistency, with no lock and no database (DESIGN.md "Garbage
+//! collection online"). Both sides live here: the collector's [`Epoch`] and the
+//! requests' [`Watch`].
+//!
+//! # The protocol
+//!
+//! 1. **Announce.** A collector writes an epoch record `gc/epochs/<id>` holding its expiry
+//!    (renewed while it runs), then waits [`WAIT`] before it reads anything.
+//! 2. **Requests look.** A request about to vouch for blob X (answer that X exists in a
+//!    repository, mount X, finish an upload onto X, accept a manifest that references
+//!    X) takes a [`Snapshot`] of the announced epochs: a listing started at most
+//!    [`REFRESH`] ago. For every epoch in it, the request writes "rescued X"
+//!    (`gc/<id>/r/X`) and *then* reads "deleting X" (`gc/<id>/d/X`). Absent: X is safe
+//!    for the whole epoch. Present: the collector is deciding X's batch; the request
+//!    waits until the batch is done (`gc/<id>/done/<batch>`) and then looks again at
+//!    whether X exists (deleted means absent: the manifest is refused, the upload
+//!    writes X anew, HEAD says 404).
+//! 3. **Commit within the lease.** A manifest PUT writes its revision link and tag before
+//!    `snapshot start + LEASE`, or starts over with a fresh snapshot (the write itself is
+//!    cut off at the deadline and answered 503).
+//! 4. **Mark.** After the wait, the collector marks every blob reachable from every
+//!    manifest revision (image indexes to their children, configs, layers; with
+//!    `--delete-untagged` from every tag, plus referrers of kept subjects).
+//! 5. **Decide, per batch of candidates** (unmarked, older than the grace period): write
+//!    "deleting X" for each, *then* read "rescued X"; delete only those with no rescue
+//!    flag, then write `done/<batch>`. Then the epoch record goes, then its flags.
+//!
+//! # Why no accepted manifest loses a blob
+//!
+//! Take a manifest PUT answered 201 that references X, and a collector that deletes X.
+//! - If the PUT's snapshot listed that collector's epoch, the PUT wrote "rescued X" before
+//!   reading "deleting X", and the collector wrote "deleting X" before reading "rescued X".
+//!   Whichever write came first, the other side's later read sees it (read-after-write):
+//!   either the collector saw the rescue and kept X, or the PUT saw "deleting X", waited
+//!   for the outcome, found X gone and refused the manifest (400 MANIFEST_BLOB_UNKNOWN).
+//!   Both contradict the premise.
+//! - If the snapshot did not list it, the epoch record was not yet visible when the
+//!   snapshot's listing began (at `s`), so the collector began marking after `s + WAIT`.
+//!   The PUT's revision link and tag were written by `s + LEASE < s + WAIT`, so the
+//!   marking saw the manifest and marked X: not a candidate. Contradiction.
+//!
+//! The same holds for the manifest's own blob, its children (an index) and, with
+//! `--delete-untagged`, its revision: the collector decides untagged revisions by the same
+//! handshake before it chooses blob candidates, and marks everything a rescued revision
+//! reaches. A blob a request vouched for in an epoch (HEAD, mount, finished upload) is
+//! kept for that epoch, so a push that checks its layers during a collection succeeds;
+//! a client that learned of X before the epoch and sends its manifest after X was
+//! deleted gets 400 and pushes X again (never a 201 for a manifest that cannot be
+//! pulled).
+//!
+//! **Interrupted collections** leave only garbage: a blob is deleted only after its
+//! handshake, so a crash at any point leaves undeleted garbage, stale flags and a record
+//! that expires ([`EXPIRY`]); the next collection removes stale epochs' flags. A
+//! collector stops deleting once its record may have expired (its last renewal older
+//! than [`DELETE_WITHIN`]), so requests that stop honouring an expired epoch are never
+//! wrong. A request waits at most [`OUTCOME_WAIT`] for an outcome (503 after that).
+//!
+//! Costs: outside collections a request pays nothing but a cached snapshot (one listing
+//! of `gc/epochs` per [`REFRESH`] per process); during one, a blob costs one write and
+//! one read per process and epoch (remembered afterwards).
+
+use crate::oci::Digest;
+use crate::registry::paths;
+use crate::registry::storage::{ErrorKind, Result, Storage, StorageError};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long after its snapshot began a request may still commit what it vouched for
+/// under it (a manifest's revision link and tag).
+pub const LEASE: Duration = Duration::from_secs(5);
+/// How long a collector waits after announcing its epoch before it reads anything:
+/// longer than [`LEASE`] with room for a write sent just before the deadline to land.
+pub const WAIT: Duration = Duration::from_secs(12);
+/// How long a snapshot of the announced epochs is reused.
+pub const REFRESH: Duration = Duration::from_secs(1);
+/// An epoch record's lifetime from its last renewal; requests ignore expired records.
+pub const EXPIRY: Duration = Duration::from_secs(300);
+/// How often a running collector renews its record.
+pub const RENEW: Duration = Duration::from_secs(30);
+/// A collector deletes only while its last renewal is younger than this: an
+/// [`EXPIRY`] margin of three minutes covers clock differences between machines.
+pub const DELETE_WITHIN: Duration = Duration::from_secs(120);
+/// Longest a request waits for the outcome of a batch it found being decided.
+pub const OUTCOME_WAIT: Duration = Duration::from_secs(30);
+/// Most flags written or read at once.
+const PARALLEL: usize = 16;
+
+/// An epoch record: when it expires, and who announced it (for operators).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Record {
+    expires: String,
+    started: String,
+    by: String,
+}
+
+fn record_bytes(started: SystemTime, by: &str) -> Bytes {
+    let r = Record {
+        expires: crate::access_log::rfc3339(SystemTime::now() + EXPIRY),
+        started: crate::access_log::rfc3339(started),
+        by: by.to_string(),
+    };
+    Bytes::from(serde_json::to_vec(&r).unwrap_or_default())
+}
+
+fn parse_time(s: &str) -> Option<SystemTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(SystemTime::from)
+}
+
+/// A collection someone announced, as a reader sees it.
+#[derive(Debug, Clone)]
+pub struct Announced {
+    pub id: String,
+    pub started: Option<SystemTime>,
+    pub expires: Option<SystemTime>,
+    pub by: String,
+}
+
+impl Announced {
+    fn live(&self, now: SystemTime) -> bool {
+        // A record that cannot be read is honoured until its id's time says it is old.
+        let expires = self
+            .expires
+            .or_else(|| id_time(&self.id).map(|t| t + EXPIRY));
+        expires.is_none_or(|e| now < e)
+    }
+}
+
+/// Epoch ids start with the announcing time (milliseconds, hex), so stale flag folders
+/// can be aged without their record.
+fn id_time(id: &str) -> Option<SystemTime> {
+    let ms = u64::from_str_radix(id.split('-').next()?, 16).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+/// Every announced epoch whose record has not expired.
+pub async fn announced<S: Storage>(store: &S) -> Result<Vec<Announced>> {
+    let dir = paths::gc_epochs();
+    let ids = store.list_all(&dir).await?;
+    let now = SystemTime::now();
+    let mut out = Vec::new();
+    for id in ids {
+        let Some(bytes) = store.read(&paths::child(&dir, &id)).await? else {
+            continue; // ended meanwhile
+        };
+        let rec: Option<Record> = serde_json::from_slice(&bytes).ok();
+        let a = Announced {
+            started: rec.as_ref().and_then(|r| parse_time(&r.started)),
+            expires: rec.as_ref().and_then(|r| parse_time(&r.expires)),
+            by: rec.map(|r| r.by).unwrap_or_default(),
+            id,
+        };
+        if a.live(now) {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+/// Remove what crashed or expired collections left: records past their expiry and flag
+/// folders with no live record that are older than [`EXPIRY`]. Returns how many epochs
+/// were cleaned.
+pub async fn clean_stale<S: Storage>(store: &S) -> Result<usize> {
+    let now = SystemTime::now();
+    let live: HashSet<String> = announced(store).await?.into_iter().map(|a| a.id).collect();
+    let mut cleaned = 0;
+    for id in store.list_all(&paths::gc_epochs()).await? {
+        if !live.contains(&id) {
+            store
+                .delete(&paths::child(&paths::gc_epochs(), &id))
+                .await?;
+        }
+    }
+    for name in store.list_all(&paths::gc_root()).await? {
+        if name == "epochs" || live.contains(&name) {
+            continue;
+        }
+        // A request with an old snapshot may still write a rescue flag into a folder
+        // just ended; only folders older than any snapshot's use are removed.
+        let old = id_time(&name)
+            .and_then(|t| now.duration_since(t).ok())
+            .is_none_or(|age| age > EXPIRY);
+        if old {
+            store.delete_prefix(&paths::gc_flags(&name)).await?;
+            cleaned += 1;
+        }
+    }
+    Ok(cleaned)
+}
+
+/// The collector's side: an announced epoch, renewed while the collection runs.
+pub struct Epoch<'a, S: Storage> {
+    store: &'a S,
+    pub id: String,
+    started: SystemTime,
+    by: String,
+    renewed: Instant,
+    batches: u64,
+}
+
+impl<'a, S: Storage> Epoch<'a, S> {
+    /// Write the record. The caller then waits [`WAIT`] before reading the registry.
+    pub async fn announce(store: &'a S) -> Result<Epoch<'a, S>> {
+        let started = SystemTime::now();
+        let ms = started
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis();
+        let id = format!("{ms:011x}-{:08x}", rand::random::<u32>());
+        let by = format!(
+            "{} pid {}",
+            hostname().unwrap_or_else(|| "?".into()),
+            std::process::id()
+        );
+        let e = Epoch {
+            store,
+            id,
+            started,
+            by,
+            renewed: Instant::now(),
+            batches: 0,
+        };
+        e.write().await?;
+        Ok(e)
+    }
+
+    async fn write(&self) -> Result<()> {
+        self.store
+            .put(
+                &paths::child(&paths::gc_epochs(), &self.id),
+                record_bytes(self.started, &self.by),
+            )
+            .await
+    }
+
+    /// Renew the record when [`RENEW`] has passed; call between steps.
+    pub async fn renew(&mut self) -> Result<()> {
+        if self.renewed.elapsed() >= RENEW {
+            let t = Instant::now();
+            self.write().await?;
+            self.renewed = t;
+        }
+        Ok(())
+    }
+
+    /// Refuse to go on deleting when requests may already treat the epoch as expired.
+    fn may_delete(&self) -> Result<()> {
+        if self.renewed.elapsed() < DELETE_WITHIN {
+            return Ok(());
+        }
+        Err(StorageError::new(
+            ErrorKind::Other,
+            "gc",
+            paths::child(&paths::gc_epochs(), &self.id),
+            std::io::Error::other(
+                "the collection's epoch record could not be renewed in time; stopped before deleting more",
+            ),
+        ))
+    }
+
+    /// The handshake for one batch of candidates: write "deleting X" for each, then
+    /// read "rescued X". Returns, in order, whether each was rescued. Deleting what was
+    /// not rescued is then safe until [`Epoch::done`].
+    pub async fn decide(&mut self, candidates: &[Digest]) -> Result<(u64, Vec<bool>)> {
+        self.renew().await?;
+        self.batches += 1;
+        let batch = self.batches;
+        let id = self.id.as_str();
+        let store = self.store;
+        let marker = Bytes::from(batch.to_string());
+        let writes: Vec<_> = candidates
+            .iter()
+            .map(|d| put(store, paths::gc_deleting(id, d), marker.clone()))
+            .collect();
+        let writes = futures_util::stream::iter(writes)
+            .buffer_unordered(PARALLEL)
+            .collect::<Vec<_>>()
+            .await;
+        writes.into_iter().collect::<Result<()>>()?;
+        // Every "deleting" flag is written before any "rescued" flag is read.
+        let reads: Vec<_> = candidates
+            .iter()
+            .map(|d| exists(store, paths::gc_rescued(id, d)))
+            .collect();
+        let rescued = futures_util::stream::iter(reads)
+            .buffered(PARALLEL)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<bool>>>()?;
+        self.may_delete()?;
+        Ok((batch, rescued))
+    }
+
+    /// The batch is decided and carried out: requests waiting on it go on.
+    pub async fn done(&mut self, batch: u64) -> Result<()> {
+        self.store
+            .put(&paths::gc_done(&self.id, batch), Bytes::new())
+            .await?;
+        self.renew().await
+    }
+
+    /// Before each deletion: still within the epoch's safe time?
+    pub fn check(&self) -> Result<()> {
+        self.may_delete()
+    }
+
+    /// End the collection: the record first (requests stop writing flags), then the
+    /// flags.
+    pub async fn end(self) -> Result<()> {
+        self.store
+            .delete(&paths::child(&paths::gc_epochs(), &self.id))
+            .await?;
+        self.store.delete_prefix(&paths::gc_flags(&self.id)).await
+    }
+}
+
+async fn put<S: Storage>(store: &S, key: String, data: Bytes) -> Result<()> {
+    store.put(&key, data).await
+}
+
+async fn exists<S: Storage>(store: &S, key: String) -> Result<bool> {
+    Ok(store.stat(&key).await?.is_some())
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// The epochs announced as one request saw them, and when its look began.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    epochs: Arc<[String]>,
+    taken: Instant,
+}
+
+impl Snapshot {
+    /// No collection is running (as of the snapshot).
+    pub fn quiet(&self) -> bool {
+        self.epochs.is_empty()
+    }
+
+    /// By when what was vouched for under this snapshot must be committed.
+    pub fn deadline(&self) -> Instant {
+        self.taken + LEASE
+    }
+}
+
+/// The requests' side, one per registry: the cached snapshot, and which blobs this
+/// process has already vouched for in which epoch (bounded).
+#[derive(Default)]
+pub struct Watch {
+    snapshot: tokio::sync::Mutex<Option<Snapshot>>,
+    vouched: Mutex<HashSet<(Arc<str>, Digest)>>,
+}
+
+/// Most (epoch, blob) pairs remembered as vouched for; beyond, the set starts over
+/// (it is only a saving: forgetting costs one more write and read).
+const VOUCHED_MAX: usize = 100_000;
+
+/// What vouching found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vouched {
+    /// Nothing can delete it during the snapshot's epochs.
+    Safe,
+    /// A collection was deciding it and is through: it may be gone; look again.
+    Decided,
+}
+
+impl Watch {
+    /// The announced epochs, as of at most [`REFRESH`] ago.
+    pub async fn snapshot<S: Storage>(&self, store: &S) -> Result<Snapshot> {
+        let mut cached = self.snapshot.lock().await;
+        if let Some(s) = cached.as_ref().filter(|s| s.taken.elapsed() < REFRESH) {
+            return Ok(s.clone());
+        }
+        let taken = Instant::now();
+        let epochs: Arc<[String]> = announced(store).await?.into_iter().map(|a| a.id).collect();
+        let s = Snapshot { epochs, taken };
+        {
+            let mut v = self.vouched.lock().unwrap_or_else(|p| p.into_inner());
+            v.retain(|(e, _)| s.epochs.iter().any(|x| **x == **e));
+        }
+        *cached = Some(s.clone());
+        Ok(s)
+    }
+
+    /// Vouch for `d` in every epoch of the snapshot (see the protocol above). Errors
+    /// with a transient storage error when a batch's outcome takes longer than
+    /// [`OUTCOME_WAIT`].
+    pub async fn vouch<S: Storage>(
+        &self,
+        store: &S,
+        snap: &Snapshot,
+        d: &Digest,
+    ) -> Result<Vouched> {
+        let mut found = Vouched::Safe;
+        for epoch in snap.epochs.iter() {
+            let key: (Arc<str>, Digest) = (Arc::from(epoch.as_str()), d.clone());
+            if self.remembered(&key) {
+                continue;
+            }
+            store
+                .put(&paths::gc_rescued(epoch, d), Bytes::new())
+                .await?;
+            // Written "rescued" before reading "deleting": the handshake's order.
+            if let Some(batch) = store.read(&paths::gc_deleting(epoch, d)).await? {
+                let batch: u64 = String::from_utf8_lossy(&batch).trim().parse().unwrap_or(0);
+                wait_for_outcome(store, epoch, batch).await?;
+                found = Vouched::Decided;
+            }
+            self.remember(key);
+        }
+        Ok(found)
+    }
+
+    /// Vouch for several blobs at once; `Decided` if any was being decided.
+    pub async fn vouch_all<S: Storage>(
+        &self,
+        store: &S,
+        snap: &Snapshot,
+        ds: impl IntoIterator<Item = &Digest>,
+    ) -> Result<Vouched> {
+        if snap.quiet() {
+            return Ok(Vouched::Safe);
+        }
+        let all: Vec<_> = ds.into_iter().map(|d| self.vouch(store, snap, d)).collect();
+        let all = futures_util::stream::iter(all)
+            .buffer_unordered(PARALLEL)
+            .collect::<Vec<_>>()
+            .await;
+        let mut found = Vouched::Safe;
+        for r in all {
+            if r? == Vouched::Decided {
+                found = Vouched::Decided;
+            }
+        }
+        Ok(found)
+    }
+
+    fn remembered(&self, key: &(Arc<str>, Digest)) -> bool {
+        self.vouched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(key)
+    }
+
+    fn remember(&self, key: (Arc<str>, Digest)) {
+        let mut v = self.vouched.lock().unwrap_or_else(|p| p.into_inner());
+        if v.len() >= VOUCHED_MAX {
+            v.clear();
+        }
+        v.insert(key);
+    }
+}
+
+/// Wait until the collector is through with `batch` (or its epoch ended or expired).
+async fn wait_for_outcome<S: Storage>(store: &S, epoch: &str, batch: u64) -> Result<()> {
+    let start = Instant::now();
+    let record = paths::child(&paths::gc_epochs(), epoch);
+    loop {
+        if store.stat(&paths::gc_done(epoch, batch)).await?.is_some() {
+            return Ok(());
+        }
+        let live = match store.read(&record).await? {
+            None => false,
+            Some(b) => serde_json::from_slice::<Record>(&b)
+                .ok()
+                .and_then(|r| parse_time(&r.expires))
+                .is_none_or(|e| SystemTime::now() < e),
+        };
+        if !live {
+            return Ok(());
+        }
+        if start.elapsed() > OUTCOME_WAIT {
+            return Err(StorageError::new(
+                ErrorKind::Transient,
+                "gc",
+                paths::gc_done(epoch, batch),
+                std::io::Error::other("a garbage collection is deciding this blob; retry"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
