@@ -686,6 +686,9 @@ if HAVE_S3:
 if HAVE_GC:
     if "meta.gc.s3s_fs" in R:
         out.append("- gc suite, S3 server: %s" % R["meta.gc.s3s_fs"])
+    for size in ("full", "small"):
+        if "meta.gc.data." + size in R:
+            out.append("- gc suite, data set (%s), as mkgcdata.py counted it: `%s`" % (size, R["meta.gc.data." + size]))
     for c in sorted(k[len("gc.case."):] for k in R if k.startswith("gc.case.")):
         if R.get("gc.%s.wall.runs" % c):
             out.append("- gc suite, %s: wall s %s; peak RSS KiB %s%s" % (
