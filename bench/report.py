@@ -7,9 +7,12 @@ Every ratio in the tables is oriented so that > 1 means Portcullis is better
 (other/portcullis for costs and times, portcullis/other for throughputs).
 The proxy suite's table is written when its figures are there (keys without the
 "rs." prefix), the registry (all-in-one) suite's table when "rs.*" keys are there, the
-s3 suite's tables when "s3.*" keys are there. The s3 suite compares Portcullis with
-itself (on S3 vs on the filesystem), so its ratios are s3 ÷ fs: lower is better there.
+s3 suite's tables when "s3.*" keys are there, the gc suite's when "gc.*" keys are there.
+The s3 suite compares Portcullis with itself (on S3 vs on the filesystem), so its ratios
+are s3 ÷ fs: lower is better there. The gc suite's ratios are docker-registry ÷
+Portcullis (> 1 = Portcullis better), like the other suites'.
 """
+import json
 import statistics
 import sys
 
@@ -43,6 +46,7 @@ HAVE_RS = "rs.aio.status" in R
 AIO_OK = R.get("rs.aio.status") == "ok"
 HAVE_S3 = "s3.status" in R
 S3_OK = R.get("s3.status") == "ok"
+HAVE_GC = "gc.status" in R
 
 
 def num(key):
@@ -433,6 +437,91 @@ if HAVE_S3:
         R.get("meta.s3.big", "?"), S3_RSS_BIG_MIB, "n/a" if p is None else ("PASS" if p <= S3_RSS_BIG_MIB else "MISS"),
         fmt_or_na(p, mib), fmt_or_na(None if s3_err("fs", "big") else s3_value("fs", "big.hwm_kib", "mib"), mib)))
 
+# ------------------------------------------------------------------ gc suite
+gc_rows, gc_cmp = [], []
+if HAVE_GC:
+    GC_DATA = {}
+    for size in ("full", "small"):
+        try:
+            GC_DATA[size] = json.loads(R.get("meta.gc.data." + size, ""))
+        except ValueError:
+            GC_DATA[size] = {}
+    GC_CASES = [k[len("gc.case."):] for k in R if k.startswith("gc.case.")]
+
+    def gc_parts(case):
+        tool, stack, dry, u = case.split(".")
+        return tool, stack, dry == "dry", u == "u"
+
+    def gc_med(case, fig):
+        xs = runs("gc.%s.%s.runs" % (case, fig))
+        return statistics.median(xs) if xs else None
+
+    def gc_label(case):
+        tool, stack, dry, u = gc_parts(case)
+        name = "portcullis gc" if tool == "pc" else "docker-registry garbage-collect"
+        flags = (" --dry-run" if dry else "") + (" --delete-untagged" if u else "")
+        where = "S3 (s3s-fs)" if stack.startswith("s3") else "fs"
+        return "`%s%s`, %s%s" % (name, flags, where, " (anchor)" if tool == "dr" else "")
+
+    def gc_size_of(case):
+        return "small" if gc_parts(case)[1].endswith("-small") else "full"
+
+    def gc_fmt(v, f):
+        return "n/a" if v is None else f(v)
+
+    def gc_wall_net(case):
+        w, t = gc_med(case, "wall"), gc_med(case, "wait")
+        return None if w is None else (w - t if t is not None else w)
+
+    for size in ("full", "small"):
+        d = GC_DATA.get(size, {})
+        group = [c for c in GC_CASES if gc_size_of(c) == size]
+        if not group:
+            continue
+        gc_rows.append("| **%s blobs in %s repositories (garbage: %s; %s)** | | | | | | |" % (
+            "{:,}".format(d.get("blobs", 0)), d.get("repositories", "?"),
+            "{:,}, with --delete-untagged {:,}".format(d.get("garbage_default", 0), d.get("garbage_delete_untagged", 0)),
+            "every dry run and the fs runs" if size == "full" else "the destructive S3 runs, and fs at the same size"))
+        for c in group:
+            tool, stack, dry, u = gc_parts(c)
+            want = d.get("garbage_delete_untagged" if u else "garbage_default")
+            if ("gc.%s.error" % c) in R:
+                gc_rows.append("| %s | FAIL | | | | | %s |" % (gc_label(c), R["gc.%s.error" % c][:120]))
+                continue
+            if tool == "pc" and R.get("gc.status") != "ok":
+                gc_rows.append("| %s | n/a | | | | | |" % gc_label(c))
+                continue
+            wall, wait = gc_med(c, "wall"), gc_med(c, "wait")
+            rss = gc_med(c, "rss_kib")
+            s3s = ""
+            if stack.startswith("s3"):
+                s3s = "%s s, %s MiB" % (gc_fmt(gc_med(c, "s3s_cpu"), lambda v: "%.2f" % v),
+                                        gc_fmt(gc_med(c, "s3s_hwm_kib"), lambda v: "%.1f" % (v / 1024)))
+            deleted, reported = gc_med(c, "deleted"), R.get("gc.%s.reported.runs" % c, "").split()
+            gc_rows.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                gc_label(c), gc_fmt(wall, lambda v: "%.2f" % v),
+                "–" if wait is None else "%.2f" % wait,
+                gc_fmt(gc_med(c, "cpu"), lambda v: "%.2f" % v),
+                gc_fmt(rss, lambda v: "%.1f" % (v / 1024)), s3s or "–",
+                "%s (says %s; garbage: %s)" % (gc_fmt(deleted, lambda v: "%d" % v),
+                                               reported[-1] if reported else "?", want)))
+    # Portcullis against docker-registry on the same fs data, case by case
+    for c in GC_CASES:
+        tool, stack, dry, u = gc_parts(c)
+        if tool != "pc" or not stack.startswith("fs"):
+            continue
+        a = "dr" + c[2:]
+        if a not in GC_CASES or ("gc.%s.error" % c) in R or ("gc.%s.error" % a) in R:
+            continue
+
+        def rat(fig, f=gc_med):
+            p, o = f(c, fig) if fig else f(c), f(a, fig) if fig else f(a)
+            return "n/a" if not p or o is None else "%.2f×" % (o / p)
+        gc_cmp.append("| %s, %s blobs | %s | %s | %s |" % (
+            gc_label(c).replace("`portcullis gc", "`gc").replace(", fs", ""),
+            "{:,}".format(GC_DATA.get(gc_size_of(c), {}).get("blobs", 0)),
+            rat(None, gc_wall_net), rat("cpu"), rat("rss_kib")))
+
 # ------------------------------------------------------------------ output
 out = []
 out.append("# Portcullis vs the nginx + registry:2 recipe (%s run, %s)" % (R.get("meta.mode", "?"), R.get("meta.date", "?")))
@@ -510,6 +599,34 @@ if HAVE_S3:
     out.append("|---|---|---|")
     out.extend(s3_targets)
     out.append("")
+if HAVE_GC:
+    out.append("## Garbage collection: portcullis gc (fs, S3) vs docker-registry garbage-collect (fs)")
+    out.append("")
+    if R.get("gc.status") != "ok":
+        out.append("**Portcullis rows are n/a:** %s" % R.get("gc.status", "not run")[len("n/a: "):])
+        out.append("")
+    out.append("Each run under `/usr/bin/time` (median of %s run(s)): wall seconds, user + sys CPU seconds and "
+               "peak RSS of the collector's process; on S3 also s3s-fs's CPU over the run and its peak RSS "
+               "(a fresh s3s-fs per run). A destructive run starts on a freshly written data set. "
+               "\"Epoch wait\" = the gap after the line that announces the epoch (a real `portcullis gc` waits "
+               "before marking), included in the wall time. Deleted = blob data files before − after; "
+               "\"says\" = the count the collector prints; garbage = what the data set holds (they must agree, "
+               "else FAIL)." % R.get("meta.gc.runs", "?"))
+    out.append("")
+    out.append("| run | wall s | of which epoch wait s | CPU s (user + sys) | peak RSS MiB | s3s-fs CPU s, peak RSS | blobs deleted |")
+    out.append("|---|---:|---:|---:|---:|---:|---|")
+    out.extend(gc_rows)
+    out.append("")
+    if gc_cmp:
+        out.append("### Portcullis vs docker-registry on the same fs data (docker-registry ÷ Portcullis, > 1 = Portcullis better)")
+        out.append("")
+        out.append("| run | wall time (without the epoch wait) | CPU | peak RSS |")
+        out.append("|---|---:|---:|---:|")
+        out.extend(gc_cmp)
+        out.append("")
+    if "meta.gc.untagged" in R:
+        out.append("Note: %s." % R["meta.gc.untagged"])
+        out.append("")
 out.append("## Run")
 out.append("")
 for k, label in (("meta.host", "machine"), ("meta.loadavg_start", "load average at start"),
@@ -566,6 +683,17 @@ if HAVE_S3:
             if R.get("s3.%s.get.%s.runs" % (st, what)):
                 out.append("- s3 suite, %s, %s: %s" % (label, name, " ".join(
                     "%.0f" % x for x in runs("s3.%s.get.%s.runs" % (st, what)))))
+if HAVE_GC:
+    if "meta.gc.s3s_fs" in R:
+        out.append("- gc suite, S3 server: %s" % R["meta.gc.s3s_fs"])
+    for size in ("full", "small"):
+        if "meta.gc.data." + size in R:
+            out.append("- gc suite, data set (%s), as mkgcdata.py counted it: `%s`" % (size, R["meta.gc.data." + size]))
+    for c in sorted(k[len("gc.case."):] for k in R if k.startswith("gc.case.")):
+        if R.get("gc.%s.wall.runs" % c):
+            out.append("- gc suite, %s: wall s %s; peak RSS KiB %s%s" % (
+                c, R["gc.%s.wall.runs" % c], R.get("gc.%s.rss_kib.runs" % c, "?"),
+                "; epoch wait s " + R["gc.%s.wait.runs" % c] if R.get("gc.%s.wait.runs" % c) else ""))
 problems = [(k, v) for k, v in sorted(R.items())
             if k.endswith(".error") or k.endswith(".socket_errors") or k.endswith(".log_warnings")]
 if problems:

@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Side-by-side benchmarks of Portcullis against the nginx + registry:2 recipe.
 #
-#   bench/run.sh [--suite proxy|registry|s3|all] [--quick] [--keep]
+#   bench/run.sh [--suite proxy|registry|s3|gc|all] [--quick] [--keep]
 #
 #   proxy:    nginx + registry vs Portcullis (upstream mode) + the same registry
 #   registry: Portcullis all-in-one (bundled registry) vs docker-registry alone with
 #             TLS + htpasswd vs nginx + docker-registry
 #   s3:       Portcullis all-in-one with its registry on S3 (a local s3s-fs) vs on the
 #             filesystem; blob GETs with and without redirect = true
-#   all:      the three, one after the other (the default)
+#   gc:       portcullis gc (on fs and on S3) and docker-registry garbage-collect on a
+#             registry of 10,000 blobs: wall time, peak RSS, CPU (not part of "all")
+#   all:      proxy, registry and s3, one after the other (the default)
 #
 # Everything runs on 127.0.0.1 inside a temp dir under /tmp that is removed on exit
 # (every process this script started is stopped first). The markdown tables go to
 # stdout and to bench/results/latest.md (one table per suite); raw figures to latest.tsv.
+# The gc suite alone writes bench/results/gc.md and gc.tsv instead.
 # See bench/README.md for what every figure means and the knobs (environment variables).
 set -euo pipefail
 
@@ -26,7 +29,7 @@ while (($#)); do
     case $1 in
         --quick) QUICK=1 ;;
         --keep) KEEP=1 ;;
-        --suite) (($# >= 2)) || { echo "run.sh: --suite needs a value: proxy, registry, s3 or all" >&2; exit 64; }
+        --suite) (($# >= 2)) || { echo "run.sh: --suite needs a value: proxy, registry, s3, gc or all" >&2; exit 64; }
                  SUITE=$2; shift ;;
         --suite=*) SUITE=${1#--suite=} ;;
         -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
@@ -38,8 +41,9 @@ case $SUITE in
     proxy) SUITES=(proxy) ;;
     registry) SUITES=(registry) ;;
     s3) SUITES=(s3) ;;
+    gc) SUITES=(gc) ;;
     all) SUITES=(proxy registry s3) ;;
-    *) echo "run.sh: unknown suite '$SUITE' (want proxy, registry, s3 or all)" >&2; exit 64 ;;
+    *) echo "run.sh: unknown suite '$SUITE' (want proxy, registry, s3, gc or all)" >&2; exit 64 ;;
 esac
 
 PORTCULLIS=${PORTCULLIS:-$REPO_ROOT/target/release/portcullis}
@@ -101,9 +105,11 @@ need timeout coreutils
 need base64 coreutils
 # the s3 suite's S3 server; cargo installs it in ~/.cargo/bin, which PATH may lack
 S3S_FS=${S3S_FS:-$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")}
-if [[ " ${SUITES[*]} " == *" s3 "* && ! -x $S3S_FS ]]; then
-    missing+=("'s3s-fs' for the s3 suite (not a Debian package: cargo install s3s-fs@0.14.1 --features binary; or set S3S_FS=path)")
+if [[ " ${SUITES[*]} " == *" s3 "* || " ${SUITES[*]} " == *" gc "* ]] && [[ ! -x $S3S_FS ]]; then
+    missing+=("'s3s-fs' for the s3 and gc suites (not a Debian package: cargo install s3s-fs@0.14.1 --features binary; or set S3S_FS=path)")
 fi
+# the gc suite times each collection with GNU time (wall, peak RSS, user + sys CPU)
+[[ " ${SUITES[*]} " != *" gc "* || -x /usr/bin/time ]] || missing+=("'/usr/bin/time' for the gc suite (Debian package: time)")
 if ((${#missing[@]})); then
     printf 'run.sh: missing required tool(s):\n' >&9
     printf '  %s\n' "${missing[@]}" >&9
@@ -341,10 +347,13 @@ put meta.loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ---------------------------------------------------------------- report
 mkdir -p "$RESULTS_DIR"
-cp "$RESULTS" "$RESULTS_DIR/latest.tsv"
-python3 "$HERE/report.py" "$RESULTS" >"$RESULTS_DIR/latest.md"
-cat "$RESULTS_DIR/latest.md"
-log "table written to $RESULTS_DIR/latest.md (raw figures: latest.tsv)"
+# the gc suite keeps its own files, so a gc run leaves the other suites' latest.* alone
+RESULTS_NAME=latest
+[[ $SUITE == gc ]] && RESULTS_NAME=gc
+cp "$RESULTS" "$RESULTS_DIR/$RESULTS_NAME.tsv"
+python3 "$HERE/report.py" "$RESULTS" >"$RESULTS_DIR/$RESULTS_NAME.md"
+cat "$RESULTS_DIR/$RESULTS_NAME.md"
+log "table written to $RESULTS_DIR/$RESULTS_NAME.md (raw figures: $RESULTS_NAME.tsv)"
 if [[ $PORTCULLIS_FAILED == 1 ]]; then
     warn "Portcullis was present but failed (see the messages above and the notes under the table)"
     exit 3
