@@ -541,14 +541,8 @@ fn gc(path: &Path, dry_run: bool, delete_untagged: bool) -> Result<(), Failure> 
     let bar = progress::Bar::on_terminal();
     let progress: &dyn gc::Progress = match &bar {
         Some(b) => b,
-        None => &gc::Quiet,
+        None => &progress::Lines,
     };
-    if !dry_run {
-        eprintln!(
-            "announcing the collection, then waiting {}s for requests begun before it",
-            gc::epoch::WAIT.as_secs()
-        );
-    }
     let report = rt.block_on(gc::collect(&store, &opts, progress));
     if let Some(b) = &bar {
         b.clear();
@@ -653,6 +647,19 @@ mod progress {
             s.done += n;
             let last = s.done >= s.total;
             Bar::draw(&mut s, last);
+        }
+    }
+
+    /// Not a terminal (a log, a pipe): one line per phase.
+    pub struct Lines;
+
+    impl crate::registry::gc::Progress for Lines {
+        fn phase(&self, name: &str, total: u64) {
+            if total > 0 {
+                eprintln!("{name} ({total})");
+            } else {
+                eprintln!("{name}");
+            }
         }
     }
 

@@ -132,7 +132,14 @@ pub async fn collect<S: Storage>(
         }
         let e = Epoch::announce(store).await?;
         report.epoch = Some(e.id.clone());
-        progress.phase("waiting for requests begun before the announcement", 0);
+        progress.phase(
+            &format!(
+                "announced epoch {}; waiting {} s for requests begun before it",
+                e.id,
+                opts.wait.as_secs()
+            ),
+            0,
+        );
         tokio::time::sleep(opts.wait).await;
         epoch = Some(e);
     }
@@ -261,7 +268,10 @@ async fn sweep<S: Storage>(
         report.swept = candidates;
         return Ok(());
     };
-    progress.phase("deleting", candidates.len() as u64);
+    progress.phase(
+        "deciding and deleting unreferenced blobs",
+        candidates.len() as u64,
+    );
     for batch in candidates.chunks(BATCH) {
         let digests: Vec<Digest> = batch.iter().map(|(d, _)| d.clone()).collect();
         let (n, rescued) = e.decide(&digests).await?;
@@ -327,7 +337,7 @@ async fn mark<S: Storage>(
     let mut marks = Marks::default();
     let repos = store::list_repositories(store).await?;
     report.repositories = repos.len();
-    progress.phase("marking", repos.len() as u64);
+    progress.phase("marking repositories", repos.len() as u64);
     let now = SystemTime::now();
     let walks: Vec<_> = repos
         .iter()
