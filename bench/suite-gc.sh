@@ -187,7 +187,8 @@ gc_run() { # CASE RUN: one timed run of one case; figures appended to $GCD/<case
     read -r wall rss usr sys < <(tail -n 1 "$tf")
     # what the tool itself says it deleted (or would)
     if [[ $tool == pc ]]; then
-        got=$(sed -n 's/.*\(would delete\|deleted\) \([0-9]*\) blobs, [0-9]* bytes$/\2/p' "$out" | tail -n 1)
+        # summary: "...; deleted <U> untagged manifests and <B> blobs, <size> freed"
+        got=$(sed -n 's/.*\(would delete\|deleted\) [0-9]* untagged manifests and \([0-9]*\) blobs, .* freed$/\2/p' "$out" | tail -n 1)
         young=$(sed -n 's/.* \([0-9]*\) unreferenced but younger than .*/\1/p' "$out" | tail -n 1)
         [[ ${young:-0} == 0 ]] || gc_fail "$c" "$young blobs counted as younger than the grace period (mtimes not kept?)"
     else

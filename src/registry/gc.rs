@@ -492,11 +492,20 @@ fn mark_refs(marked: &mut HashSet<Digest>, d: &Digest, refs: &Refs) {
 
 /// The revisions of a repository that a tag points at.
 async fn tagged<S: Storage>(store: &S, repo: &str) -> Result<HashSet<Digest>> {
+    let keys: Vec<String> = store
+        .list_all(&paths::tags_dir(repo))
+        .await?
+        .into_iter()
+        .map(|t| paths::tag_current_link(repo, &t))
+        .collect();
+    let reads: Vec<_> = keys.iter().map(|k| store::read_link(store, k)).collect();
+    let links = futures_util::stream::iter(reads)
+        .buffered(16)
+        .collect::<Vec<_>>()
+        .await;
     let mut out = HashSet::new();
-    for t in store.list_all(&paths::tags_dir(repo)).await? {
-        if let Some(d) = store::read_link(store, &paths::tag_current_link(repo, &t)).await? {
-            out.insert(d);
-        }
+    for d in links {
+        out.extend(d?);
     }
     Ok(out)
 }

@@ -1051,10 +1051,20 @@ async fn gc_deletes_only_what_no_manifest_references() {
     assert!(dry.contains("would delete 0 untagged manifests and 4 blobs"), "{dry}");
     assert!(blob_file(&orphan).exists(), "a dry run deletes nothing");
 
+    // The bytes freed are the swept blobs' sizes as stored.
+    let drop_config = drop_json["config"]["digest"].as_str().unwrap().to_string();
+    let freed: u64 = [&orphan, &drop_layer, &drop_d, &drop_config]
+        .iter()
+        .map(|d| std::fs::metadata(blob_file(d)).unwrap().len())
+        .sum();
     let real = tokio::task::spawn_blocking(move || portcullis_gc(&config, false))
         .await
         .unwrap();
     assert!(real.contains("deleted 0 untagged manifests and 4 blobs"), "{real}");
+    assert!(
+        real.contains(&format!(", {freed} bytes freed")) || real.contains(&format!("({freed} bytes) freed")),
+        "{real}"
+    );
     for gone in [&orphan, &drop_layer, &drop_d] {
         assert!(!blob_file(gone).exists(), "{gone} should be gone");
     }
