@@ -10,6 +10,17 @@ use std::path::Path;
 /// fsync the folder. A reader or a crash sees the old content or the new, never part.
 /// Temporary names start with `.tmp-`, which storage listings skip.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    write_replacing(path, data, mode, true)
+}
+
+/// [`write_atomic`] without the fsyncs: readers see the old or the new contents, never
+/// a part, but a power loss may lose the write. For markers that only matter while the
+/// processes that wrote them run (garbage collection's flags).
+pub fn write_atomic_volatile(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    write_replacing(path, data, mode, false)
+}
+
+fn write_replacing(path: &Path, data: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -28,7 +39,9 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let result = (|| {
         let mut f = opts.open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if let Err(e) = result {
@@ -36,6 +49,9 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
         return Err(e);
     }
     // Makes the rename itself durable. Best effort: some filesystems refuse it.
+    if !durable {
+        return Ok(());
+    }
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }

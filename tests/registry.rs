@@ -709,3 +709,109 @@ async fn read_only_refuses_every_write_keeps_reads_and_reloads() {
         .unwrap_or_else(|e| panic!("reload: {e}"));
     api.image("ro/app", "v2", "after").await;
 }
+
+/// `portcullis gc` killed (-9) in the middle of deleting: what is tagged still pulls
+/// whole, every blob still answered is whole, and the next collection starts at once
+/// (the dead collector is of this machine), finishes the job and leaves no epoch
+/// record or flag behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_killed_mid_sweep_leaves_only_garbage() {
+    let api = Api::with(base_options().gc_grace(Duration::ZERO)).await;
+    let (_, kept) = api.image("crash/app", "v1", "kept").await;
+    let kept_json: serde_json::Value = serde_json::from_slice(
+        &api.get(&format!("/v2/crash/app/manifests/{kept}"))
+            .await
+            .body,
+    )
+    .unwrap();
+    let mut orphans = Vec::new();
+    for i in 0..400u32 {
+        let data = format!("orphan {i}").repeat(50).into_bytes();
+        orphans.push(api.push_blob("crash/app", &data).await);
+    }
+    let config = api.p.dir.path().join("proxy.toml");
+    let gc_dir = data_dir(&api).join("docker/registry/v2/gc");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["gc", "-c"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first "deleting" flags: the sweep has begun. Kill it there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let flagged = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.file_name() != "epochs" && e.path().join("d").exists())
+    };
+    while !flagged(&gc_dir) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "gc finished before it could be killed"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweep never began"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = |api: &Api| {
+        let data = data_dir(api).join("docker/registry/v2/blobs/sha256");
+        orphans
+            .iter()
+            .filter(|d| data.join(&d[7..9]).join(&d[7..]).join("data").exists())
+            .count()
+    };
+    let after_kill = left(&api);
+    assert!(
+        after_kill > 0,
+        "killed after deleting everything: the test lost its race"
+    );
+
+    // Every blob answered is whole; the tagged image pulls.
+    for d in &orphans {
+        let a = api.get(&format!("/v2/crash/app/blobs/{d}")).await;
+        assert!(a.status == 200 || a.status == 404, "{d}: {}", a.status);
+        if a.status == 200 {
+            assert_eq!(format!("sha256:{}", sha256_hex(&a.body)), *d);
+        }
+    }
+    async fn pulls(api: &Api, kept_json: &serde_json::Value, kept: &str) {
+        let m = api.get("/v2/crash/app/manifests/v1").await;
+        assert_eq!(m.header("docker-content-digest"), kept);
+        for d in [
+            &kept_json["config"]["digest"],
+            &kept_json["layers"][0]["digest"],
+        ] {
+            let d = d.as_str().unwrap();
+            let a = api.get(&format!("/v2/crash/app/blobs/{d}")).await;
+            assert_eq!(format!("sha256:{}", sha256_hex(&a.body)), d);
+        }
+    }
+    pulls(&api, &kept_json, &kept).await;
+
+    // The next collection is not refused, deletes the rest and cleans up.
+    let config2 = config.clone();
+    let out = tokio::task::spawn_blocking(move || portcullis_gc(&config2, false))
+        .await
+        .unwrap();
+    assert_eq!(left(&api), 0, "{out}");
+    let rest: Vec<_> = std::fs::read_dir(&gc_dir)
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    let records: Vec<_> = std::fs::read_dir(gc_dir.join("epochs"))
+        .map(|r| r.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(records.is_empty(), "epoch records left: {records:?}");
+    assert!(
+        rest.iter().all(|p| p.ends_with("epochs")),
+        "flags left: {rest:?}"
+    );
+    pulls(&api, &kept_json, &kept).await;
+}

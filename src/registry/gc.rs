@@ -63,7 +63,7 @@ impl Progress for Quiet {}
 pub enum GcError {
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("another garbage collection is running (epoch {}, {}); it must end or expire first", .0.id, .0.by)]
+    #[error("another garbage collection is running (epoch {}, {}); try again once it ends (one that stops renewing its record is ignored after a minute)", .0.id, .0.by)]
     Busy(Announced),
 }
 
@@ -127,7 +127,15 @@ pub async fn collect<S: Storage>(
     let mut epoch = None;
     if !opts.dry_run {
         epoch::clean_stale(store).await?;
-        if let Some(other) = epoch::announced(store).await?.into_iter().next() {
+        // Collections running at once would be safe (each has its own handshake), only
+        // wasteful: wait for one that is alive; one whose collector died is ignored
+        // (its record expires; requests honour it until then).
+        let now = SystemTime::now();
+        if let Some(other) = epoch::announced(store)
+            .await?
+            .into_iter()
+            .find(|a| a.running(now))
+        {
             return Err(GcError::Busy(other));
         }
         let e = Epoch::announce(store).await?;

@@ -223,6 +223,13 @@ pub trait Storage: Send + Sync + 'static {
     /// Remove everything under `dir`; absent is fine.
     fn delete_prefix(&self, dir: &str) -> impl Future<Output = Result<()>> + Send;
 
+    /// Write a small marker object: replaced whole for readers like [`Storage::put`], but
+    /// it needs only to be visible to other processes while they run, not to survive a
+    /// power loss (garbage collection's flags), so a filesystem may skip the fsyncs.
+    fn put_flag(&self, key: &str, data: Bytes) -> impl Future<Output = Result<()>> + Send {
+        self.put(key, data)
+    }
+
     /// Remove the folder holding `key`, which holds nothing else (a blob's `data`, a
     /// link): on an object store, where folders are only key prefixes, one delete of
     /// the key instead of a listing and a delete. Absent is fine.

@@ -122,6 +122,26 @@ pub struct Announced {
 }
 
 impl Announced {
+    /// Its collector renewed the record lately (it renews every [`RENEW`]), and is not a
+    /// process of this machine known to be gone: a collection worth waiting for.
+    pub fn running(&self, now: SystemTime) -> bool {
+        let renewed = self.expires.map(|e| e - EXPIRY);
+        let lately = renewed.is_none_or(|r| now.duration_since(r).unwrap_or_default() < 2 * RENEW);
+        lately && !self.gone_here()
+    }
+
+    /// Announced by a process of this machine that no longer exists (killed, crashed):
+    /// it will delete nothing more, so its epoch can be dropped at once.
+    pub fn gone_here(&self) -> bool {
+        let Some((host, pid)) = self.by.rsplit_once(" pid ") else {
+            return false;
+        };
+        host == hostname().unwrap_or_default()
+            && pid.parse::<u32>().is_ok_and(|p| {
+                p != std::process::id() && !std::path::Path::new(&format!("/proc/{p}")).exists()
+            })
+    }
+
     fn live(&self, now: SystemTime) -> bool {
         // A record that cannot be read is honoured until its id's time says it is old.
         let expires = self
@@ -162,29 +182,38 @@ pub async fn announced<S: Storage>(store: &S) -> Result<Vec<Announced>> {
     Ok(out)
 }
 
-/// Remove what crashed or expired collections left: records past their expiry and flag
-/// folders with no live record that are older than [`EXPIRY`]. Returns how many epochs
-/// were cleaned.
+/// Remove what crashed or expired collections left: records past their expiry or whose
+/// collector is a process of this machine that is gone, and flag folders with no live
+/// record. Returns how many epochs were cleaned.
 pub async fn clean_stale<S: Storage>(store: &S) -> Result<usize> {
     let now = SystemTime::now();
-    let live: HashSet<String> = announced(store).await?.into_iter().map(|a| a.id).collect();
+    // Listed before the live records are read: a folder or record that appears
+    // meanwhile belongs to a collection announced meanwhile, and is not listed.
+    let records = store.list_all(&paths::gc_epochs()).await?;
+    let folders = store.list_all(&paths::gc_root()).await?;
+    let live: HashSet<String> = announced(store)
+        .await?
+        .into_iter()
+        .filter(|a| !a.gone_here())
+        .map(|a| a.id)
+        .collect();
     let mut cleaned = 0;
-    for id in store.list_all(&paths::gc_epochs()).await? {
+    for id in records {
         if !live.contains(&id) {
             store
                 .delete(&paths::child(&paths::gc_epochs(), &id))
                 .await?;
         }
     }
-    for name in store.list_all(&paths::gc_root()).await? {
+    for name in folders {
         if name == "epochs" || live.contains(&name) {
             continue;
         }
         // A request with an old snapshot may still write a rescue flag into a folder
-        // just ended; only folders older than any snapshot's use are removed.
+        // just ended; only folders older than a snapshot's use are removed.
         let old = id_time(&name)
             .and_then(|t| now.duration_since(t).ok())
-            .is_none_or(|age| age > EXPIRY);
+            .is_none_or(|age| age > LEASE);
         if old {
             store.delete_prefix(&paths::gc_flags(&name)).await?;
             cleaned += 1;
@@ -300,7 +329,7 @@ impl<'a, S: Storage> Epoch<'a, S> {
     /// The batch is decided and carried out: requests waiting on it go on.
     pub async fn done(&mut self, batch: u64) -> Result<()> {
         self.store
-            .put(&paths::gc_done(&self.id, batch), Bytes::new())
+            .put_flag(&paths::gc_done(&self.id, batch), Bytes::new())
             .await?;
         self.renew().await
     }
@@ -321,7 +350,7 @@ impl<'a, S: Storage> Epoch<'a, S> {
 }
 
 async fn put<S: Storage>(store: &S, key: String, data: Bytes) -> Result<()> {
-    store.put(&key, data).await
+    store.put_flag(&key, data).await
 }
 
 async fn exists<S: Storage>(store: &S, key: String) -> Result<bool> {
@@ -409,7 +438,7 @@ impl Watch {
                 continue;
             }
             store
-                .put(&paths::gc_rescued(epoch, d), Bytes::new())
+                .put_flag(&paths::gc_rescued(epoch, d), Bytes::new())
                 .await?;
             // Written "rescued" before reading "deleting": the handshake's order.
             if let Some(batch) = store.read(&paths::gc_deleting(epoch, d)).await? {
@@ -470,12 +499,22 @@ async fn wait_for_outcome<S: Storage>(store: &S, epoch: &str, batch: u64) -> Res
         if store.stat(&paths::gc_done(epoch, batch)).await?.is_some() {
             return Ok(());
         }
+        // Waiting ends when the collection ended, expired, or its collector is a
+        // process of this machine that is gone (it deletes nothing more).
         let live = match store.read(&record).await? {
             None => false,
-            Some(b) => serde_json::from_slice::<Record>(&b)
-                .ok()
-                .and_then(|r| parse_time(&r.expires))
-                .is_none_or(|e| SystemTime::now() < e),
+            Some(b) => match serde_json::from_slice::<Record>(&b) {
+                Ok(r) => {
+                    let a = Announced {
+                        id: epoch.to_string(),
+                        started: None,
+                        expires: parse_time(&r.expires),
+                        by: r.by,
+                    };
+                    a.live(SystemTime::now()) && !a.gone_here()
+                }
+                Err(_) => true,
+            },
         };
         if !live {
             return Ok(());

@@ -192,6 +192,10 @@ impl Storage for Backend {
         each!(self, s => s.delete_prefix(dir).await)
     }
 
+    async fn put_flag(&self, key: &str, data: Bytes) -> Result<()> {
+        each!(self, s => s.put_flag(key, data).await)
+    }
+
     async fn delete_folder_of(&self, key: &str) -> Result<()> {
         each!(self, s => s.delete_folder_of(key).await)
     }

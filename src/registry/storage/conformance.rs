@@ -112,6 +112,13 @@ async fn objects_are_written_and_read_back<S: Storage>(s: Arc<S>) {
         "absent stats as None"
     );
     assert!(all(&*s, "o/a", None).await.is_none(), "absent gets as None");
+    // Flags are objects too, replaced whole.
+    s.put_flag("o/f/1", Bytes::from_static(b"1")).await.unwrap();
+    s.put_flag("o/f/1", Bytes::from_static(b"22"))
+        .await
+        .unwrap();
+    assert_eq!(s.read("o/f/1").await.unwrap().unwrap(), "22");
+    s.delete_prefix("o/f").await.unwrap();
     s.put("o/a", Bytes::from_static(b"first")).await.unwrap();
     s.put("o/a", Bytes::from_static(b"second")).await.unwrap();
     assert_eq!(

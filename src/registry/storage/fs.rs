@@ -69,6 +69,32 @@ impl Drop for Reading {
 const DATA: &str = "data";
 
 impl Fs {
+    /// Replace the object at `key` with `write` (whole, atomic for readers), in one
+    /// hop to a blocking thread for the whole write, not one per file call.
+    async fn replace(
+        &self,
+        key: &str,
+        data: Bytes,
+        write: fn(&Path, &[u8], u32) -> io::Result<()>,
+    ) -> Result<()> {
+        let path = self.path(key);
+        tokio::task::spawn_blocking(move || {
+            let mut tries = 0;
+            loop {
+                match write(&path, &data, 0o644) {
+                    // The folder went away between creating it and writing into it (a
+                    // concurrent tag delete): create it again.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && tries < RACE_RETRIES => {
+                        tries += 1;
+                    }
+                    r => return r.map_err(at("put", &path)),
+                }
+            }
+        })
+        .await
+        .map_err(joined)?
+    }
+
     pub fn new(root: impl Into<PathBuf>) -> Fs {
         Fs { root: root.into() }
     }
@@ -209,23 +235,12 @@ impl Storage for Fs {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        // One hop to a blocking thread for the whole write, not one per file call.
-        let path = self.path(key);
-        tokio::task::spawn_blocking(move || {
-            let mut tries = 0;
-            loop {
-                match crate::files::write_atomic(&path, &data, 0o644) {
-                    // The folder went away between creating it and writing into it (a
-                    // concurrent tag delete): create it again.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound && tries < RACE_RETRIES => {
-                        tries += 1;
-                    }
-                    r => return r.map_err(at("put", &path)),
-                }
-            }
-        })
-        .await
-        .map_err(joined)?
+        self.replace(key, data, crate::files::write_atomic).await
+    }
+
+    async fn put_flag(&self, key: &str, data: Bytes) -> Result<()> {
+        self.replace(key, data, crate::files::write_atomic_volatile)
+            .await
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<()> {
