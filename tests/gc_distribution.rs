@@ -33,9 +33,8 @@ struct Verdict {
 fn sha256_in(line: &str, prefix: &str) -> Option<String> {
     let rest = line.strip_prefix(prefix)?;
     let d: String = rest.chars().take(7 + 64).collect();
-    let ok = d.len() == 71
-        && d.starts_with("sha256:")
-        && d[7..].chars().all(|c| c.is_ascii_hexdigit());
+    let ok =
+        d.len() == 71 && d.starts_with("sha256:") && d[7..].chars().all(|c| c.is_ascii_hexdigit());
     assert!(ok, "no sha256 digest after {prefix:?} in {line:?}");
     Some(d)
 }
@@ -288,10 +287,8 @@ impl Target<'_> {
         match self {
             Target::Portcullis(s) => Http::Tls(Client::h1(&s.dir.join("certs/ca.crt"))),
             Target::Distribution(_) => Http::Plain(
-                hyper_util::client::legacy::Client::builder(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .build_http(),
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http(),
             ),
         }
     }
@@ -303,7 +300,11 @@ impl Target<'_> {
         let (base, client) = (self.base(), self.client());
         runtime().block_on(async {
             let (status, headers) = client
-                .send("POST", &format!("{base}/v2/{repo}/blobs/uploads/"), Vec::new())
+                .send(
+                    "POST",
+                    &format!("{base}/v2/{repo}/blobs/uploads/"),
+                    Vec::new(),
+                )
                 .await;
             assert_eq!(status, 202, "start an upload");
             let loc = headers
@@ -585,14 +586,14 @@ fn an_index_keeps_its_untagged_children_unlike_distribution() {
     let mut want = children.clone();
     want.insert(format!("sha256:{}", one.top));
     assert_eq!(theirs.manifests, want, "{}", theirs.out);
-    assert_eq!(
-        theirs.blobs,
-        &all_of(&one) | &child_blobs,
-        "{}",
-        theirs.out
-    );
+    assert_eq!(theirs.blobs, &all_of(&one) | &child_blobs, "{}", theirs.out);
     // Ours: the same, less the children and what only they reference.
-    assert_eq!(ours.manifests, &theirs.manifests - &children, "{}", ours.out);
+    assert_eq!(
+        ours.manifests,
+        &theirs.manifests - &children,
+        "{}",
+        ours.out
+    );
     assert_eq!(ours.blobs, &theirs.blobs - &child_blobs, "{}", ours.out);
 
     let done = portcullis_gc(&config, false, true);
@@ -619,13 +620,18 @@ fn data_written_by_distribution_is_collected_the_same() {
     let s = single_arch_scenario(&Target::Distribution(&reg), work.path(), false);
     reg.kill();
     // Distribution leaves the deleted manifest's revision folder behind, empty.
-    let tool_revisions = root.join("docker/registry/v2/repositories/other/tool/_manifests/revisions/sha256");
+    let tool_revisions =
+        root.join("docker/registry/v2/repositories/other/tool/_manifests/revisions/sha256");
     let left: Vec<_> = std::fs::read_dir(&tool_revisions)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(left.len(), 1, "{left:?}");
-    assert_eq!(std::fs::read_dir(&left[0]).unwrap().count(), 0, "empty revision folder");
+    assert_eq!(
+        std::fs::read_dir(&left[0]).unwrap().count(),
+        0,
+        "empty revision folder"
+    );
 
     let server = Server::start(&work.path().join("p"), &portcullis_options(&root));
     let config = server.dir.join("proxy.toml");
