@@ -293,16 +293,24 @@ impl Target<'_> {
         }
     }
 
-    /// Push a blob no manifest references (POST, then PUT with the digest); its digest.
+    /// Push a blob no manifest references; its digest.
     fn push_orphan_blob(&self, repo: &str) -> String {
-        let data = format!("an orphan blob, {}", uuid::Uuid::new_v4()).into_bytes();
+        self.push_blob(
+            repo,
+            format!("an orphan blob, {}", uuid::Uuid::new_v4()).into_bytes(),
+        )
+    }
+
+    /// Push a blob (POST, then PUT with the digest: both registries take that); its digest.
+    fn push_blob(&self, repo: &str, data: Vec<u8>) -> String {
         let digest = format!("sha256:{}", sha256_hex(&data));
         let (base, client) = (self.base(), self.client());
         runtime().block_on(async {
-            let (status, headers) = client
+            let (status, headers, _) = client
                 .send(
                     "POST",
                     &format!("{base}/v2/{repo}/blobs/uploads/"),
+                    "application/octet-stream",
                     Vec::new(),
                 )
                 .await;
@@ -318,22 +326,69 @@ impl Target<'_> {
                 loc
             };
             let sep = if loc.contains('?') { '&' } else { '?' };
-            let (status, _) = client
-                .send("PUT", &format!("{loc}{sep}digest={digest}"), data)
+            let (status, _, _) = client
+                .send(
+                    "PUT",
+                    &format!("{loc}{sep}digest={digest}"),
+                    "application/octet-stream",
+                    data,
+                )
                 .await;
             assert_eq!(status, 201, "finish the upload");
         });
         digest
     }
 
+    /// PUT a manifest (JSON) as `media_type` under `reference`; its digest.
+    fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        m: &serde_json::Value,
+    ) -> String {
+        let body = serde_json::to_vec(m).unwrap();
+        let digest = format!("sha256:{}", sha256_hex(&body));
+        let (base, client) = (self.base(), self.client());
+        runtime().block_on(async {
+            let (status, _, _) = client
+                .send(
+                    "PUT",
+                    &format!("{base}/v2/{repo}/manifests/{reference}"),
+                    media_type,
+                    body,
+                )
+                .await;
+            assert_eq!(status, 201, "PUT manifest {repo}:{reference}");
+        });
+        digest
+    }
+
+    /// GET a blob: its status and bytes.
+    fn get_blob(&self, repo: &str, digest: &str) -> (http::StatusCode, Vec<u8>) {
+        let (base, client) = (self.base(), self.client());
+        runtime().block_on(async {
+            let (status, _, body) = client
+                .send(
+                    "GET",
+                    &format!("{base}/v2/{repo}/blobs/{digest}"),
+                    "application/octet-stream",
+                    Vec::new(),
+                )
+                .await;
+            (status, body)
+        })
+    }
+
     /// DELETE a tag only (Portcullis; distribution 2.8 answers 400).
     fn delete_tag(&self, repo: &str, tag: &str) {
         let (base, client) = (self.base(), self.client());
         runtime().block_on(async {
-            let (status, _) = client
+            let (status, _, _) = client
                 .send(
                     "DELETE",
                     &format!("{base}/v2/{repo}/manifests/{tag}"),
+                    "application/octet-stream",
                     Vec::new(),
                 )
                 .await;
@@ -364,20 +419,26 @@ impl Http {
         &self,
         method: &str,
         url: &str,
+        content_type: &str,
         body: Vec<u8>,
-    ) -> (http::StatusCode, http::HeaderMap) {
+    ) -> (http::StatusCode, http::HeaderMap, Vec<u8>) {
         let req = request(method, url, Some(BCRYPT_USER))
-            .header("content-type", "application/octet-stream")
+            .header("content-type", content_type)
             .body(portcullis::body::full(body))
             .unwrap();
         match self {
             Http::Tls(c) => {
                 let a = c.send(req).await;
-                (a.status, a.headers)
+                (a.status, a.headers, a.body.to_vec())
             }
             Http::Plain(c) => {
                 let r = c.request(req).await.expect("request to docker-registry");
-                (r.status(), r.headers().clone())
+                let (parts, body) = r.into_parts();
+                let body = http_body_util::BodyExt::collect(body)
+                    .await
+                    .expect("read body")
+                    .to_bytes();
+                (parts.status, parts.headers, body.to_vec())
             }
         }
     }
@@ -654,6 +715,72 @@ fn data_written_by_distribution_is_collected_the_same() {
     let t = Target::Portcullis(&server);
     for (name, img) in s.tagged.iter().chain(&s.untagged) {
         t.pull_and_check(name, img, false, work.path());
+    }
+    eprintln!("took {:?}", started.elapsed());
+}
+
+/// Stored manifests that a PUT to Portcullis would refuse, or whose references a PUT
+/// does not require, keep what they reference as distribution's collector keeps it: a
+/// Docker schema 2 image without layers (distribution 2.8 stores it; `manifest::parse`
+/// refuses it), and a foreign layer (with `urls`) whose blob was pushed anyway.
+#[test]
+fn manifests_a_put_would_not_check_keep_their_blobs_as_in_distribution() {
+    let started = Instant::now();
+    let work = tempfile::tempdir().unwrap();
+    let mut reg = DockerRegistry::start();
+    let root: PathBuf = reg.dir.path().join("data");
+    let desc = |mt: &str, d: &str, n: usize| json!({"mediaType": mt, "digest": d, "size": n});
+    let unique = || uuid::Uuid::new_v4().to_string();
+
+    // Written by distribution: a layerless Docker schema 2 image, and an orphan.
+    let t = Target::Distribution(&reg);
+    let config = json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}, "comment": unique()});
+    let config = serde_json::to_vec(&config).unwrap();
+    let (layerless_config, n) = (t.push_blob("odd/empty", config.clone()), config.len());
+    let docker_v2 = "application/vnd.docker.distribution.manifest.v2+json";
+    let m = json!({"schemaVersion": 2, "mediaType": docker_v2,
+        "config": desc("application/vnd.docker.container.image.v1+json", &layerless_config, n),
+        "layers": []});
+    t.put_manifest("odd/empty", "v1", docker_v2, &m);
+    let mut orphans = Set::new();
+    orphans.insert(t.push_orphan_blob("odd/empty"));
+    reg.kill();
+
+    // Written by Portcullis: an image with a foreign layer whose blob is stored too.
+    let server = Server::start(&work.path().join("p"), &portcullis_options(&root));
+    let gc_config = server.dir.join("proxy.toml");
+    let t = Target::Portcullis(&server);
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","comment":"{}"}}"#,
+        unique()
+    );
+    let c = t.push_blob("odd/foreign", config.clone().into_bytes());
+    let layer = format!("a layer, {}", unique()).into_bytes();
+    let (l, nl) = (t.push_blob("odd/foreign", layer.clone()), layer.len());
+    let foreign = format!("a foreign layer, {}", unique()).into_bytes();
+    let (f, nf) = (t.push_blob("odd/foreign", foreign.clone()), foreign.len());
+    let mut fdesc = desc(
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        &f,
+        nf,
+    );
+    fdesc["urls"] = json!(["https://example.com/foreign-layer"]);
+    let m = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": desc("application/vnd.oci.image.config.v1+json", &c, config.len()),
+        "layers": [desc("application/vnd.oci.image.layer.v1.tar+gzip", &l, nl), fdesc]});
+    t.put_manifest("odd/foreign", "v1", OCI_MANIFEST, &m);
+    orphans.insert(t.push_orphan_blob("odd/foreign"));
+
+    let theirs = distribution_gc(&root, true, false);
+    let ours = portcullis_gc(&gc_config, true, false);
+    assert_agree(&ours, &theirs, &orphans, &Set::new());
+    let done = portcullis_gc(&gc_config, false, false);
+    assert_eq!(done.blobs, orphans, "{}", done.out);
+    assert_nothing_left(&root, false);
+    for (repo, d) in [("odd/empty", &layerless_config), ("odd/foreign", &f)] {
+        let (status, body) = t.get_blob(repo, d);
+        assert_eq!(status, 200, "{repo}: blob {d} after the collection");
+        assert_eq!(format!("sha256:{}", sha256_hex(&body)), *d);
     }
     eprintln!("took {:?}", started.elapsed());
 }
