@@ -177,6 +177,8 @@ fn layered_image(layout: &Path, shared: &[(&Image, usize)], fresh: &[usize]) -> 
         "os": "linux",
         "config": {},
         "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| format!("sha256:{}", l.hex)).collect::<Vec<_>>()},
+        // One entry per layer: skopeo needs them to write the image as schema 1.
+        "history": layers.iter().map(|l| json!({"created_by": format!("add {}", l.hex)})).collect::<Vec<_>>(),
     }))
     .unwrap();
     let config = write_blob(layout, |w| w.write_all(&config).unwrap());
@@ -722,7 +724,8 @@ fn data_written_by_distribution_is_collected_the_same() {
 /// Stored manifests that a PUT to Portcullis would refuse, or whose references a PUT
 /// does not require, keep what they reference as distribution's collector keeps it: a
 /// Docker schema 2 image without layers (distribution 2.8 stores it; `manifest::parse`
-/// refuses it), and a foreign layer (with `urls`) whose blob was pushed anyway.
+/// refuses it), a Docker schema 1 image (from a registry with schema 1 enabled), and a
+/// foreign layer (with `urls`) whose blob was pushed anyway.
 #[test]
 fn manifests_a_put_would_not_check_keep_their_blobs_as_in_distribution() {
     let started = Instant::now();
@@ -745,6 +748,20 @@ fn manifests_a_put_would_not_check_keep_their_blobs_as_in_distribution() {
     let mut orphans = Set::new();
     orphans.insert(t.push_orphan_blob("odd/empty"));
     reg.kill();
+
+    // Written by distribution with schema 1 still enabled: a schema 1 image, whose
+    // layers are its `fsLayers`, and an orphan.
+    let mut old = DockerRegistry::start_schema1();
+    let t = Target::Distribution(&old);
+    let v1 = layered_image(&work.path().join("src/v1"), &[], &[20 << 10]);
+    let mut args = vec!["copy".to_string(), "--format=v2s1".into()];
+    args.extend(t.flags("dest"));
+    args.extend([v1.source(), t.reference("odd/schema1:v1")]);
+    skopeo(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    orphans.insert(t.push_orphan_blob("odd/schema1"));
+    let schema1_layer = format!("sha256:{}", v1.blobs[0]);
+    old.kill();
+    copy_tree(&old.dir.path().join("data"), &root);
 
     // Written by Portcullis: an image with a foreign layer whose blob is stored too.
     let server = Server::start(&work.path().join("p"), &portcullis_options(&root));
@@ -777,10 +794,28 @@ fn manifests_a_put_would_not_check_keep_their_blobs_as_in_distribution() {
     let done = portcullis_gc(&gc_config, false, false);
     assert_eq!(done.blobs, orphans, "{}", done.out);
     assert_nothing_left(&root, false);
-    for (repo, d) in [("odd/empty", &layerless_config), ("odd/foreign", &f)] {
+    for (repo, d) in [
+        ("odd/empty", &layerless_config),
+        ("odd/foreign", &f),
+        ("odd/schema1", &schema1_layer),
+    ] {
         let (status, body) = t.get_blob(repo, d);
         assert_eq!(status, 200, "{repo}: blob {d} after the collection");
         assert_eq!(format!("sha256:{}", sha256_hex(&body)), *d);
     }
     eprintln!("took {:?}", started.elapsed());
+}
+
+/// Copy the files under `from` into `to` (folders merged).
+fn copy_tree(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&dst).unwrap();
+            copy_tree(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), &dst).unwrap();
+        }
+    }
 }

@@ -453,7 +453,9 @@ async fn mark_repository<S: Storage>(
 }
 
 /// A stored manifest's descriptors as distribution's collector reads them: config,
-/// every layer, index entries, subject; none of the checks a PUT gets. Stored data may
+/// every layer, index entries, subject, a schema 1 manifest's `fsLayers` (this registry
+/// refuses schema 1 PUTs, but storage migrated from distribution may hold them); none
+/// of the checks a PUT gets. Stored data may
 /// not pass them and must still keep what it references: distribution 2.8 accepts and
 /// stores a Docker schema 2 image without layers (which `manifest::parse` refuses), and
 /// it marks foreign layers (with `urls`), whose blob a client may have pushed anyway.
@@ -469,6 +471,14 @@ fn references(bytes: &[u8]) -> Option<Refs> {
         layers: Option<Vec<Entry>>,
         manifests: Option<Vec<Entry>>,
         subject: Option<Entry>,
+        /// Docker schema 1: its layers (its config is inline).
+        #[serde(rename = "fsLayers")]
+        fs_layers: Option<Vec<Layer1>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Layer1 {
+        #[serde(rename = "blobSum")]
+        blob_sum: Option<String>,
     }
     let m: Stored = serde_json::from_slice(bytes).ok()?;
     // A digest this version cannot parse names no blob it could delete either.
@@ -477,6 +487,12 @@ fn references(bytes: &[u8]) -> Option<Refs> {
         |v: &Option<Vec<Entry>>| -> Vec<Digest> { v.iter().flatten().filter_map(digest).collect() };
     let mut blobs: Vec<Digest> = m.config.iter().filter_map(digest).collect();
     blobs.extend(all(&m.layers));
+    blobs.extend(
+        m.fs_layers
+            .iter()
+            .flatten()
+            .filter_map(|l| l.blob_sum.as_deref().and_then(|d| Digest::parse(d).ok())),
+    );
     Some(Refs {
         blobs,
         children: all(&m.manifests),
