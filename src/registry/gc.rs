@@ -455,11 +455,10 @@ async fn mark_repository<S: Storage>(
 /// A stored manifest's descriptors as distribution's collector reads them: config,
 /// every layer, index entries, subject, a schema 1 manifest's `fsLayers` (this registry
 /// refuses schema 1 PUTs, but storage migrated from distribution may hold them); none
-/// of the checks a PUT gets. Stored data may
-/// not pass them and must still keep what it references: distribution 2.8 accepts and
-/// stores a Docker schema 2 image without layers (which `manifest::parse` refuses), and
-/// it marks foreign layers (with `urls`), whose blob a client may have pushed anyway.
-/// None when the bytes are not a JSON object.
+/// of the checks a PUT gets. Stored data may not pass them and must still keep what it
+/// references: distribution 2.8 accepts and stores a Docker schema 2 image without
+/// layers (which `manifest::parse` refuses), and it marks foreign layers (with `urls`),
+/// whose blob a client may have pushed anyway. None when the bytes are not a JSON object.
 fn references(bytes: &[u8]) -> Option<Refs> {
     #[derive(serde::Deserialize)]
     struct Entry {
