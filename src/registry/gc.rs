@@ -10,7 +10,6 @@
 
 pub mod epoch;
 
-use super::manifest;
 use super::paths;
 use super::storage::{Meta, Result, Storage, StorageError};
 use super::store;
@@ -419,18 +418,11 @@ async fn mark_repository<S: Storage>(
         // A revision folder without its link is a deleted manifest.
         let Some(bytes) = bytes else { continue };
         walked.manifests += 1;
-        match bytes.and_then(|b| manifest::parse(None, &b).ok()) {
-            Some(m) => {
-                graph.insert(
-                    d,
-                    Refs {
-                        blobs: m.blobs,
-                        children: m.manifests,
-                        subject: m.subject,
-                    },
-                );
+        match bytes.and_then(|b| references(&b)) {
+            Some(refs) => {
+                graph.insert(d, refs);
             }
-            // Data missing or not a manifest: nothing to follow; the revision stays.
+            // Data missing or not JSON: nothing to follow; the revision stays.
             None => walked.marked.push(d),
         }
     }
@@ -466,6 +458,53 @@ async fn mark_repository<S: Storage>(
     }
     walked.links = store::digests_under(store, &paths::layers_dir(repo)).await?;
     Ok(walked)
+}
+
+/// A stored manifest's descriptors as distribution's collector reads them: config,
+/// every layer, index entries, subject, a schema 1 manifest's `fsLayers` (this registry
+/// refuses schema 1 PUTs, but storage migrated from distribution may hold them); none
+/// of the checks a PUT gets. Stored data may not pass them and must still keep what it
+/// references: distribution 2.8 accepts and stores a Docker schema 2 image without
+/// layers (which `manifest::parse` refuses), and it marks foreign layers (with `urls`),
+/// whose blob a client may have pushed anyway. None when the bytes are not a JSON object.
+fn references(bytes: &[u8]) -> Option<Refs> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        digest: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        config: Option<Entry>,
+        layers: Option<Vec<Entry>>,
+        manifests: Option<Vec<Entry>>,
+        subject: Option<Entry>,
+        /// Docker schema 1: its layers (its config is inline).
+        #[serde(rename = "fsLayers")]
+        fs_layers: Option<Vec<Layer1>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Layer1 {
+        #[serde(rename = "blobSum")]
+        blob_sum: Option<String>,
+    }
+    let m: Stored = serde_json::from_slice(bytes).ok()?;
+    // A digest this version cannot parse names no blob it could delete either.
+    let digest = |e: &Entry| e.digest.as_deref().and_then(|d| Digest::parse(d).ok());
+    let all =
+        |v: &Option<Vec<Entry>>| -> Vec<Digest> { v.iter().flatten().filter_map(digest).collect() };
+    let mut blobs: Vec<Digest> = m.config.iter().filter_map(digest).collect();
+    blobs.extend(all(&m.layers));
+    blobs.extend(
+        m.fs_layers
+            .iter()
+            .flatten()
+            .filter_map(|l| l.blob_sum.as_deref().and_then(|d| Digest::parse(d).ok())),
+    );
+    Some(Refs {
+        blobs,
+        children: all(&m.manifests),
+        subject: m.subject.as_ref().and_then(digest),
+    })
 }
 
 /// A revision's manifest bytes: None when its folder has no link to it (a deleted

@@ -76,6 +76,17 @@ impl DockerRegistry {
         DockerRegistry::launch(free_port(), Some(root))
     }
 
+    /// A registry that still accepts Docker schema 1 manifests (`compatibility.schema1`):
+    /// the data of registries that predate schema 2.
+    pub fn start_schema1() -> DockerRegistry {
+        // A top-level key: `http_extra` ends the file.
+        DockerRegistry::launch_with(
+            free_port(),
+            None,
+            "compatibility:\n  schema1:\n    enabled: true\n",
+        )
+    }
+
     /// Native TLS (`http.tls`) with the given PEM certificate chain and key.
     pub fn start_tls(cert: &Path, key: &Path) -> DockerRegistry {
         let tls = format!(
