@@ -130,13 +130,20 @@ impl Announced {
         lately && !self.gone_here()
     }
 
-    /// Announced by a process of this machine that no longer exists (killed, crashed):
-    /// it will delete nothing more, so its epoch can be dropped at once.
+    /// Announced by a process of this machine and process namespace that no longer
+    /// exists (killed, crashed): it will delete nothing more, so its epoch can be
+    /// dropped at once. Unknown places (another machine, another container sharing the
+    /// host name, an unreadable `/proc`) are never judged.
     pub fn gone_here(&self) -> bool {
-        let Some((host, pid)) = self.by.rsplit_once(" pid ") else {
+        let Some(here) = place() else { return false };
+        let Some((who, rest)) = self.by.split_once(" pid ") else {
             return false;
         };
-        host == hostname().unwrap_or_default()
+        let Some((pid, there)) = rest.split_once(' ') else {
+            return false;
+        };
+        who == hostname().unwrap_or_default()
+            && there == here
             && pid.parse::<u32>().is_ok_and(|p| {
                 p != std::process::id() && !std::path::Path::new(&format!("/proc/{p}")).exists()
             })
@@ -242,9 +249,10 @@ impl<'a, S: Storage> Epoch<'a, S> {
             .as_millis();
         let id = format!("{ms:011x}-{:08x}", rand::random::<u32>());
         let by = format!(
-            "{} pid {}",
+            "{} pid {} {}",
             hostname().unwrap_or_else(|| "?".into()),
-            std::process::id()
+            std::process::id(),
+            place().unwrap_or_else(|| "(?)".into())
         );
         let e = Epoch {
             store,
@@ -355,6 +363,14 @@ async fn put<S: Storage>(store: &S, key: String, data: Bytes) -> Result<()> {
 
 async fn exists<S: Storage>(store: &S, key: String) -> Result<bool> {
     Ok(store.stat(&key).await?.is_some())
+}
+
+/// Which boot of which machine, and which process namespace, this process runs in:
+/// `(<boot id> <pid namespace>)`. Pids are only comparable within one.
+fn place() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!("({} {})", boot.trim(), ns.display()))
 }
 
 fn hostname() -> Option<String> {
