@@ -123,22 +123,25 @@ pub async fn collect<S: Storage>(
     progress: &dyn Progress,
 ) -> Result<Report, GcError> {
     let mut report = Report::default();
-    let mut epoch = None;
-    if !opts.dry_run {
-        epoch::clean_stale(store).await?;
-        // Collections running at once would be safe (each has its own handshake), only
-        // wasteful: wait for one that is alive; one whose collector died is ignored
-        // (its record expires; requests honour it until then).
-        let now = SystemTime::now();
-        if let Some(other) = epoch::announced(store)
-            .await?
-            .into_iter()
-            .find(|a| a.running(now))
-        {
-            return Err(GcError::Busy(other));
-        }
-        let e = Epoch::announce(store).await?;
-        report.epoch = Some(e.id.clone());
+    if opts.dry_run {
+        sweep(store, opts, progress, &mut report, None).await?;
+        return Ok(report);
+    }
+    epoch::clean_stale(store).await?;
+    // Collections running at once would be safe (each has its own handshake), only
+    // wasteful: wait for one that is alive; one whose collector died is ignored (its
+    // record expires; requests honour it until then).
+    let now = SystemTime::now();
+    if let Some(other) = epoch::announced(store)
+        .await?
+        .into_iter()
+        .find(|a| a.running(now))
+    {
+        return Err(GcError::Busy(other));
+    }
+    let e = Epoch::announce(store).await?;
+    report.epoch = Some(e.id.clone());
+    let work = async {
         progress.phase(
             &format!(
                 "announced epoch {}; waiting {} s for requests begun before it",
@@ -148,17 +151,17 @@ pub async fn collect<S: Storage>(
             0,
         );
         tokio::time::sleep(opts.wait).await;
-        epoch = Some(e);
-    }
-    let result = sweep(store, opts, progress, &mut report, epoch.as_mut()).await;
-    if let Some(e) = epoch {
-        // Ended even when the sweep failed: requests stop paying for the handshake.
-        let ended = e.end().await;
-        result?;
-        ended?;
-    } else {
-        result?;
-    }
+        sweep(store, opts, progress, &mut report, Some(&e)).await
+    };
+    // The record is renewed on a timer beside the work, whatever step is slow.
+    let result = tokio::select! {
+        r = work => r,
+        () = e.keep_renewed() => unreachable!("keep_renewed never returns"),
+    };
+    // Ended even when the sweep failed: requests stop paying for the handshake.
+    let ended = e.end().await;
+    result?;
+    ended?;
     Ok(report)
 }
 
@@ -167,9 +170,9 @@ async fn sweep<S: Storage>(
     opts: &Options,
     progress: &dyn Progress,
     report: &mut Report,
-    mut epoch: Option<&mut Epoch<'_, S>>,
+    epoch: Option<&Epoch<'_, S>>,
 ) -> Result<()> {
-    let mut marks = mark(store, opts, progress, report, epoch.as_deref_mut()).await?;
+    let mut marks = mark(store, opts, progress, report).await?;
 
     // Untagged revisions first: one a request rescues is kept with all it reaches, so
     // its blobs are marked before blob candidates are chosen.
@@ -185,7 +188,7 @@ async fn sweep<S: Storage>(
     };
     if !revisions.is_empty() {
         progress.phase("deciding untagged manifests", revisions.len() as u64);
-        let decided = match epoch.as_deref_mut() {
+        let decided = match epoch {
             Some(e) => {
                 let (batch, flags) = e.decide(&revisions).await?;
                 let rescued: HashSet<Digest> = revisions
@@ -200,6 +203,7 @@ async fn sweep<S: Storage>(
         };
         let none = HashSet::new();
         let rescued = decided.as_ref().map_or(&none, |(_, r)| r);
+        let mut doomed: Vec<(&str, &Digest)> = Vec::new();
         for u in &marks.untagged {
             let roots: Vec<Digest> = rescued
                 .iter()
@@ -210,19 +214,29 @@ async fn sweep<S: Storage>(
             for (d, refs) in &u.graph {
                 if kept.contains(d) {
                     mark_refs(&mut marks.marked, d, refs);
-                    continue;
+                } else {
+                    doomed.push((&u.repo, d));
                 }
-                if let Some(e) = epoch.as_deref_mut() {
-                    e.check()?;
-                    store
-                        .delete_folder_of(&paths::revision_link(&u.repo, d))
-                        .await?;
-                }
-                report.untagged.push((u.repo.clone(), d.clone()));
             }
             progress.advance(u.graph.len() as u64);
         }
-        if let (Some(e), Some((batch, rescued))) = (epoch.as_deref_mut(), &decided) {
+        if let Some(e) = epoch {
+            let deletes: Vec<_> = doomed
+                .iter()
+                .map(|(repo, d)| delete_checked(store, e, paths::revision_link(repo, d)))
+                .collect();
+            let deleted = futures_util::stream::iter(deletes)
+                .buffer_unordered(16)
+                .collect::<Vec<_>>()
+                .await;
+            deleted.into_iter().collect::<Result<()>>()?;
+        }
+        report.untagged.extend(
+            doomed
+                .into_iter()
+                .map(|(repo, d)| (repo.to_string(), d.clone())),
+        );
+        if let (Some(e), Some((batch, rescued))) = (epoch, &decided) {
             report.rescued += rescued.len();
             e.done(*batch).await?;
         }
@@ -265,9 +279,6 @@ async fn sweep<S: Storage>(
                 }
             }
             progress.advance(1);
-            if let Some(e) = epoch.as_deref_mut() {
-                e.renew().await?;
-            }
         }
     }
 
@@ -290,7 +301,6 @@ async fn sweep<S: Storage>(
                 doomed.push((d, *size));
             }
         }
-        e.check()?;
         let deletes: Vec<_> = doomed
             .iter()
             .map(|(d, _)| {
@@ -302,7 +312,7 @@ async fn sweep<S: Storage>(
                     .iter()
                     .map(|&r| marks.repos[r as usize].as_str())
                     .collect();
-                delete_blob(store, d, repos)
+                delete_blob(store, e, d, repos)
             })
             .collect();
         let deleted = futures_util::stream::iter(deletes)
@@ -321,11 +331,23 @@ async fn sweep<S: Storage>(
 
 /// Delete a blob the handshake gave up: the links to it first (a link without its blob
 /// answers "unknown" anyway; the blob's own folder is the last trace), then its folder.
-async fn delete_blob<S: Storage>(store: &S, d: &Digest, linked_from: Vec<&str>) -> Result<()> {
+async fn delete_blob<S: Storage>(
+    store: &S,
+    e: &Epoch<'_, S>,
+    d: &Digest,
+    linked_from: Vec<&str>,
+) -> Result<()> {
     for repo in linked_from {
-        store.delete_folder_of(&paths::layer_link(repo, d)).await?;
+        delete_checked(store, e, paths::layer_link(repo, d)).await?;
     }
-    store.delete_folder_of(&paths::blob_data(d)).await
+    delete_checked(store, e, paths::blob_data(d)).await
+}
+
+/// Delete the folder of `key`, if the epoch still allows deleting (each deletion is
+/// checked: a batch may outlast the epoch's renewals on a slow store).
+async fn delete_checked<S: Storage>(store: &S, e: &Epoch<'_, S>, key: String) -> Result<()> {
+    e.check()?;
+    store.delete_folder_of(&key).await
 }
 
 /// Candidates decided per handshake: a request that finds one being decided waits for
@@ -339,7 +361,6 @@ async fn mark<S: Storage>(
     opts: &Options,
     progress: &dyn Progress,
     report: &mut Report,
-    mut epoch: Option<&mut Epoch<'_, S>>,
 ) -> Result<Marks> {
     let mut marks = Marks::default();
     let repos = store::list_repositories(store).await?;
@@ -368,9 +389,6 @@ async fn mark<S: Storage>(
         marks.repos.push(walked.name);
         i += 1;
         progress.advance(1);
-        if let Some(e) = epoch.as_deref_mut() {
-            e.renew().await?;
-        }
     }
     Ok(marks)
 }
@@ -934,7 +952,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_that_finds_its_blob_being_deleted_waits_for_the_outcome() {
         let w = world().await;
-        let mut e = Epoch::announce(&w.store).await.unwrap();
+        let e = Epoch::announce(&w.store).await.unwrap();
         let (batch, rescued) = e.decide(std::slice::from_ref(&w.old)).await.unwrap();
         assert_eq!(rescued, vec![false]);
         let watch = epoch::Watch::default();

@@ -229,14 +229,21 @@ pub async fn clean_stale<S: Storage>(store: &S) -> Result<usize> {
     Ok(cleaned)
 }
 
-/// The collector's side: an announced epoch, renewed while the collection runs.
+/// The collector's side: an announced epoch, renewed every [`RENEW`] by
+/// [`Epoch::keep_renewed`] while the collection runs. Every method takes `&self`, so the
+/// renewal runs beside the work in the same task.
 pub struct Epoch<'a, S: Storage> {
     store: &'a S,
     pub id: String,
     started: SystemTime,
     by: String,
-    renewed: Instant,
-    batches: u64,
+    /// The last renewal that landed: when it began (monotonic and wall clock; a
+    /// suspended machine stops the first, not the second).
+    renewed: Mutex<(Instant, SystemTime)>,
+    /// A renewal came too late once: requests may have treated the epoch as expired
+    /// meanwhile, so nothing may be deleted any more, even after a later renewal.
+    lapsed: std::sync::atomic::AtomicBool,
+    batches: std::sync::atomic::AtomicU64,
 }
 
 impl<'a, S: Storage> Epoch<'a, S> {
@@ -259,8 +266,9 @@ impl<'a, S: Storage> Epoch<'a, S> {
             id,
             started,
             by,
-            renewed: Instant::now(),
-            batches: 0,
+            renewed: Mutex::new((Instant::now(), started)),
+            lapsed: Default::default(),
+            batches: Default::default(),
         };
         e.write().await?;
         Ok(e)
@@ -275,21 +283,45 @@ impl<'a, S: Storage> Epoch<'a, S> {
             .await
     }
 
-    /// Renew the record when [`RENEW`] has passed; call between steps.
-    pub async fn renew(&mut self) -> Result<()> {
-        if self.renewed.elapsed() >= RENEW {
-            let t = Instant::now();
-            self.write().await?;
-            self.renewed = t;
+    /// How long since the last renewal began, by the longer of the two clocks.
+    fn since_renewal(&self) -> Duration {
+        let (at, wall) = *self.renewed.lock().unwrap_or_else(|p| p.into_inner());
+        let wall = SystemTime::now().duration_since(wall).unwrap_or_default();
+        at.elapsed().max(wall)
+    }
+
+    /// Renew the record. A renewal later than [`DELETE_WITHIN`] is refused and marks
+    /// the epoch lapsed for good: meanwhile requests may have stopped honouring it.
+    pub async fn renew(&self) -> Result<()> {
+        if self.since_renewal() >= DELETE_WITHIN {
+            self.lapsed.store(true, std::sync::atomic::Ordering::SeqCst);
+            return self.may_delete();
         }
+        let began = (Instant::now(), SystemTime::now());
+        self.write().await?;
+        *self.renewed.lock().unwrap_or_else(|p| p.into_inner()) = began;
         Ok(())
     }
 
-    /// Refuse to go on deleting when requests may already treat the epoch as expired.
+    /// Renew every [`RENEW`], forever: run it beside the collection (`select!`) and
+    /// drop it when the collection is over. A failed renewal is retried at the next
+    /// tick; deletions stop by themselves when renewals fail for too long.
+    pub async fn keep_renewed(&self) {
+        loop {
+            tokio::time::sleep(RENEW).await;
+            if let Err(e) = self.renew().await {
+                tracing::warn!(epoch = %self.id, error = %e, "garbage collection: epoch record not renewed");
+            }
+        }
+    }
+
+    /// Refuse to delete when requests may already treat the epoch as expired.
     fn may_delete(&self) -> Result<()> {
-        if self.renewed.elapsed() < DELETE_WITHIN {
+        let lapsed = self.lapsed.load(std::sync::atomic::Ordering::SeqCst);
+        if !lapsed && self.since_renewal() < DELETE_WITHIN {
             return Ok(());
         }
+        self.lapsed.store(true, std::sync::atomic::Ordering::SeqCst);
         Err(StorageError::new(
             ErrorKind::Other,
             "gc",
@@ -301,12 +333,14 @@ impl<'a, S: Storage> Epoch<'a, S> {
     }
 
     /// The handshake for one batch of candidates: write "deleting X" for each, then
-    /// read "rescued X". Returns, in order, whether each was rescued. Deleting what was
-    /// not rescued is then safe until [`Epoch::done`].
-    pub async fn decide(&mut self, candidates: &[Digest]) -> Result<(u64, Vec<bool>)> {
-        self.renew().await?;
-        self.batches += 1;
-        let batch = self.batches;
+    /// read "rescued X". Returns the batch and, in order, whether each was rescued.
+    /// Deleting what was not rescued is then safe until [`Epoch::done`], each
+    /// deletion after [`Epoch::check`].
+    pub async fn decide(&self, candidates: &[Digest]) -> Result<(u64, Vec<bool>)> {
+        self.may_delete()?;
+        let batch = 1 + self
+            .batches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let id = self.id.as_str();
         let store = self.store;
         let marker = Bytes::from(batch.to_string());
@@ -330,16 +364,14 @@ impl<'a, S: Storage> Epoch<'a, S> {
             .await
             .into_iter()
             .collect::<Result<Vec<bool>>>()?;
-        self.may_delete()?;
         Ok((batch, rescued))
     }
 
     /// The batch is decided and carried out: requests waiting on it go on.
-    pub async fn done(&mut self, batch: u64) -> Result<()> {
+    pub async fn done(&self, batch: u64) -> Result<()> {
         self.store
             .put_flag(&paths::gc_done(&self.id, batch), Bytes::new())
-            .await?;
-        self.renew().await
+            .await
     }
 
     /// Before each deletion: still within the epoch's safe time?
@@ -544,5 +576,52 @@ async fn wait_for_outcome<S: Storage>(store: &S, epoch: &str, batch: u64) -> Res
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::storage::memory::Memory;
+
+    fn set_renewed<S: Storage>(e: &Epoch<'_, S>, ago_monotonic: Duration, ago_wall: Duration) {
+        *e.renewed.lock().unwrap() = (
+            Instant::now().checked_sub(ago_monotonic).unwrap(),
+            SystemTime::now() - ago_wall,
+        );
+    }
+
+    #[tokio::test]
+    async fn an_epoch_renewed_too_late_never_deletes_again() {
+        let store = Memory::new();
+        let e = Epoch::announce(&store).await.unwrap();
+        assert!(e.check().is_ok());
+        // The collector stalled past DELETE_WITHIN: requests may have let the epoch go.
+        set_renewed(&e, DELETE_WITHIN, DELETE_WITHIN);
+        assert!(e.renew().await.is_err(), "a late renewal must be refused");
+        assert!(e.check().is_err());
+        // Even a renewal that looks fresh again does not bring it back.
+        set_renewed(&e, Duration::ZERO, Duration::ZERO);
+        assert!(e.check().is_err(), "a lapsed epoch deleted again");
+        assert!(e.decide(&[Digest::sha256_of(b"x")]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_suspended_machine_counts_by_the_wall_clock() {
+        let store = Memory::new();
+        let e = Epoch::announce(&store).await.unwrap();
+        // The monotonic clock stood still (suspend); the wall clock moved on.
+        set_renewed(&e, Duration::ZERO, DELETE_WITHIN);
+        assert!(e.check().is_err());
+    }
+
+    #[tokio::test]
+    async fn renewals_on_time_keep_the_epoch_alive() {
+        let store = Memory::new();
+        let e = Epoch::announce(&store).await.unwrap();
+        set_renewed(&e, DELETE_WITHIN / 2, DELETE_WITHIN / 2);
+        e.renew().await.unwrap();
+        assert!(e.check().is_ok());
+        assert!(e.since_renewal() < DELETE_WITHIN / 2);
     }
 }
