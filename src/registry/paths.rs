@@ -158,14 +158,27 @@ pub fn gc_flags(epoch: &str) -> String {
     format!("{ROOT}/gc/{epoch}")
 }
 
-/// `gc/<epoch>/d/<alg>/<hex>`: "deleting X", written by the collector; holds its batch.
+/// `gc/<epoch>/d/<alg>/<first two hex>/<hex>`: "deleting X", written by the collector;
+/// holds its batch. Spread over folders as blobs are: flags written at once into one
+/// folder contend for its lock on a filesystem.
 pub fn gc_deleting(epoch: &str, d: &Digest) -> String {
-    format!("{ROOT}/gc/{epoch}/d/{}/{}", d.algorithm.name(), d.hex)
+    format!(
+        "{ROOT}/gc/{epoch}/d/{}/{}/{}",
+        d.algorithm.name(),
+        &d.hex[..2],
+        d.hex
+    )
 }
 
-/// `gc/<epoch>/r/<alg>/<hex>`: "rescued X", written by a request that vouches for X.
+/// `gc/<epoch>/r/<alg>/<first two hex>/<hex>`: "rescued X", written by a request that
+/// vouches for X.
 pub fn gc_rescued(epoch: &str, d: &Digest) -> String {
-    format!("{ROOT}/gc/{epoch}/r/{}/{}", d.algorithm.name(), d.hex)
+    format!(
+        "{ROOT}/gc/{epoch}/r/{}/{}/{}",
+        d.algorithm.name(),
+        &d.hex[..2],
+        d.hex
+    )
 }
 
 /// `gc/<epoch>/done/<batch>`: the collector is through with every X of the batch.

@@ -254,7 +254,8 @@ impl<'a, S: Storage> Epoch<'a, S> {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis();
-        let id = format!("{ms:011x}-{:08x}", rand::random::<u32>());
+        // Short: flag keys hold it, and some stores limit key length.
+        let id = format!("{ms:011x}-{:04x}", rand::random::<u16>());
         let by = format!(
             "{} pid {} {}",
             hostname().unwrap_or_else(|| "?".into()),

@@ -118,6 +118,9 @@ async fn objects_are_written_and_read_back<S: Storage>(s: Arc<S>) {
         .await
         .unwrap();
     assert_eq!(s.read("o/f/1").await.unwrap().unwrap(), "22");
+    s.put_flag("o/f/2/e", Bytes::new()).await.unwrap();
+    s.put_flag("o/f/2/e", Bytes::new()).await.unwrap();
+    assert_eq!(s.stat("o/f/2/e").await.unwrap().map(|m| m.size), Some(0));
     s.delete_prefix("o/f").await.unwrap();
     s.put("o/a", Bytes::from_static(b"first")).await.unwrap();
     s.put("o/a", Bytes::from_static(b"second")).await.unwrap();

@@ -239,8 +239,35 @@ impl Storage for Fs {
     }
 
     async fn put_flag(&self, key: &str, data: Bytes) -> Result<()> {
-        self.replace(key, data, crate::files::write_atomic_volatile)
-            .await
+        if !data.is_empty() {
+            return self
+                .replace(key, data, crate::files::write_atomic_volatile)
+                .await;
+        }
+        // An empty flag is whole once it exists: created in place, with no temporary
+        // file and rename (each of which takes the folder's lock).
+        let path = self.path(key);
+        tokio::task::spawn_blocking(move || {
+            let create = |p: &Path| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(p)
+                    .map(|_| ())
+            };
+            match create(&path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir).map_err(at("put", dir))?;
+                    }
+                    create(&path).map_err(at("put", &path))
+                }
+                r => r.map_err(at("put", &path)),
+            }
+        })
+        .await
+        .map_err(joined)?
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<()> {
