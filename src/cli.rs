@@ -559,12 +559,12 @@ fn gc(path: &Path, dry_run: bool, delete_untagged: bool) -> Result<(), Failure> 
         println!("{verb} blob {d} ({size} bytes)");
     }
     println!(
-        "{} repositories, {} manifests, {} blobs in use, {} unreferenced but younger than {:?}, {} vouched for by requests during the collection; {verb} {} untagged manifests and {} blobs, {} freed",
+        "{} repositories, {} manifests, {} blobs in use, {} unreferenced but younger than {}, {} vouched for by requests during the collection; {verb} {} untagged manifests and {} blobs, {} freed",
         report.repositories,
         report.manifests,
         report.marked,
         report.young,
-        r.gc_grace,
+        progress::duration(r.gc_grace),
         report.rescued,
         report.untagged.len(),
         report.swept.len(),

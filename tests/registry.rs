@@ -815,3 +815,54 @@ async fn a_collection_killed_mid_sweep_leaves_only_garbage() {
     );
     pulls(&api, &kept_json, &kept).await;
 }
+
+/// `portcullis gc` draws a progress bar on a terminal (here `script`'s pseudo-terminal)
+/// and prints one plain line per phase otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_shows_progress_on_a_terminal_and_lines_otherwise() {
+    support::require("script");
+    let api = Api::start().await;
+    api.image("progress/app", "v1", "p").await;
+    let config = api.p.dir.path().join("proxy.toml");
+    let bin = env!("CARGO_BIN_EXE_portcullis");
+    let log = api.p.dir.path().join("tty.log");
+    let command = format!("{bin} gc --dry-run -c {} >/dev/null", config.display());
+    let tty = tokio::task::spawn_blocking({
+        let log = log.clone();
+        move || {
+            std::process::Command::new("script")
+                .args(["-qec", &command])
+                .arg(&log)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        tty.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tty.stderr)
+    );
+    let drawn = std::fs::read_to_string(&log).unwrap();
+    // Redrawn in place (carriage return, erase line), with a bar and a count.
+    assert!(drawn.contains("\r\x1b[2Kmarking repositories"), "{drawn:?}");
+    assert!(drawn.contains("] 1/1"), "{drawn:?}");
+    assert!(
+        drawn.contains("[##############################]"),
+        "{drawn:?}"
+    );
+
+    let plain = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .args(["gc", "--dry-run", "-c"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let lines = String::from_utf8(plain.stderr).unwrap();
+    assert!(lines.contains("marking repositories (1)\n"), "{lines}");
+    assert!(!lines.contains('\x1b'), "{lines:?}");
+}

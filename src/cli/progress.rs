@@ -103,3 +103,12 @@ pub fn bytes(n: u64) -> String {
     }
     format!("{v:.1} {} ({n} bytes)", UNITS[unit])
 }
+
+/// `3600s`, `0s`, `1.5s`: a duration as the configuration writes whole seconds.
+pub fn duration(d: std::time::Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{d:?}")
+    }
+}
