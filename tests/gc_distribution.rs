@@ -182,18 +182,7 @@ fn layered_image(layout: &Path, shared: &[(&Image, usize)], fresh: &[usize]) -> 
     }))
     .unwrap();
     let config = write_blob(layout, |w| w.write_all(&config).unwrap());
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{}", config.hex), "size": config.size},
-        "layers": layers.iter().map(|l| json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-            "digest": format!("sha256:{}", l.hex),
-            "size": l.size,
-        })).collect::<Vec<_>>(),
-    }))
-    .unwrap();
-    let m = write_blob(layout, |w| w.write_all(&manifest).unwrap());
+    let m = write_manifest(layout, &config, &layers);
     let index = json!({
         "schemaVersion": 2,
         "manifests": [{

@@ -85,6 +85,22 @@ pub fn random_layer(layout: &Path, n: usize) -> Blob {
     })
 }
 
+/// An OCI image manifest of `config` and `layers`, written into the layout as a blob.
+pub fn write_manifest(layout: &Path, config: &Blob, layers: &[Blob]) -> Blob {
+    let body = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{}", config.hex), "size": config.size},
+        "layers": layers.iter().map(|l| json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": format!("sha256:{}", l.hex),
+            "size": l.size,
+        })).collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    write_blob(layout, |w| w.write_all(&body).unwrap())
+}
+
 /// One platform's image manifest with layers of the given sizes.
 fn manifest(layout: &Path, layer_sizes: &[usize], arch: &str) -> (Blob, Vec<String>) {
     let layers: Vec<Blob> = layer_sizes
@@ -99,18 +115,7 @@ fn manifest(layout: &Path, layer_sizes: &[usize], arch: &str) -> (Blob, Vec<Stri
     }))
     .unwrap();
     let config_blob = write_blob(layout, |w| w.write_all(&config).unwrap());
-    let body = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{}", config_blob.hex), "size": config_blob.size},
-        "layers": layers.iter().map(|l| json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-            "digest": format!("sha256:{}", l.hex),
-            "size": l.size,
-        })).collect::<Vec<_>>(),
-    }))
-    .unwrap();
-    let m = write_blob(layout, |w| w.write_all(&body).unwrap());
+    let m = write_manifest(layout, &config_blob, &layers);
     let mut blobs: Vec<String> = layers.into_iter().map(|l| l.hex).collect();
     blobs.push(config_blob.hex);
     blobs.push(m.hex.clone());
