@@ -12,11 +12,10 @@ pub mod epoch;
 mod mark;
 
 use super::paths;
-use super::storage::{Meta, Result, Storage, StorageError};
+use super::storage::{concurrently, Meta, Result, Storage, StorageError};
 use super::store;
 use crate::oci::{Algorithm, Digest};
 use epoch::{Announced, Epoch};
-use futures_util::StreamExt;
 use mark::{closure, mark, mark_refs};
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
@@ -198,15 +197,11 @@ async fn sweep<S: Storage>(
             progress.advance(u.graph.len() as u64);
         }
         if let Some(e) = epoch {
-            let deletes: Vec<_> = doomed
+            let deletes = doomed
                 .iter()
                 .map(|(repo, d)| delete_checked(store, e, paths::revision_link(repo, d)))
                 .collect();
-            let deleted = futures_util::stream::iter(deletes)
-                .buffer_unordered(16)
-                .collect::<Vec<_>>()
-                .await;
-            deleted.into_iter().collect::<Result<()>>()?;
+            concurrently(deletes, AT_ONCE).await?;
         }
         report.untagged.extend(
             doomed
@@ -237,13 +232,8 @@ async fn sweep<S: Storage>(
                 .filter_map(|hex| Digest::parse(&format!("{}:{hex}", alg.name())).ok())
                 .filter(|d| !marks.marked.contains(d))
                 .collect();
-            let stats: Vec<_> = unmarked.into_iter().map(|d| stat_blob(store, d)).collect();
-            let metas = futures_util::stream::iter(stats)
-                .buffered(16)
-                .collect::<Vec<_>>()
-                .await;
-            for r in metas {
-                let (d, meta) = r?;
+            let stats = unmarked.into_iter().map(|d| stat_blob(store, d)).collect();
+            for (d, meta) in concurrently(stats, AT_ONCE).await? {
                 let Some(meta) = meta else { continue };
                 let age = meta
                     .modified
@@ -278,7 +268,7 @@ async fn sweep<S: Storage>(
                 doomed.push((d, *size));
             }
         }
-        let deletes: Vec<_> = doomed
+        let deletes = doomed
             .iter()
             .map(|(d, _)| {
                 let repos = marks
@@ -292,11 +282,7 @@ async fn sweep<S: Storage>(
                 delete_blob(store, e, d, repos)
             })
             .collect();
-        let deleted = futures_util::stream::iter(deletes)
-            .buffer_unordered(16)
-            .collect::<Vec<_>>()
-            .await;
-        deleted.into_iter().collect::<Result<()>>()?;
+        concurrently(deletes, AT_ONCE).await?;
         report
             .swept
             .extend(doomed.into_iter().map(|(d, size)| (d.clone(), size)));
@@ -330,6 +316,9 @@ async fn delete_checked<S: Storage>(store: &S, e: &Epoch<'_, S>, key: String) ->
 /// Candidates decided per handshake: a request that finds one being decided waits for
 /// its whole batch.
 const BATCH: usize = 64;
+
+/// Storage operations of a collection run at once (stats, deletes, reads).
+pub(crate) const AT_ONCE: usize = 16;
 
 async fn stat_blob<S: Storage>(store: &S, d: Digest) -> Result<(Digest, Option<Meta>)> {
     let m = store.stat(&paths::blob_data(&d)).await?;

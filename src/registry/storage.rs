@@ -324,6 +324,19 @@ pub trait Storage: Send + Sync + 'static {
 /// Where the secret lives below the root: the name existing data folders already use.
 pub const SECRET_KEY: &str = "portcullis.secret";
 
+/// Run storage operations `at_once` at a time: their results in order, or the first
+/// error (the operations still running are dropped).
+pub async fn concurrently<T, F>(ops: Vec<F>, at_once: usize) -> Result<Vec<T>>
+where
+    F: Future<Output = Result<T>>,
+{
+    use futures_util::{StreamExt, TryStreamExt};
+    futures_util::stream::iter(ops)
+        .buffered(at_once)
+        .try_collect()
+        .await
+}
+
 /// A fresh secret: 32 random bytes, hex (the format of existing secret files).
 pub fn new_secret() -> Bytes {
     use rand::RngCore;

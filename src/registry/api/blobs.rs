@@ -103,11 +103,9 @@ impl<S: Storage> Registry<S> {
         let Some(size) = store::blob_in_repo(&self.store, repo, d).await? else {
             return Ok(None);
         };
-        let snap = self.watch.snapshot(&self.store).await?;
-        if snap.quiet() {
+        if self.watch.vouch_now(&self.store, [d]).await?.quiet() {
             return Ok(Some(size));
         }
-        self.watch.vouch_all(&self.store, &snap, [d]).await?;
         // Looked at again once vouched for: a collection may have deleted it between
         // the first look and the vouch (another request of this process may have
         // vouched before, and waited for that deletion).

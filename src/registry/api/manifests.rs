@@ -7,10 +7,9 @@ use crate::body::{self, Body};
 use crate::error::ApiError;
 use crate::oci::{Algorithm, Digest, Hasher, Reference, Repository};
 use crate::registry::manifest;
-use crate::registry::storage::Storage;
+use crate::registry::storage::{concurrently, Storage};
 use crate::registry::{paths, store, Error, Registry, MANIFEST_BUDGET};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -110,9 +109,9 @@ impl<S: Storage> Registry<S> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let snap = self.watch.snapshot(&self.store).await?;
-            self.watch
-                .vouch_all(&self.store, &snap, refs.iter().copied())
+            let snap = self
+                .watch
+                .vouch_now(&self.store, refs.iter().copied())
                 .await?;
             self.check_references(repo, &m).await?;
             let commit = async {
@@ -184,27 +183,19 @@ impl<S: Storage> Registry<S> {
                     .map(|p| (c, p))
             })
             .collect();
-        let mut blobs = futures_util::stream::iter(blobs).buffered(16);
-        while let Some(r) = blobs.next().await {
-            let (b, present) = r?;
-            if !present {
-                return Err(ApiError::bad_request(
-                    "MANIFEST_BLOB_UNKNOWN",
-                    format!("blob {b} is not in repository {repo}"),
-                )
-                .into());
-            }
-        }
-        let mut children = futures_util::stream::iter(children).buffered(16);
-        while let Some(r) = children.next().await {
-            let (c, present) = r?;
-            if !present {
-                return Err(ApiError::bad_request(
-                    "MANIFEST_BLOB_UNKNOWN",
-                    format!("manifest {c} is not in repository {repo}"),
-                )
-                .into());
-            }
+        let blobs = concurrently(blobs, 16).await?;
+        let children = concurrently(children, 16).await?;
+        let missing = blobs
+            .into_iter()
+            .map(|(d, present)| ("blob", d, present))
+            .chain(children.into_iter().map(|(d, p)| ("manifest", d, p)))
+            .find(|(_, _, present)| !present);
+        if let Some((what, d, _)) = missing {
+            return Err(ApiError::bad_request(
+                "MANIFEST_BLOB_UNKNOWN",
+                format!("{what} {d} is not in repository {repo}"),
+            )
+            .into());
         }
         Ok(())
     }

@@ -117,7 +117,7 @@ impl<S: Storage> Registry<S> {
             if let Some(w) = self.store.direct(&key).await? {
                 // Vouched for first: a stored copy a collection is about to delete is
                 // kept, or deleted before this write (which then stores it anew).
-                self.vouch_for(d).await?;
+                self.watch.vouch_now(&self.store, [d]).await?;
                 let u = UploadRef {
                     repository: repo.clone(),
                     id,
@@ -290,13 +290,6 @@ impl<S: Storage> Registry<S> {
         }
     }
 
-    /// Vouch for a blob about to be written or linked (`gc::epoch`).
-    async fn vouch_for(&self, d: &Digest) -> Result<(), Error> {
-        let snap = self.watch.snapshot(&self.store).await?;
-        self.watch.vouch_all(&self.store, &snap, [d]).await?;
-        Ok(())
-    }
-
     /// Append the last body (may be empty), verify the digest, compose the data into
     /// the blob store and link it into the repository.
     async fn complete(
@@ -323,7 +316,7 @@ impl<S: Storage> Registry<S> {
             .map_err(|e| self.upload_error(e, u, base))?;
         // Vouched for before composing: a stored copy a collection is about to delete
         // is kept, or deleted before the compose, which then stores it anew.
-        self.vouch_for(&d).await?;
+        self.watch.vouch_now(&self.store, [&d]).await?;
         session
             .finish(&d, &paths::blob_data(&d))
             .await

@@ -62,9 +62,8 @@
 
 use crate::oci::Digest;
 use crate::registry::paths;
-use crate::registry::storage::{ErrorKind, Result, Storage, StorageError};
+use crate::registry::storage::{concurrently, ErrorKind, Result, Storage, StorageError};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -167,26 +166,33 @@ fn id_time(id: &str) -> Option<SystemTime> {
 
 /// Every announced epoch whose record has not expired.
 pub async fn announced<S: Storage>(store: &S) -> Result<Vec<Announced>> {
-    let dir = paths::gc_epochs();
-    let ids = store.list_all(&dir).await?;
+    let ids = store.list_all(&paths::gc_epochs()).await?;
     let now = SystemTime::now();
     let mut out = Vec::new();
     for id in ids {
-        let Some(bytes) = store.read(&paths::child(&dir, &id)).await? else {
-            continue; // ended meanwhile
-        };
-        let rec: Option<Record> = serde_json::from_slice(&bytes).ok();
-        let a = Announced {
-            started: rec.as_ref().and_then(|r| parse_time(&r.started)),
-            expires: rec.as_ref().and_then(|r| parse_time(&r.expires)),
-            by: rec.map(|r| r.by).unwrap_or_default(),
-            id,
-        };
-        if a.live(now) {
-            out.push(a);
+        // None: ended meanwhile.
+        if let Some(a) = read_announced(store, &id).await? {
+            if a.live(now) {
+                out.push(a);
+            }
         }
     }
     Ok(out)
+}
+
+/// One epoch's record as a reader sees it; None when there is none (ended). A record
+/// that cannot be parsed still counts, aged by its id.
+async fn read_announced<S: Storage>(store: &S, id: &str) -> Result<Option<Announced>> {
+    let Some(bytes) = store.read(&paths::child(&paths::gc_epochs(), id)).await? else {
+        return Ok(None);
+    };
+    let rec: Option<Record> = serde_json::from_slice(&bytes).ok();
+    Ok(Some(Announced {
+        started: rec.as_ref().and_then(|r| parse_time(&r.started)),
+        expires: rec.as_ref().and_then(|r| parse_time(&r.expires)),
+        by: rec.map(|r| r.by).unwrap_or_default(),
+        id: id.to_string(),
+    }))
 }
 
 /// Remove what crashed or expired collections left: records past their expiry or whose
@@ -345,27 +351,17 @@ impl<'a, S: Storage> Epoch<'a, S> {
         let id = self.id.as_str();
         let store = self.store;
         let marker = Bytes::from(batch.to_string());
-        let writes: Vec<_> = candidates
+        let writes = candidates
             .iter()
             .map(|d| put(store, paths::gc_deleting(id, d), marker.clone()))
             .collect();
-        let writes = futures_util::stream::iter(writes)
-            .buffer_unordered(PARALLEL)
-            .collect::<Vec<_>>()
-            .await;
-        writes.into_iter().collect::<Result<()>>()?;
+        concurrently(writes, PARALLEL).await?;
         // Every "deleting" flag is written before any "rescued" flag is read.
-        let reads: Vec<_> = candidates
+        let reads = candidates
             .iter()
             .map(|d| exists(store, paths::gc_rescued(id, d)))
             .collect();
-        let rescued = futures_util::stream::iter(reads)
-            .buffered(PARALLEL)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<Vec<bool>>>()?;
-        Ok((batch, rescued))
+        Ok((batch, concurrently(reads, PARALLEL).await?))
     }
 
     /// The batch is decided and carried out: requests waiting on it go on.
@@ -400,17 +396,28 @@ async fn exists<S: Storage>(store: &S, key: String) -> Result<bool> {
 
 /// Which boot of which machine, and which process namespace, this process runs in:
 /// `(<boot id> <pid namespace>)`. Pids are only comparable within one.
+/// Read once per process: it is asked on every poll of a waiting request.
 fn place() -> Option<String> {
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
-    Some(format!("({} {})", boot.trim(), ns.display()))
+    static PLACE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    PLACE
+        .get_or_init(|| {
+            let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+            let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+            Some(format!("({} {})", boot.trim(), ns.display()))
+        })
+        .clone()
 }
 
+/// The machine's host name, read once per process.
 fn hostname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
+    static HOST: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    })
+    .clone()
 }
 
 /// The epochs announced as one request saw them, and when its look began.
@@ -500,28 +507,22 @@ impl Watch {
         Ok(found)
     }
 
-    /// Vouch for several blobs at once; `Decided` if any was being decided.
-    pub async fn vouch_all<S: Storage>(
+    /// Take a snapshot and vouch under it for blobs `ds`, which the caller then looks
+    /// at (whether they exist) and, for a manifest, commits by the snapshot's deadline.
+    pub async fn vouch_now<'d, S: Storage>(
         &self,
         store: &S,
-        snap: &Snapshot,
-        ds: impl IntoIterator<Item = &Digest>,
-    ) -> Result<Vouched> {
-        if snap.quiet() {
-            return Ok(Vouched::Safe);
+        ds: impl IntoIterator<Item = &'d Digest>,
+    ) -> Result<Snapshot> {
+        let snap = self.snapshot(store).await?;
+        if !snap.quiet() {
+            let all = ds
+                .into_iter()
+                .map(|d| self.vouch(store, &snap, d))
+                .collect();
+            concurrently(all, PARALLEL).await?;
         }
-        let all: Vec<_> = ds.into_iter().map(|d| self.vouch(store, snap, d)).collect();
-        let all = futures_util::stream::iter(all)
-            .buffer_unordered(PARALLEL)
-            .collect::<Vec<_>>()
-            .await;
-        let mut found = Vouched::Safe;
-        for r in all {
-            if r? == Vouched::Decided {
-                found = Vouched::Decided;
-            }
-        }
-        Ok(found)
+        Ok(snap)
     }
 
     fn remembered(&self, key: &(Arc<str>, Digest)) -> bool {
@@ -543,28 +544,15 @@ impl Watch {
 /// Wait until the collector is through with `batch` (or its epoch ended or expired).
 async fn wait_for_outcome<S: Storage>(store: &S, epoch: &str, batch: u64) -> Result<()> {
     let start = Instant::now();
-    let record = paths::child(&paths::gc_epochs(), epoch);
     loop {
         if store.stat(&paths::gc_done(epoch, batch)).await?.is_some() {
             return Ok(());
         }
         // Waiting ends when the collection ended, expired, or its collector is a
         // process of this machine that is gone (it deletes nothing more).
-        let live = match store.read(&record).await? {
-            None => false,
-            Some(b) => match serde_json::from_slice::<Record>(&b) {
-                Ok(r) => {
-                    let a = Announced {
-                        id: epoch.to_string(),
-                        started: None,
-                        expires: parse_time(&r.expires),
-                        by: r.by,
-                    };
-                    a.live(SystemTime::now()) && !a.gone_here()
-                }
-                Err(_) => true,
-            },
-        };
+        let live = read_announced(store, epoch)
+            .await?
+            .is_some_and(|a| a.live(SystemTime::now()) && !a.gone_here());
         if !live {
             return Ok(());
         }

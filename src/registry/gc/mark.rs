@@ -3,10 +3,10 @@
 //! revision) reach with index children and referrers, and note every layer link for the
 //! sweep.
 
-use super::{Options, Progress, Report};
+use super::{Options, Progress, Report, AT_ONCE};
 use crate::oci::Digest;
 use crate::registry::paths;
-use crate::registry::storage::{Result, Storage};
+use crate::registry::storage::{concurrently, Result, Storage};
 use crate::registry::store;
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
@@ -98,14 +98,11 @@ async fn mark_repository<S: Storage>(
     // still keep what it references.
     let repo = name;
     let revisions = store::digests_under(store, &paths::revisions_dir(repo)).await?;
-    let reads: Vec<_> = revisions
+    let reads = revisions
         .into_iter()
         .map(|d| read_revision(store, repo, d))
         .collect();
-    let reads = futures_util::stream::iter(reads)
-        .buffered(16)
-        .collect::<Vec<_>>()
-        .await;
+    let reads = concurrently(reads, AT_ONCE).await?;
     let mut walked = Walked {
         name: name.to_string(),
         manifests: 0,
@@ -114,8 +111,7 @@ async fn mark_repository<S: Storage>(
         links: Vec::new(),
     };
     let mut graph: HashMap<Digest, Refs> = HashMap::new();
-    for r in reads {
-        let (d, bytes) = r?;
+    for (d, bytes) in reads {
         // A revision folder without its link is a deleted manifest.
         let Some(bytes) = bytes else { continue };
         walked.manifests += 1;
@@ -150,9 +146,7 @@ async fn mark_repository<S: Storage>(
     };
     for (d, refs) in graph {
         if kept.contains(&d) {
-            walked.marked.push(d);
-            walked.marked.extend(refs.blobs);
-            walked.marked.extend(refs.children);
+            mark_refs(&mut walked.marked, &d, &refs);
         } else {
             walked.untagged.insert(d, refs);
         }
@@ -227,8 +221,9 @@ async fn read_revision<S: Storage>(
     Ok((d, Some(b)))
 }
 
-pub(super) fn mark_refs(marked: &mut HashSet<Digest>, d: &Digest, refs: &Refs) {
-    marked.insert(d.clone());
+/// Mark a kept manifest: itself, its blobs and its children.
+pub(super) fn mark_refs(marked: &mut impl Extend<Digest>, d: &Digest, refs: &Refs) {
+    marked.extend([d.clone()]);
     marked.extend(refs.blobs.iter().cloned());
     marked.extend(refs.children.iter().cloned());
 }
@@ -241,16 +236,12 @@ async fn tagged<S: Storage>(store: &S, repo: &str) -> Result<HashSet<Digest>> {
         .into_iter()
         .map(|t| paths::tag_current_link(repo, &t))
         .collect();
-    let reads: Vec<_> = keys.iter().map(|k| store::read_link(store, k)).collect();
-    let links = futures_util::stream::iter(reads)
-        .buffered(16)
-        .collect::<Vec<_>>()
-        .await;
-    let mut out = HashSet::new();
-    for d in links {
-        out.extend(d?);
-    }
-    Ok(out)
+    let reads = keys.iter().map(|k| store::read_link(store, k)).collect();
+    Ok(concurrently(reads, AT_ONCE)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect())
 }
 
 /// Everything reachable from `roots` in a repository's manifests: an index's children,
