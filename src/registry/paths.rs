@@ -159,22 +159,22 @@ pub fn gc_flags(epoch: &str) -> String {
 }
 
 /// `gc/<epoch>/d/<alg>/<first two hex>/<hex>`: "deleting X", written by the collector;
-/// holds its batch. Spread over folders as blobs are: flags written at once into one
-/// folder contend for its lock on a filesystem.
+/// holds its batch.
 pub fn gc_deleting(epoch: &str, d: &Digest) -> String {
-    format!(
-        "{ROOT}/gc/{epoch}/d/{}/{}/{}",
-        d.algorithm.name(),
-        &d.hex[..2],
-        d.hex
-    )
+    gc_flag(epoch, "d", d)
 }
 
 /// `gc/<epoch>/r/<alg>/<first two hex>/<hex>`: "rescued X", written by a request that
 /// vouches for X.
 pub fn gc_rescued(epoch: &str, d: &Digest) -> String {
+    gc_flag(epoch, "r", d)
+}
+
+/// A flag about blob `d`, spread over folders as blobs are: flags written at once into
+/// one folder contend for its lock on a filesystem.
+fn gc_flag(epoch: &str, kind: &str, d: &Digest) -> String {
     format!(
-        "{ROOT}/gc/{epoch}/r/{}/{}/{}",
+        "{ROOT}/gc/{epoch}/{kind}/{}/{}/{}",
         d.algorithm.name(),
         &d.hex[..2],
         d.hex
