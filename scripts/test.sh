@@ -78,4 +78,12 @@ status=${PIPESTATUS[0]}
 set -e
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
      END { printf "total: %d passed, %d failed\n", p, f }' "$log"
+# CI shows only the tail of this output: repeat each failed test's name and panic here.
+if [ "$status" -ne 0 ]; then
+  echo "failed tests and their panics (whole output above):"
+  awk '/^---- .* stdout ----$/ { name = $2 }
+       /panicked at/ { print "  " name ": " $0; n = 8; next }
+       n > 0 { print "    " $0; n-- }
+       /^test .* FAILED$/ { print }' "$log" | tail -n 80
+fi
 exit "$status"

@@ -30,6 +30,9 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// `[log] format` of the access log.
     pub log_format: crate::access_log::Format,
+    /// `[access]`: who may do what on which repository; None = every authenticated
+    /// user may do everything.
+    pub access: Option<std::sync::Arc<crate::access::Policy>>,
 }
 
 #[derive(Debug, Clone)]

@@ -4,6 +4,7 @@
 //! cli → app → listener → proxy → {upstream, registry} → vocabulary → leaves.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod access_log;
 pub mod admin;
 pub mod app;

@@ -2,6 +2,8 @@
 //! backend → finish headers → log. Each phase is a plain function that may answer
 //! early, so each is testable without sockets (CONVENTIONS.md §4; tests below).
 
+pub mod authorize;
+
 use crate::auth::{Authenticator, Decision};
 use crate::body::{self, Body, Idle, Watched};
 use crate::clients::{self, Route};
@@ -120,37 +122,70 @@ async fn answer(
     call: Option<Call>,
     unanswered: &mut Unanswered,
 ) -> (Response<Body>, crate::upstream::forward::Attempts) {
-    match admit(
-        &state.config,
-        &state.auth,
-        route,
-        req.headers(),
-        req.uri(),
-        peer,
-    )
-    .await
-    {
-        Admission::Answer(r) => (r, Default::default()),
-        Admission::Dispatch { user } => {
-            if let (Some(u), Some(e)) = (user, &mut unanswered.entry) {
-                e.user = Some(u);
-            }
-            dispatch(state, req, peer, call).await
+    // Anonymous callers are let in where a rule grants them something, but `/v2/`
+    // still challenges them: clients decide there whether to send the credentials
+    // they have (docker never sends any without a challenge).
+    let ping = matches!(
+        &call,
+        Some(Call {
+            endpoint: Ok(crate::oci::Endpoint::Base),
+            ..
+        })
+    );
+    let anonymous = matches!(&state.config.access, Some(p) if p.anonymous())
+        && !ping
+        && authorize::without_credentials(req.headers());
+    let admission = if anonymous && route == Route::V2 {
+        match client_rule(&state.config, req.headers()) {
+            Some(r) => Admission::Answer(r),
+            None => Admission::Dispatch { user: None },
+        }
+    } else {
+        admit(
+            &state.config,
+            &state.auth,
+            route,
+            req.headers(),
+            req.uri(),
+            peer,
+        )
+        .await
+    };
+    let user = match admission {
+        Admission::Answer(r) => return (r, Default::default()),
+        Admission::Dispatch { user } => user,
+    };
+    if let (Some(policy), Some(c)) = (state.config.access.as_deref(), &call) {
+        if let Err(r) = authorize::authorize(policy, &state.auth, user.as_deref(), c, req.method())
+        {
+            return (r, Default::default());
         }
     }
+    if let (Some(u), Some(e)) = (&user, &mut unanswered.entry) {
+        e.user = Some(u.clone());
+    }
+    // Only a listing needs to know the caller from here on.
+    let viewer = state
+        .config
+        .access
+        .clone()
+        .map(|policy| authorize::Viewer { policy, user });
+    dispatch(state, req, peer, call, viewer.as_ref()).await
 }
 
 /// What the phases before the backend decided about a request.
 #[derive(Debug)]
 pub enum Admission {
-    /// Hand it to the backend; `user` when it authenticated (`/_ping` does not).
+    /// Hand it to the backend; `user` when it authenticated (`/_ping` and requests the
+    /// access policy lets in anonymously do not).
     Dispatch { user: Option<String> },
     /// Answered early (404, the redirect to `/v2/`, 401 with the challenge).
     Answer(Response<Body>),
 }
 
 /// Phases: route, client rule, authenticate, in nginx's order (the recipe's rewrite
-/// phase, then its access phase). Reads only the request head.
+/// phase, then its access phase). Reads only the request head. (Authorization comes
+/// after, in [`authorize`], on the parsed call.)
 pub async fn admit(
     config: &Config,
     auth: &Authenticator,
@@ -432,14 +467,35 @@ async fn dispatch(
     req: Request<Body>,
     peer: SocketAddr,
     call: Option<Call>,
+    viewer: Option<&authorize::Viewer>,
 ) -> (Response<Body>, crate::upstream::forward::Attempts) {
+    let listing = call
+        .as_ref()
+        .is_some_and(|c| matches!(c.endpoint, Ok(crate::oci::Endpoint::Catalog(_))));
     match &state.backend {
         Backend::Upstream(pool) => {
-            let repository = call.as_ref().and_then(|c| c.repository.as_deref());
-            pool.forward(req, peer, repository).await
+            let (resp, attempts) = {
+                let repository = call.as_ref().and_then(|c| c.repository.as_deref());
+                pool.forward(req, peer, repository).await
+            };
+            if !listing || viewer.is_none() {
+                return (resp, attempts);
+            }
+            let read = authorize::read_catalog(resp).await;
+            match (read, viewer) {
+                (Ok((parts, list)), Some(v)) => (authorize::cut(parts, list, v), attempts),
+                (Ok(_), None) => unreachable!("checked above"),
+                (Err(r), _) => (r, attempts),
+            }
         }
         Backend::Registry(r) => match call {
-            Some(call) => (r.handle(call, req).await, Default::default()),
+            Some(call) => {
+                let visible = match viewer {
+                    Some(v) => Some(v as &dyn crate::registry::store::Visibility),
+                    None => None,
+                };
+                (r.handle(call, req, visible).await, Default::default())
+            }
             // `/_ping` and `/v1/_ping`: the bundled registry has no v1 API.
             None => (
                 oci_error(StatusCode::NOT_FOUND, Code::NotFound, "not found"),

@@ -114,7 +114,13 @@ impl<S: Storage> Registry<S> {
     }
 
     /// Answer one request (already authenticated) for the endpoint `call` names.
-    pub async fn handle(&self, call: Call, req: Request<Body>) -> Response<Body> {
+    /// `visible`: the repositories `_catalog` may list to this caller (None: all).
+    pub async fn handle(
+        &self,
+        call: Call,
+        req: Request<Body>,
+        visible: store::Visible<'_>,
+    ) -> Response<Body> {
         let endpoint = match call.endpoint {
             Ok(e) => e,
             Err(e) => return e.into_response(),
@@ -134,7 +140,7 @@ impl<S: Storage> Registry<S> {
                 "application/json",
                 &serde_json::json!({}),
             )),
-            Endpoint::Catalog(page) => self.catalog(page).await,
+            Endpoint::Catalog(page) => self.catalog(page, visible).await,
             Endpoint::Tags(repo, page) => self.tags(&repo, page).await,
             Endpoint::GetManifest {
                 repository,

@@ -16,6 +16,29 @@ pub struct File {
     pub registry: Option<Registry>,
     pub metrics: Option<Metrics>,
     pub log: Option<Log>,
+    pub access: Option<Access>,
+}
+
+/// `[access]`, `[access.groups]` and `[[access.rule]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Access {
+    pub default: Option<String>,
+    #[serde(default)]
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub rule: Vec<AccessRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRule {
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    #[serde(default)]
+    pub who: Vec<String>,
+    #[serde(default)]
+    pub actions: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -144,6 +144,7 @@ impl Validator {
                 crate::access_log::Format::Text
             }
         };
+        let access = f.access.map(|a| std::sync::Arc::new(self.access(a)));
         Config {
             path: self.file.clone(),
             server,
@@ -153,7 +154,23 @@ impl Validator {
             backend,
             metrics_listen,
             log_format,
+            access,
         }
+    }
+
+    fn access(&mut self, a: file::Access) -> crate::access::Policy {
+        let specs: Vec<crate::access::RuleSpec> = a
+            .rule
+            .into_iter()
+            .map(|r| crate::access::RuleSpec {
+                repositories: r.repositories,
+                who: r.who,
+                actions: r.actions,
+            })
+            .collect();
+        crate::access::Policy::build(a.default.as_deref(), &a.groups, &specs, &mut |k, m| {
+            self.problem(&k, m)
+        })
     }
 
     fn server(&mut self, s: file::Server) -> Server {

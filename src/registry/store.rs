@@ -183,7 +183,7 @@ pub async fn list_repositories<S: Storage>(store: &S) -> Result<Vec<String>> {
 
 /// Every repository folder that holds `marker` (`_manifests`, `_uploads`, ...), sorted.
 pub async fn repositories_with<S: Storage>(store: &S, marker: &str) -> Result<Vec<String>> {
-    let (mut repos, _) = walk(store, marker, usize::MAX, None).await?;
+    let (mut repos, _) = walk(store, marker, usize::MAX, None, None).await?;
     repos.sort();
     Ok(repos)
 }
@@ -200,9 +200,18 @@ pub async fn repositories_page<S: Storage>(
     store: &S,
     n: usize,
     last: Option<&str>,
+    visible: Visible<'_>,
 ) -> Result<(Vec<String>, bool)> {
-    walk(store, "_manifests", n, last).await
+    walk(store, "_manifests", n, last, visible).await
 }
+
+/// Which repositories a listing may show its caller (the access policy's pull right).
+pub trait Visibility: Send + Sync {
+    fn shows(&self, repository: &str) -> bool;
+}
+
+/// None: a listing shows every repository.
+pub type Visible<'a> = Option<&'a dyn Visibility>;
 
 /// At most `n` repository folders holding `marker` after `last` (in
 /// [`repository_order`]) and whether more follow. A walk that lists one folder per
@@ -213,6 +222,7 @@ async fn walk<S: Storage>(
     marker: &str,
     n: usize,
     last: Option<&str>,
+    visible: Visible<'_>,
 ) -> Result<(Vec<String>, bool)> {
     use std::cmp::Ordering::Greater;
     let root = paths::repositories();
@@ -228,7 +238,11 @@ async fn walk<S: Storage>(
         let mut children = store.list_all(&dir).await?;
         children.sort_unstable();
         let is_repo = children.iter().any(|c| c == marker);
-        if is_repo && !rel.is_empty() && last.is_none_or(|l| repository_order(&rel, l) == Greater) {
+        if is_repo
+            && !rel.is_empty()
+            && last.is_none_or(|l| repository_order(&rel, l) == Greater)
+            && visible.is_none_or(|v| v.shows(&rel))
+        {
             if out.len() == n {
                 return Ok((out, true));
             }
