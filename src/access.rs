@@ -187,7 +187,10 @@ impl Policy {
             let key = |k: &str| format!("access.rule[{}].{k}", i + 1);
             let mut repositories = Vec::new();
             if spec.repositories.is_empty() {
-                problem(key("repositories"), "is empty: name at least one repository glob such as \"team-a/**\"".into());
+                problem(
+                    key("repositories"),
+                    "is empty: name at least one repository glob such as \"team-a/**\"".into(),
+                );
             }
             for g in &spec.repositories {
                 match Glob::parse(g) {
@@ -197,7 +200,10 @@ impl Policy {
             }
             let mut who = Who::default();
             if spec.who.is_empty() {
-                problem(key("who"), "is empty: name users, @groups, \"*\" or \"anonymous\"".into());
+                problem(
+                    key("who"),
+                    "is empty: name users, @groups, \"*\" or \"anonymous\"".into(),
+                );
             }
             for w in &spec.who {
                 match w.as_str() {
@@ -218,7 +224,10 @@ impl Policy {
             }
             let mut rights = Rights::NONE;
             if spec.actions.is_empty() {
-                problem(key("actions"), "is empty: give pull, push or delete (or \"none\" to deny)".into());
+                problem(
+                    key("actions"),
+                    "is empty: give pull, push or delete (or \"none\" to deny)".into(),
+                );
             }
             for a in &spec.actions {
                 match Rights::parse(a) {
@@ -235,7 +244,9 @@ impl Policy {
                 rights,
             });
         }
-        let anonymous = rules.iter().any(|r| r.who.anonymous && !r.rights.is_empty());
+        let anonymous = rules
+            .iter()
+            .any(|r| r.who.anonymous && !r.rights.is_empty());
         let warnings = shadowed(&rules);
         Policy {
             default,
@@ -322,10 +333,14 @@ pub fn need<'a>(call: &'a Call, method: &Method) -> Need<'a> {
         Ok(E::DeleteManifest(r, _) | E::DeleteBlob(r, _)) => on(r, Action::Delete, None),
         Ok(E::StartUpload {
             repository, mount, ..
-        }) => on(repository, Action::Push, mount.as_ref().map(|(_, from)| from)),
-        Ok(
-            E::UploadStatus(u) | E::PatchUpload(u) | E::FinishUpload(u, _) | E::CancelUpload(u),
-        ) => on(&u.repository, Action::Push, None),
+        }) => on(
+            repository,
+            Action::Push,
+            mount.as_ref().map(|(_, from)| from),
+        ),
+        Ok(E::UploadStatus(u) | E::PatchUpload(u) | E::FinishUpload(u, _) | E::CancelUpload(u)) => {
+            on(&u.repository, Action::Push, None)
+        }
         Err(_) => match (&call.repository, call.kind) {
             (Some(r), _) => {
                 let action = match *method {
@@ -377,9 +392,14 @@ mod tests {
 
     fn policy(default: &str, specs: &[RuleSpec]) -> (Policy, Vec<(String, String)>) {
         let mut groups = BTreeMap::new();
-        groups.insert("ci".to_string(), vec!["builder".to_string(), "deployer".to_string()]);
+        groups.insert(
+            "ci".to_string(),
+            vec!["builder".to_string(), "deployer".to_string()],
+        );
         let mut problems = Vec::new();
-        let p = Policy::build(Some(default), &groups, specs, &mut |k, m| problems.push((k, m)));
+        let p = Policy::build(Some(default), &groups, specs, &mut |k, m| {
+            problems.push((k, m))
+        });
         (p, problems)
     }
 
@@ -405,7 +425,10 @@ mod tests {
         assert!(!p.allows(u("builder"), "team-a/app", Action::Delete));
         assert!(p.allows(u("alice"), "library/nginx", Action::Push));
         // No rule for bob on team-a: the default.
-        assert_eq!(p.rights(u("bob"), "team-a/app"), Rights::parse("pull").unwrap());
+        assert_eq!(
+            p.rights(u("bob"), "team-a/app"),
+            Rights::parse("pull").unwrap()
+        );
         assert!(p.allows(u("admin"), "x/y", Action::Delete));
         // Anonymous: only its own rule, never the default.
         assert!(p.anonymous());
@@ -413,7 +436,10 @@ mod tests {
         assert!(!p.allows(Principal::Anonymous, "public/base", Action::Push));
         assert_eq!(p.rights(Principal::Anonymous, "team-a/app"), Rights::NONE);
         // "*" does not include anonymous.
-        assert_eq!(p.rights(Principal::Anonymous, "team-a/secret"), Rights::NONE);
+        assert_eq!(
+            p.rights(Principal::Anonymous, "team-a/secret"),
+            Rights::NONE
+        );
     }
 
     #[test]

@@ -56,6 +56,9 @@ impl State {
             })
             .unwrap_or_default();
         ensure_certificates(&config)?;
+        for w in config.access.iter().flat_map(|p| p.warnings()) {
+            tracing::warn!("{}: {w}", config.path.display());
+        }
         let tls = crate::tls::load_server_config(&config.tls.certificate, &config.tls.key)?;
         let auth = Arc::new(Authenticator::load(
             &config.auth.htpasswd,
@@ -97,10 +100,16 @@ impl State {
                 Backend::Registry(registry)
             }
         };
+        // Tokens are keyed by the TLS private key (just read above, so readable), which
+        // every instance serving one name shares.
+        let tokens = crate::auth::token::Tokens::from_secret(
+            &std::fs::read(&config.tls.key).unwrap_or_else(|_| rand::random::<[u8; 32]>().to_vec()),
+        );
         Ok(State {
             tls: tokio_rustls::TlsAcceptor::from(tls),
             config,
             auth,
+            tokens,
             backend,
         })
     }

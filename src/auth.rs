@@ -12,6 +12,7 @@
 pub mod cache;
 pub mod htpasswd;
 pub mod pool;
+pub mod token;
 
 use crate::body::Body;
 use crate::error::{oci_error, Code};

@@ -3,6 +3,7 @@
 //! early, so each is testable without sockets (CONVENTIONS.md §4; tests below).
 
 pub mod authorize;
+pub mod bearer;
 
 use crate::auth::{Authenticator, Decision};
 use crate::body::{self, Body, Idle, Watched};
@@ -132,13 +133,31 @@ async fn answer(
             ..
         })
     );
-    let anonymous = matches!(&state.config.access, Some(p) if p.anonymous())
-        && !ping
-        && authorize::without_credentials(req.headers());
-    let admission = if anonymous && route == Route::V2 {
-        match client_rule(&state.config, req.headers()) {
-            Some(r) => Admission::Answer(r),
-            None => Admission::Dispatch { user: None },
+    // With anonymous callers in the policy, 401s challenge for a token (see `bearer`).
+    let tokens_on = matches!(&state.config.access, Some(p) if p.anonymous());
+    if tokens_on && route == Route::Other && req.uri().path() == bearer::PATH {
+        return (
+            bearer::endpoint(state, req.headers(), peer).await,
+            Default::default(),
+        );
+    }
+    let anonymous = tokens_on && !ping && authorize::without_credentials(req.headers());
+    let presented = match tokens_on && route == Route::V2 {
+        true => bearer::read(&state.tokens, req.headers()),
+        false => None,
+    };
+    let admission = if route == Route::V2 && (anonymous || presented.is_some()) {
+        // The client rule first, as in `admit`; then the token, or nobody.
+        match (client_rule(&state.config, req.headers()), presented) {
+            (Some(r), _) => Admission::Answer(r),
+            (None, None) => Admission::Dispatch { user: None },
+            (None, Some(Ok(crate::auth::token::Bearer::User(u)))) => {
+                Admission::Dispatch { user: Some(u) }
+            }
+            (None, Some(Ok(crate::auth::token::Bearer::Anonymous))) => {
+                Admission::Dispatch { user: None }
+            }
+            (None, Some(Err(()))) => Admission::Answer(state.auth.challenge()),
         }
     } else {
         admit(
@@ -151,14 +170,20 @@ async fn answer(
         )
         .await
     };
+    let refused = |mut r: Response<Body>| {
+        if tokens_on {
+            bearer::rechallenge(&mut r, req.headers(), req.uri());
+        }
+        (r, Default::default())
+    };
     let user = match admission {
-        Admission::Answer(r) => return (r, Default::default()),
+        Admission::Answer(r) => return refused(r),
         Admission::Dispatch { user } => user,
     };
     if let (Some(policy), Some(c)) = (state.config.access.as_deref(), &call) {
         if let Err(r) = authorize::authorize(policy, &state.auth, user.as_deref(), c, req.method())
         {
-            return (r, Default::default());
+            return refused(r);
         }
     }
     if let (Some(u), Some(e)) = (&user, &mut unanswered.entry) {
@@ -490,10 +515,8 @@ async fn dispatch(
         }
         Backend::Registry(r) => match call {
             Some(call) => {
-                let visible = match viewer {
-                    Some(v) => Some(v as &dyn crate::registry::store::Visibility),
-                    None => None,
-                };
+                let visible =
+                    viewer.map(|v| v as &dyn crate::registry::store::Visibility);
                 (r.handle(call, req, visible).await, Default::default())
             }
             // `/_ping` and `/v1/_ping`: the bundled registry has no v1 API.

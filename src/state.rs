@@ -23,6 +23,9 @@ pub struct State {
     pub config: Config,
     pub tls: tokio_rustls::TlsAcceptor,
     pub auth: Arc<Authenticator>,
+    /// Mints and checks the tokens of the `/token` endpoint (used when the access
+    /// policy lets anonymous callers in).
+    pub tokens: crate::auth::token::Tokens,
     pub backend: Backend,
 }
 

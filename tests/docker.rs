@@ -239,3 +239,71 @@ fn docker_login_push_and_pull_through_portcullis_in_front_of_docker_registry() {
     assert_eq!(digest_of(&body), pushed.digest);
     assert_blobs_stored(&reg.dir.path().join("data"), &pushed.manifest);
 }
+
+/// Per-repository rights with docker, through the token flow docker needs for
+/// anonymous pulls: carol pushes anywhere, bob only pulls team/**, and callers without
+/// a login pull public/** and are asked to log in for everything else.
+#[test]
+fn docker_follows_the_access_policy_for_pull_only_users_and_anonymous_pulls() {
+    let docker = Docker::new();
+    let work = tempfile::tempdir().expect("tempdir");
+    let (bob, carol) = (("bob", "bob-secret"), ("carol", "carol-secret"));
+    let users: String = [bob, carol]
+        .iter()
+        .map(|(u, p)| {
+            format!(
+                "{u}:{}\n",
+                portcullis::auth::htpasswd::hash_bcrypt(p, 5).unwrap()
+            )
+        })
+        .collect();
+    let opts = Options::registry()
+        .htpasswd(users)
+        .access_default("none")
+        .access_rule(&["team/**"], &["bob"], &["pull"])
+        .access_rule(&["**"], &["carol"], &["push"])
+        .access_rule(&["public/**"], &["anonymous", "*"], &["pull"]);
+    let server = portcullis_for_docker(&work.path().join("p"), &opts);
+    let host = format!("{DOCKER_HOST_IP}:{}", server.port);
+    let _ca = TrustedCa::install(&host, &server.dir.join("certs/ca.crt"));
+    let public = format!("{host}/public/base:v1");
+    let team = format!("{host}/team/app:v1");
+    let img = image_archive(work.path(), &public, &[1 << 20]);
+    docker.ok(&["load", "-i", &img.path.display().to_string()]);
+    docker.ok(&["tag", &public, &team]);
+    let asked_to_log_in = |o: &Outcome| {
+        let e = o.stderr.to_lowercase();
+        !o.success()
+            && (e.contains("unauthorized")
+                || e.contains("authentication required")
+                || e.contains("may require 'docker login'"))
+    };
+
+    let anonymous_push = docker.run(&["push", &public], None);
+    assert!(asked_to_log_in(&anonymous_push), "{anonymous_push:?}");
+
+    assert!(docker.login(&host, carol.0, carol.1).success());
+    docker.ok(&["push", &public]);
+    docker.ok(&["push", &team]);
+    docker.ok(&["logout", &host]);
+    docker.ok(&["rmi", &public, &team]);
+
+    // No login: public/** pulls, team/** does not.
+    docker.ok(&["pull", &public]);
+    let pulled = docker.inspect(&public).expect("pulled image");
+    assert_eq!(pulled["Id"], img.config_digest.as_str(), "the same image");
+    let private = docker.run(&["pull", &team], None);
+    assert!(asked_to_log_in(&private), "{private:?}");
+
+    // bob pulls team/** and may not push there.
+    assert!(docker.login(&host, bob.0, bob.1).success());
+    docker.ok(&["pull", &team]);
+    let v2 = format!("{host}/team/app:v2");
+    docker.ok(&["tag", &team, &v2]);
+    let denied = docker.run(&["push", &v2], None);
+    assert!(
+        !denied.success() && denied.stderr.contains("denied"),
+        "bob's push is denied: {denied:?}"
+    );
+    docker.ok(&["rmi", &public, &team, &v2]);
+}

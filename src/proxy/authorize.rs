@@ -20,7 +20,9 @@ pub fn without_credentials(headers: &HeaderMap) -> bool {
 }
 
 /// May `user` (None: anonymous) make this call? The refusal is 403 DENIED for a user
-/// and the 401 challenge for anonymous callers (credentials may help them).
+/// and the 401 challenge for anonymous callers (credentials may help them). (A large
+/// `Err` is fine: it is the answer, built only on refusal.)
+#[allow(clippy::result_large_err)]
 pub fn authorize(
     policy: &Policy,
     auth: &Authenticator,

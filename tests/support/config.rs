@@ -43,6 +43,24 @@ struct File {
     metrics: Option<Metrics>,
     #[serde(skip_serializing_if = "Option::is_none")]
     log: Option<Log>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access: Option<Access>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+struct Access {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default: Option<String>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    groups: std::collections::BTreeMap<String, Vec<String>>,
+    rule: Vec<AccessRule>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct AccessRule {
+    repositories: Vec<String>,
+    who: Vec<String>,
+    actions: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -214,6 +232,7 @@ impl Options {
                 registry: None,
                 metrics: None,
                 log: None,
+                access: None,
             },
             htpasswd: super::default_htpasswd(),
         }
@@ -340,6 +359,37 @@ impl Options {
         self.file.log = Some(Log {
             format: format.into(),
         });
+        self
+    }
+
+    // [access]
+
+    /// `[access] default`: what an authenticated user no rule names may do.
+    pub fn access_default(mut self, rights: &str) -> Options {
+        self.file.access.get_or_insert_with(Access::default).default = Some(rights.into());
+        self
+    }
+
+    /// One `[access.groups]` entry.
+    pub fn access_group(mut self, name: &str, members: &[&str]) -> Options {
+        let a = self.file.access.get_or_insert_with(Access::default);
+        a.groups
+            .insert(name.into(), members.iter().map(|m| m.to_string()).collect());
+        self
+    }
+
+    /// One more `[[access.rule]]` (first match wins, so order matters).
+    pub fn access_rule(mut self, repositories: &[&str], who: &[&str], actions: &[&str]) -> Options {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
+        self.file
+            .access
+            .get_or_insert_with(Access::default)
+            .rule
+            .push(AccessRule {
+                repositories: v(repositories),
+                who: v(who),
+                actions: v(actions),
+            });
         self
     }
 

@@ -35,7 +35,11 @@ impl<S: Storage> Registry<S> {
         Ok(r)
     }
 
-    pub(in crate::registry) async fn catalog(&self, page: Page, visible: store::Visible<'_>) -> Answer {
+    pub(in crate::registry) async fn catalog(
+        &self,
+        page: Page,
+        visible: store::Visible<'_>,
+    ) -> Answer {
         let (items, more) = store::repositories_page(
             &self.store,
             page.n.unwrap_or(usize::MAX),
