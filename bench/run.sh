@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmarks of Portcullis against the nginx + registry:2 recipe.
 #
-#   bench/run.sh [--suite proxy|registry|s3|gc|all] [--quick] [--keep]
+#   bench/run.sh [--suite proxy|registry|s3|gc|access|all] [--quick] [--keep]
 #
 #   proxy:    nginx + registry vs Portcullis (upstream mode) + the same registry
 #   registry: Portcullis all-in-one (bundled registry) vs docker-registry alone with
@@ -10,6 +10,8 @@
 #             filesystem; blob GETs with and without redirect = true
 #   gc:       portcullis gc (on fs and on S3) and docker-registry garbage-collect on a
 #             registry of 10,000 blobs: wall time, peak RSS, CPU (not part of "all")
+#   access:   Portcullis all-in-one with a 50-rule [access] policy vs none: server CPU
+#             per authenticated 1 KiB blob GET (not part of "all"; bench/results/access.md)
 #   all:      proxy, registry and s3, one after the other (the default)
 #
 # Everything runs on 127.0.0.1 inside a temp dir under /tmp that is removed on exit
@@ -42,8 +44,9 @@ case $SUITE in
     registry) SUITES=(registry) ;;
     s3) SUITES=(s3) ;;
     gc) SUITES=(gc) ;;
+    access) SUITES=(access) ;;
     all) SUITES=(proxy registry s3) ;;
-    *) echo "run.sh: unknown suite '$SUITE' (want proxy, registry, s3, gc or all)" >&2; exit 64 ;;
+    *) echo "run.sh: unknown suite '$SUITE' (want proxy, registry, s3, gc, access or all)" >&2; exit 64 ;;
 esac
 
 PORTCULLIS=${PORTCULLIS:-$REPO_ROOT/target/release/portcullis}
@@ -350,8 +353,10 @@ mkdir -p "$RESULTS_DIR"
 # the gc suite keeps its own files, so a gc run leaves the other suites' latest.* alone
 RESULTS_NAME=latest
 [[ $SUITE == gc ]] && RESULTS_NAME=gc
+[[ $SUITE == access ]] && RESULTS_NAME=access
 cp "$RESULTS" "$RESULTS_DIR/$RESULTS_NAME.tsv"
-python3 "$HERE/report.py" "$RESULTS" >"$RESULTS_DIR/$RESULTS_NAME.md"
+# the access suite writes its own table (access.md) as it ends
+[[ $SUITE == access ]] || python3 "$HERE/report.py" "$RESULTS" >"$RESULTS_DIR/$RESULTS_NAME.md"
 cat "$RESULTS_DIR/$RESULTS_NAME.md"
 log "table written to $RESULTS_DIR/$RESULTS_NAME.md (raw figures: $RESULTS_NAME.tsv)"
 if [[ $PORTCULLIS_FAILED == 1 ]]; then
