@@ -65,6 +65,8 @@ pub struct Metrics {
     pub tls_failures: Counter,
     pub auth_successes: Counter,
     pub auth_failures: Counter,
+    pub access_denied: Counter,
+    pub tokens_issued: Counter,
     pub auth_cache_hits: Counter,
     pub auth_hashes: Family<SchemeLabels, Counter>,
     pub auth_failure_delay: Gauge<f64, AtomicU64>,
@@ -89,6 +91,8 @@ impl Metrics {
             tls_failures: Counter::default(),
             auth_successes: Counter::default(),
             auth_failures: Counter::default(),
+            access_denied: Counter::default(),
+            tokens_issued: Counter::default(),
             auth_cache_hits: Counter::default(),
             auth_hashes: Family::default(),
             auth_failure_delay: Gauge::default(),
@@ -144,6 +148,16 @@ impl Metrics {
             "auth_failures",
             "Requests with credentials that were refused",
             m.auth_failures.clone(),
+        );
+        registry.register(
+            "access_denied",
+            "Requests the [access] policy refused (403 for users, 401 for anonymous callers)",
+            m.access_denied.clone(),
+        );
+        registry.register(
+            "tokens_issued",
+            "Tokens handed out by /token (the token flow of anonymous access)",
+            m.tokens_issued.clone(),
         );
         registry.register(
             "auth_cache_hits",

@@ -515,8 +515,7 @@ async fn dispatch(
         }
         Backend::Registry(r) => match call {
             Some(call) => {
-                let visible =
-                    viewer.map(|v| v as &dyn crate::registry::store::Visibility);
+                let visible = viewer.map(|v| v as &dyn crate::registry::store::Visibility);
                 (r.handle(call, req, visible).await, Default::default())
             }
             // `/_ping` and `/v1/_ping`: the bundled registry has no v1 API.

@@ -238,6 +238,7 @@ async fn catalog(c: &Client, p: &Portcullis, who: Option<(&str, &str)>) -> Vec<S
 async fn denials_are_403_for_users_and_challenges_for_anonymous_callers() {
     let p = Portcullis::start(policy(Options::registry())).await;
     let c = Client::h1(&p.ca());
+    let denied_before = portcullis::metrics::get().access_denied.get();
     for (who, repo) in [
         (ALICE, "team/app"),
         (CAROL, "private/x"),
@@ -298,6 +299,10 @@ async fn denials_are_403_for_users_and_challenges_for_anonymous_callers() {
     assert!(a.header("www-authenticate").starts_with(&realm));
     let a = push_http(&p, &c, ("", ""), "public/base", "v2").await;
     assert_eq!(a.status, 401, "anonymous push: {}", a.text());
+
+    // Six refusals so far (other tests in this binary may add theirs).
+    let denied = portcullis::metrics::get().access_denied.get() - denied_before;
+    assert!(denied >= 6, "access_denied counted {denied}");
 
     // Tokens: anonymous without credentials, a user's with them, none for a wrong password.
     let t = c

@@ -13,10 +13,17 @@ use http_body_util::BodyExt;
 /// user name and password (what containers/image sends after a Basic challenge when
 /// it has no credentials).
 pub fn without_credentials(headers: &HeaderMap) -> bool {
-    match headers.get(header::AUTHORIZATION) {
-        None => true,
-        Some(v) => crate::auth::parse_basic(v).is_some_and(|(u, p)| u.is_empty() && p.is_empty()),
-    }
+    use base64::Engine;
+    let Some(v) = headers.get(header::AUTHORIZATION) else {
+        return true;
+    };
+    let Some((scheme, rest)) = v.to_str().ok().and_then(|v| v.trim().split_once(' ')) else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case("basic")
+        && base64::engine::general_purpose::STANDARD
+            .decode(rest.trim())
+            .is_ok_and(|d| d == b":")
 }
 
 /// May `user` (None: anonymous) make this call? The refusal is 403 DENIED for a user
@@ -57,6 +64,7 @@ pub fn authorize(
 }
 
 fn denied(auth: &Authenticator, user: Option<&str>, what: &str, action: Action) -> Response<Body> {
+    crate::metrics::get().access_denied.inc();
     match user {
         None => auth.challenge(),
         Some(u) => crate::error::oci(

@@ -65,6 +65,7 @@ pub async fn endpoint(state: &State, headers: &HeaderMap, peer: SocketAddr) -> R
     };
     let now = SystemTime::now();
     let token = state.tokens.issue(user.as_deref(), now);
+    crate::metrics::get().tokens_issued.inc();
     let issued = crate::access_log::rfc3339(now);
     let mut r = crate::registry::api::json(
         StatusCode::OK,
