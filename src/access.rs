@@ -468,6 +468,60 @@ mod tests {
     }
 
     #[test]
+    fn the_need_comes_from_method_and_route() {
+        let need_of = |method: &str, path: &str, query: Option<&str>| {
+            let m = Method::from_bytes(method.as_bytes()).unwrap();
+            let call = Call::parse(&m, path, query);
+            match need(&call, &m) {
+                Need::On {
+                    repository,
+                    action,
+                    source,
+                } => format!(
+                    "{} {}{}",
+                    action.as_str(),
+                    repository.as_str(),
+                    source
+                        .map(|s| format!(" from {}", s.as_str()))
+                        .unwrap_or_default()
+                ),
+                other => format!("{other:?}"),
+            }
+        };
+        let d = format!("sha256:{}", "a".repeat(64));
+        let cases = [
+            ("GET", "/v2/".to_string(), None, "Nothing"),
+            ("GET", "/v2/_catalog".into(), None, "Listing"),
+            ("GET", "/v2/a/b/tags/list".into(), None, "pull a/b"),
+            ("HEAD", "/v2/a/manifests/v1".into(), None, "pull a"),
+            ("GET", format!("/v2/a/blobs/{d}"), None, "pull a"),
+            ("GET", format!("/v2/a/referrers/{d}"), None, "pull a"),
+            ("PUT", "/v2/a/manifests/v1".into(), None, "push a"),
+            ("POST", "/v2/a/blobs/uploads/".into(), None, "push a"),
+            (
+                "PATCH",
+                "/v2/a/blobs/uploads/some-id".into(),
+                None,
+                "push a",
+            ),
+            ("DELETE", "/v2/a/manifests/v1".into(), None, "delete a"),
+            ("DELETE", format!("/v2/a/blobs/{d}"), None, "delete a"),
+            // A method the route does not take still needs what the method would.
+            ("POST", "/v2/a/tags/list".into(), None, "push a"),
+            ("GET", "/v2/NOT-A-NAME/tags/list".into(), None, "Refuse"),
+            ("GET", "/v2/a/nothing-here".into(), None, "Refuse"),
+        ];
+        for (method, path, query, want) in cases {
+            assert_eq!(need_of(method, &path, query), want, "{method} {path}");
+        }
+        let mount = format!("mount={d}&from=lib/base");
+        assert_eq!(
+            need_of("POST", "/v2/a/blobs/uploads/", Some(&mount)),
+            "push a from lib/base"
+        );
+    }
+
+    #[test]
     fn shadowed_rules_are_reported() {
         let (p, _) = policy(
             "none",
