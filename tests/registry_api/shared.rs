@@ -1113,10 +1113,12 @@ async fn gc_spares_young_blobs_by_default() {
 
 #[tokio::test]
 async fn abandoned_uploads_are_purged_after_their_age() {
-    let api = Api::with(
-        base_options().upload_purge(Duration::from_secs(1), Duration::from_millis(300)),
-    )
-    .await;
+    // The age is the time every step on a young upload must fit in (the PATCH, the look
+    // at its files, the fresh upload's rounds below): on a loaded machine one fsync'd
+    // POST or PATCH can take a second, and at an age of 1 s the upload could be purged
+    // before the test looked at it.
+    let age = Duration::from_secs(10);
+    let api = Api::with(base_options().upload_purge(age, Duration::from_millis(300))).await;
     let s = api
         .call("POST", "/v2/purge/me/blobs/uploads/", &[], Bytes::new())
         .await;
@@ -1129,7 +1131,7 @@ async fn abandoned_uploads_are_purged_after_their_age() {
     );
     let dir = data_dir(&api).join("docker/registry/v2/repositories/purge/me/_uploads");
     assert!(files_under(&dir) > 0, "the upload is stored");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + age + std::time::Duration::from_secs(60);
     loop {
         if api.get(&loc).await.status == StatusCode::NOT_FOUND {
             break;
@@ -1141,11 +1143,13 @@ async fn abandoned_uploads_are_purged_after_their_age() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(files_under(&dir), 0, "nothing of the purged upload stays");
-    // A fresh upload is younger than the age and survives the next rounds.
+    // A fresh upload is younger than the age and survives the next rounds (a second:
+    // three of them at 300 ms, far within the age).
     let fresh = api
         .call("POST", "/v2/purge/me/blobs/uploads/", &[], Bytes::new())
         .await;
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(fresh.status, StatusCode::ACCEPTED, "{}", fresh.text());
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     assert_eq!(
         api.get(fresh.header("location")).await.status,
         StatusCode::NO_CONTENT
