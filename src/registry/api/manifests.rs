@@ -106,6 +106,14 @@ impl<S: Storage> Registry<S> {
             .chain(&m.blobs)
             .chain(&m.manifests)
             .collect();
+        // The lock keeps this process's PUTs and DELETEs of one tag from racing on its
+        // folder at all (`store::tag` says why the order suffices elsewhere). Taken
+        // before the snapshot: waiting for the PUTs ahead must not spend the lease,
+        // or with many PUTs of one tag on a slow store the last ones never commit.
+        let _tag = match reference {
+            Reference::Tag(t) => Some(self.inflight.lock_tag(repo, t).await),
+            Reference::Digest(_) => None,
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -123,10 +131,6 @@ impl<S: Storage> Registry<S> {
                 }
                 store::write_link(&self.store, &paths::revision_link(repo, &d), &d).await?;
                 if let Reference::Tag(t) = reference {
-                    // The lock keeps this process's PUTs and DELETEs of one tag from
-                    // racing on its folder at all (`store::tag` says why the order
-                    // suffices elsewhere).
-                    let _tag = self.inflight.lock_tag(repo, t).await;
                     store::tag(&self.store, repo, t, &d).await?;
                 }
                 Ok::<(), Error>(())
@@ -323,4 +327,80 @@ async fn read_limited(
         }
     }
     Ok(Bytes::from(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::storage::memory::Memory;
+    use crate::registry::InFlight;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Many PUTs of one tag at once on a store whose tag writes are slow: each waits its
+    /// turn for the tag's lock, and that wait does not spend its lease (`gc::epoch`).
+    /// When it did, the PUTs queued behind more than three leases' worth of tag writes
+    /// ran out of attempts and were answered 503.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn puts_queued_on_one_tag_do_not_spend_their_lease_waiting() {
+        let store = Memory::new();
+        let registry = Arc::new(Registry::new(
+            store.clone(),
+            true,
+            b"secret".to_vec(),
+            Arc::new(InFlight::default()),
+        ));
+        let repo = Repository::parse("slow/tag").unwrap();
+        let config = Bytes::from_static(br#"{"architecture":"amd64","os":"linux"}"#);
+        let cd = Digest::sha256_of(&config);
+        store
+            .put(&paths::blob_data(&cd), config.clone())
+            .await
+            .unwrap();
+        store::write_link(&store, &paths::layer_link(&repo, &cd), &cd)
+            .await
+            .unwrap();
+        // A tag write takes 200 ms: a lease (5 s) holds 25 of them, so 100 PUTs queue
+        // for four leases' worth, more than the three attempts a PUT has.
+        let write = Duration::from_millis(200);
+        let n: u32 = 100;
+        assert!(write * n > crate::registry::gc::epoch::LEASE * COMMIT_ATTEMPTS);
+        store.slow_puts("/current/link", write);
+        let puts: Vec<_> = (0..n)
+            .map(|i| {
+                let (registry, repo) = (registry.clone(), repo.clone());
+                let m = serde_json::to_vec(&serde_json::json!({
+                    "schemaVersion": 2,
+                    "mediaType": manifest::OCI_MANIFEST,
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+                    "layers": [],
+                    "annotations": {"n": i.to_string()},
+                }))
+                .unwrap();
+                tokio::spawn(async move {
+                    let (parts, ()) = http::Request::builder()
+                        .method("PUT")
+                        .header(header::CONTENT_TYPE, manifest::OCI_MANIFEST)
+                        .header(header::CONTENT_LENGTH, m.len())
+                        .body(())
+                        .unwrap()
+                        .into_parts();
+                    let tag = Reference::Tag(crate::oci::Tag::parse("latest").unwrap());
+                    registry
+                        .put_manifest(&repo, &tag, &parts, body::full(m), "https://x")
+                        .await
+                        .map_or_else(|e| e.into_response().status(), |r| r.status())
+                })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for p in puts {
+            statuses.push(p.await.unwrap());
+        }
+        let refused = statuses
+            .iter()
+            .filter(|s| **s != StatusCode::CREATED)
+            .count();
+        assert_eq!(refused, 0, "{refused} of {n} PUTs refused: {statuses:?}");
+    }
 }

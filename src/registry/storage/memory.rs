@@ -26,6 +26,8 @@ struct Obj {
 #[derive(Debug, Clone, Default)]
 pub struct Memory {
     objects: Arc<Mutex<BTreeMap<String, Obj>>>,
+    /// Puts of keys with this suffix first wait this long (tests of a slow store).
+    slow_puts: Arc<Mutex<Option<(String, std::time::Duration)>>>,
 }
 
 fn missing(op: &'static str, key: &str) -> StorageError {
@@ -46,6 +48,12 @@ impl Memory {
         if let Some(o) = self.map().get_mut(key) {
             o.modified = t;
         }
+    }
+
+    /// Make every later put of a key ending with `suffix` take `d` before it lands
+    /// (tests of what a slow store does to requests).
+    pub fn slow_puts(&self, suffix: &str, d: std::time::Duration) {
+        *self.slow_puts.lock().unwrap_or_else(|p| p.into_inner()) = Some((suffix.to_string(), d));
     }
 
     /// Every key below `prefix` (tests: what is left behind).
@@ -180,6 +188,16 @@ impl Storage for Memory {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        let slow = self
+            .slow_puts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(suffix, _)| key.ends_with(suffix.as_str()))
+            .map(|(_, d)| *d);
+        if let Some(d) = slow {
+            tokio::time::sleep(d).await;
+        }
         Memory::insert(&mut self.map(), key, data);
         Ok(())
     }
