@@ -146,6 +146,13 @@ pub struct RuleSpec {
 pub struct Policy {
     default: Rights,
     rules: Vec<Rule>,
+    /// For each user a rule names (directly or through a group): the rules that name
+    /// them, in order, `*` rules included; so a request looks its caller up once and
+    /// checks only the globs of rules that concern it.
+    by_user: std::collections::HashMap<String, Vec<usize>>,
+    /// The rules of any other authenticated user (`*` rules), and of anonymous callers.
+    any_user: Vec<usize>,
+    anonymous_rules: Vec<usize>,
     /// Does any rule grant `anonymous` something? Then requests without credentials
     /// are let through to the rules instead of being asked for them.
     anonymous: bool,
@@ -248,9 +255,27 @@ impl Policy {
             .iter()
             .any(|r| r.who.anonymous && !r.rights.is_empty());
         let warnings = shadowed(&rules);
+        let naming = |p: Principal<'_>| -> Vec<usize> {
+            (0..rules.len())
+                .filter(|&i| rules[i].who.names(p))
+                .collect()
+        };
+        let by_user = rules
+            .iter()
+            .flat_map(|r| r.who.users.iter())
+            .map(|u| (u.clone(), naming(Principal::User(u))))
+            .collect();
+        // A name no rule mentions: only `*` rules name it.
+        let any_user = (0..rules.len())
+            .filter(|&i| rules[i].who.users_all)
+            .collect();
+        let anonymous_rules = naming(Principal::Anonymous);
         Policy {
             default,
             rules,
+            by_user,
+            any_user,
+            anonymous_rules,
             anonymous,
             warnings,
         }
@@ -258,8 +283,13 @@ impl Policy {
 
     /// What `who` may do on `repository`.
     pub fn rights(&self, who: Principal<'_>, repository: &str) -> Rights {
-        for r in &self.rules {
-            if r.who.names(who) && r.repositories.iter().any(|g| g.matches(repository)) {
+        let concerned = match who {
+            Principal::User(u) => self.by_user.get(u).unwrap_or(&self.any_user),
+            Principal::Anonymous => &self.anonymous_rules,
+        };
+        for &i in concerned {
+            let r = &self.rules[i];
+            if r.repositories.iter().any(|g| g.matches(repository)) {
                 return r.rights;
             }
         }
