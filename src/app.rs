@@ -2,6 +2,7 @@
 //! backend), the serving loop with its htpasswd watcher, reload on SIGHUP, and the
 //! first-start files (certificates, an `admin` user).
 
+use crate::auth::throttle::Throttle;
 use crate::auth::{self, Authenticator};
 use crate::config::{Backend as BackendConfig, Config};
 use crate::files::io_error_words;
@@ -57,9 +58,16 @@ impl State {
             .unwrap_or_default();
         ensure_certificates(&config)?;
         let tls = crate::tls::load_server_config(&config.tls.certificate, &config.tls.key)?;
+        // The failed-login buckets outlive the snapshot (a reload must not hand every
+        // guesser a fresh burst); new limits are applied once the build succeeded.
+        let throttle = match previous {
+            Some(p) => p.auth.throttle().clone(),
+            None => Arc::new(Throttle::new(config.auth.throttle)),
+        };
         let auth = Arc::new(Authenticator::load(
             &config.auth.htpasswd,
             &config.auth.realm,
+            throttle.clone(),
         )?);
         let backend = match &config.backend {
             BackendConfig::Upstream(u) => {
@@ -97,6 +105,7 @@ impl State {
                 Backend::Registry(registry)
             }
         };
+        throttle.configure(config.auth.throttle);
         Ok(State {
             tls: tokio_rustls::TlsAcceptor::from(tls),
             config,
@@ -111,7 +120,8 @@ pub fn shared(state: State) -> Shared {
     Arc::new(ArcSwap::from_pointee(state))
 }
 
-/// Serve on already-bound listeners until `shutdown` resolves, then drain.
+/// Serve on already-bound listeners until `shutdown` resolves, then drain. A watcher
+/// looks at the htpasswd file every [`HTPASSWD_POLL`] and ticks the login throttle.
 pub async fn run(
     state: Shared,
     listeners: Vec<tokio::net::TcpListener>,
@@ -125,6 +135,8 @@ pub async fn run(
             loop {
                 tick.tick().await;
                 let auth = state.load().auth.clone();
+                // Prunes refilled buckets and writes the summary line, each interval.
+                auth.throttle().tick(std::time::Instant::now());
                 match auth.refresh() {
                     auth::Refresh::Unchanged => {}
                     auth::Refresh::Reloaded { users, problems } => tracing::info!(

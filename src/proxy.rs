@@ -181,14 +181,18 @@ pub async fn admit(
 }
 
 /// Phase: Basic authentication against the htpasswd file. The user, or the 401 that
-/// asks for credentials.
+/// asks for credentials, or the 429 of a throttled login (no log line per try: the
+/// throttle writes one summary per interval).
 pub async fn authenticate(
     auth: &Authenticator,
     headers: &HeaderMap,
     peer: SocketAddr,
 ) -> Result<String, Response<Body>> {
     let m = crate::metrics::get();
-    match auth.authenticate(headers.get(header::AUTHORIZATION)).await {
+    match auth
+        .authenticate(headers.get(header::AUTHORIZATION), peer.ip())
+        .await
+    {
         Decision::Allowed(u) => {
             m.auth_successes.inc();
             Ok(u)
@@ -204,6 +208,7 @@ pub async fn authenticate(
             }
             Err(auth.challenge())
         }
+        Decision::Throttled { retry_after } => Err(auth.throttled(retry_after)),
     }
 }
 
@@ -495,7 +500,12 @@ mod tests {
         let hash = crate::auth::htpasswd::hash_bcrypt("s3cret", 4).expect("bcrypt");
         let path = dir.join("htpasswd");
         std::fs::write(&path, format!("alice:{hash}\n")).expect("write htpasswd");
-        Authenticator::load(&path, "Phase Realm").expect("load htpasswd")
+        Authenticator::load(
+            &path,
+            "Phase Realm",
+            Arc::new(crate::auth::throttle::Throttle::new(None)),
+        )
+        .expect("load htpasswd")
     }
 
     fn request(path: &str, user_agent: &str, credentials: Option<(&str, &str)>) -> Request<()> {
