@@ -634,11 +634,14 @@ async fn wrong_passwords_beyond_the_burst_get_429_without_a_hash_and_others_are_
             assert_throttled(a, DEFAULT_REFILL, &format!("try {i}"));
         }
     }
+    // Counted by the bucket that was empty (the user's may lag the address's by a
+    // refill when one came back between two tries).
     assert_eq!(
-        server.throttled("address"),
+        server.throttled("address") + server.throttled("user"),
         throttled as f64,
-        "portcullis_auth_throttled_total{{by=\"address\"}}"
+        "portcullis_auth_throttled_total"
     );
+    assert!(server.throttled("address") >= 1.0);
     // Hashes: the checked wrong passwords and calm-b's one login.
     assert!(
         hashes <= (allowance + 1) as f64,
