@@ -546,6 +546,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_throttled_login_is_answered_429_with_retry_after_without_a_check() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = config(dir.path(), "");
+        let hash = crate::auth::htpasswd::hash_bcrypt("s3cret", 4).expect("bcrypt");
+        let path = dir.path().join("htpasswd");
+        std::fs::write(&path, format!("alice:{hash}\n")).expect("write htpasswd");
+        let limits = crate::config::Throttle {
+            burst: 1,
+            refill: std::time::Duration::from_secs(90),
+        };
+        let throttle = Arc::new(crate::auth::throttle::Throttle::new(Some(limits)));
+        let auth = Authenticator::load(&path, "Phase Realm", throttle).expect("load");
+        let wrong = request("/v2/", MODERN, Some(("alice", "wrong")));
+        let Admission::Answer(r) = admitted(&config, &auth, &wrong).await else {
+            panic!("a wrong password was let through");
+        };
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let hashes = auth.hashes();
+        let Admission::Answer(r) = admitted(&config, &auth, &wrong).await else {
+            panic!("a wrong password was let through");
+        };
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "90");
+        assert_eq!(r.headers()[API_VERSION_HEADER], API_VERSION);
+        assert!(!r.headers().contains_key(header::WWW_AUTHENTICATE));
+        assert_eq!(auth.hashes(), hashes, "no check once throttled");
+    }
+
+    #[tokio::test]
     async fn the_client_rule_can_be_switched_off() {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = config(dir.path(), "reject_old_docker = false");
