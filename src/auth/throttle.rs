@@ -227,12 +227,8 @@ impl<K: Hash + Eq + Copy> Buckets<K> {
     fn settle(&mut self, slot: Slot<K>, failed: bool, drain: bool, now: Instant, l: Limits) {
         let b = match slot {
             Slot::Overflow => &mut self.overflow,
-            // Absent only if a reconfiguration cleared the map meanwhile.
-            Slot::Key(k) if failed => self.map.entry(k).or_insert_with(|| Bucket::full(now)),
-            Slot::Key(k) => match self.map.get_mut(&k) {
-                Some(b) => b,
-                None => return,
-            },
+            // Never absent: an entry with checks in flight is not pruned.
+            Slot::Key(k) => self.map.entry(k).or_insert_with(|| Bucket::full(now)),
         };
         b.settle(now, l.refill);
         b.pending = b.pending.saturating_sub(1);
@@ -332,6 +328,9 @@ struct Inner {
     users: Buckets<u64>,
     window: Window,
     last_tick: Instant,
+    /// Bumped when switching off clears the maps: reservations from before settle
+    /// into nothing rather than into buckets that are not theirs.
+    epoch: u64,
 }
 
 /// The login throttle of a process: kept across reloads (see the module notes).
@@ -350,6 +349,7 @@ pub struct Reservation {
     address: Slot<IpAddr>,
     user: Slot<u64>,
     drain: bool,
+    epoch: u64,
     started: bool,
     done: bool,
 }
@@ -363,16 +363,14 @@ impl Reservation {
     /// The check ended: `failed` keeps the tokens taken, else they go back.
     pub fn settle(mut self, failed: bool) {
         self.done = true;
-        self.throttle
-            .settle(self.address, self.user, failed, self.drain);
+        self.throttle.settle(&self, failed);
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.done {
-            self.throttle
-                .settle(self.address, self.user, self.started, self.drain);
+            self.throttle.settle(self, self.started);
         }
     }
 }
@@ -407,6 +405,7 @@ impl Throttle {
                 users: Buckets::new(cap, now),
                 window: Window::new(now),
                 last_tick: now,
+                epoch: 0,
             }),
             settled: Notify::new(),
             names: RandomState::new(),
@@ -438,6 +437,7 @@ impl Throttle {
                 let (a, u) = (inner.addresses.cap, inner.users.cap);
                 inner.addresses = Buckets::new(a, now);
                 inner.users = Buckets::new(u, now);
+                inner.epoch += 1;
             }
             (None, Some(_)) => {}
         }
@@ -506,6 +506,7 @@ impl Throttle {
             address: a_slot,
             user: u_slot,
             drain,
+            epoch: inner.epoch,
             started: false,
             done: false,
         }))
@@ -532,14 +533,14 @@ impl Throttle {
         }
     }
 
-    fn settle(&self, address: Slot<IpAddr>, user: Slot<u64>, failed: bool, drain: bool) {
+    fn settle(&self, r: &Reservation, failed: bool) {
         let now = Instant::now();
         {
             let mut g = self.lock();
             let inner = &mut *g;
-            if let Some(l) = inner.limits {
-                inner.addresses.settle(address, failed, drain, now, l);
-                inner.users.settle(user, failed, false, now, l);
+            if let (Some(l), true) = (inner.limits, inner.epoch == r.epoch) {
+                inner.addresses.settle(r.address, failed, r.drain, now, l);
+                inner.users.settle(r.user, failed, false, now, l);
             }
         }
         self.settled.notify_waiters();
@@ -764,6 +765,25 @@ mod tests {
         fail(&t, ip(1), "u");
         t.configure(None);
         assert!(matches!(t.admit(ip(1), "u"), Admission::Go(None)));
+    }
+
+    #[test]
+    fn a_check_from_before_switching_off_does_not_settle_into_new_buckets() {
+        let t = throttle(1, HOUR);
+        let old = go(&t, ip(1), "u");
+        t.configure(None);
+        t.configure(Some(Limits {
+            burst: 1,
+            refill: HOUR,
+        }));
+        let new = go(&t, ip(1), "u");
+        old.settle(false);
+        assert!(
+            matches!(t.admit(ip(1), "u"), Admission::Wait),
+            "the new check still holds the token"
+        );
+        new.settle(true);
+        assert_eq!(refused(&t, ip(1), "u").0, By::Address);
     }
 
     #[test]
