@@ -53,13 +53,18 @@
 //!   previous one's); [`Throttle::configure`] applies a new `burst`/`refill` to the
 //!   buckets as they stand (time passed so far counted at the old rate).
 
+mod summary;
+
+pub use summary::Summary;
+
 use crate::config::Throttle as Limits;
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use summary::Window;
 use tokio::sync::Notify;
 
 /// Most buckets stored per map (addresses, user names).
@@ -68,8 +73,6 @@ pub const CAPACITY: usize = 100_000;
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(10);
 /// Shortest time between two prunes forced by a full map (a prune walks it all).
 pub const PRUNE_WHEN_FULL: Duration = Duration::from_secs(1);
-/// Distinct addresses and names counted in one summary window; beyond, "at least".
-const WINDOW_KEYS: usize = 4096;
 /// Float slack when comparing token counts (refill arithmetic is in f64).
 const EPSILON: f64 = 1e-9;
 
@@ -262,64 +265,6 @@ impl<K: Hash + Eq + Copy> Buckets<K> {
             b.missing = b.missing.min(burst);
         }
     }
-}
-
-/// Throttled tries since the last summary line.
-struct Window {
-    since: Instant,
-    by_address: u64,
-    by_user: u64,
-    addresses: HashMap<IpAddr, u64>,
-    addresses_more: bool,
-    users: HashSet<u64>,
-    users_more: bool,
-}
-
-impl Window {
-    fn new(now: Instant) -> Window {
-        Window {
-            since: now,
-            by_address: 0,
-            by_user: 0,
-            addresses: HashMap::new(),
-            addresses_more: false,
-            users: HashSet::new(),
-            users_more: false,
-        }
-    }
-
-    fn record(&mut self, by: By, address: IpAddr, user: u64) {
-        match by {
-            By::Address => self.by_address += 1,
-            By::User => self.by_user += 1,
-        }
-        let room = self.addresses.len() < WINDOW_KEYS;
-        match self.addresses.get_mut(&address) {
-            Some(n) => *n += 1,
-            None if room => {
-                self.addresses.insert(address, 1);
-            }
-            None => self.addresses_more = true,
-        }
-        if self.users.len() < WINDOW_KEYS {
-            self.users.insert(user);
-        } else if !self.users.contains(&user) {
-            self.users_more = true;
-        }
-    }
-}
-
-/// What one summary line says (returned by [`Throttle::tick`] for tests).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Summary {
-    pub by_address: u64,
-    pub by_user: u64,
-    /// Distinct addresses (at least this many when `more`).
-    pub addresses: usize,
-    pub users: usize,
-    pub more: bool,
-    /// The address refused most often, and how often.
-    pub top: Option<(IpAddr, u64)>,
 }
 
 struct Inner {
@@ -561,41 +506,9 @@ impl Throttle {
             inner.users.prune(now, l.refill);
         }
         let w = std::mem::replace(&mut inner.window, Window::new(now));
-        let (entries_a, entries_u) = (inner.addresses.map.len(), inner.users.map.len());
+        let tracked = (inner.addresses.map.len(), inner.users.map.len());
         drop(g);
-        if w.by_address + w.by_user == 0 {
-            return None;
-        }
-        let summary = Summary {
-            by_address: w.by_address,
-            by_user: w.by_user,
-            addresses: w.addresses.len(),
-            users: w.users.len(),
-            more: w.addresses_more || w.users_more,
-            top: w
-                .addresses
-                .iter()
-                .max_by_key(|(_, n)| **n)
-                .map(|(a, n)| (*a, *n)),
-        };
-        let (top, top_count) = summary
-            .top
-            .map_or((String::new(), 0), |(a, n)| (a.to_string(), n));
-        tracing::warn!(
-            seconds = now.saturating_duration_since(w.since).as_secs(),
-            refused = summary.by_address + summary.by_user,
-            by_address = summary.by_address,
-            by_user = summary.by_user,
-            addresses = summary.addresses,
-            users = summary.users,
-            at_least = summary.more,
-            top_address = %top,
-            top_address_refused = top_count,
-            tracked_addresses = entries_a,
-            tracked_users = entries_u,
-            "login throttle: failed logins refused with 429 (summary)"
-        );
-        Some(summary)
+        w.close(now, tracked)
     }
 }
 
