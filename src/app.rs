@@ -2,6 +2,7 @@
 //! backend), the serving loop with its htpasswd watcher, reload on SIGHUP, and the
 //! first-start files (certificates, an `admin` user).
 
+use crate::auth::throttle::Throttle;
 use crate::auth::{self, Authenticator};
 use crate::config::{Backend as BackendConfig, Config};
 use crate::files::io_error_words;
@@ -60,9 +61,16 @@ impl State {
             tracing::warn!("{}: {w}", config.path.display());
         }
         let tls = crate::tls::load_server_config(&config.tls.certificate, &config.tls.key)?;
+        // The failed-login buckets outlive the snapshot (a reload must not hand every
+        // guesser a fresh burst); new limits are applied once the build succeeded.
+        let throttle = match previous {
+            Some(p) => p.auth.throttle().clone(),
+            None => Arc::new(Throttle::new(config.auth.throttle)),
+        };
         let auth = Arc::new(Authenticator::load(
             &config.auth.htpasswd,
             &config.auth.realm,
+            throttle.clone(),
         )?);
         let backend = match &config.backend {
             BackendConfig::Upstream(u) => {
@@ -105,6 +113,7 @@ impl State {
         let tokens = crate::auth::token::Tokens::from_secret(
             &std::fs::read(&config.tls.key).unwrap_or_else(|_| rand::random::<[u8; 32]>().to_vec()),
         );
+        throttle.configure(config.auth.throttle);
         Ok(State {
             tls: tokio_rustls::TlsAcceptor::from(tls),
             config,
@@ -120,7 +129,8 @@ pub fn shared(state: State) -> Shared {
     Arc::new(ArcSwap::from_pointee(state))
 }
 
-/// Serve on already-bound listeners until `shutdown` resolves, then drain.
+/// Serve on already-bound listeners until `shutdown` resolves, then drain. A watcher
+/// looks at the htpasswd file every [`HTPASSWD_POLL`] and ticks the login throttle.
 pub async fn run(
     state: Shared,
     listeners: Vec<tokio::net::TcpListener>,
@@ -134,6 +144,8 @@ pub async fn run(
             loop {
                 tick.tick().await;
                 let auth = state.load().auth.clone();
+                // Prunes refilled buckets and writes the summary line, each interval.
+                auth.throttle().tick(std::time::Instant::now());
                 match auth.refresh() {
                     auth::Refresh::Unchanged => {}
                     auth::Refresh::Reloaded { users, problems } => tracing::info!(

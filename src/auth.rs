@@ -7,12 +7,15 @@
 //! restart followed by 300 parallel requests of one user costs one hash; and every
 //! failed check is answered no sooner than [`Authenticator::failure_delay`] after it
 //! began, by sleeping, so neither the user's scheme nor their existence shows in the
-//! response time, without spending CPU to hide it.
+//! response time, without spending CPU to hide it. Failed checks are also rationed per
+//! client address and per user name by the [`throttle`]: beyond its buckets a guess is
+//! answered 429 without a hash.
 
 pub mod cache;
 pub mod htpasswd;
 pub mod pool;
 pub mod token;
+pub mod throttle;
 
 use crate::body::Body;
 use crate::error::{oci_error, Code};
@@ -24,10 +27,12 @@ use htpasswd::Htpasswd;
 use http::{header, HeaderValue, Response, StatusCode};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+use throttle::{Admission, Throttle};
 
 /// How long a verified credential stays trusted without re-hashing. A removed user or a
 /// changed password takes effect at once anyway: the file's generation is in the key.
@@ -92,6 +97,21 @@ pub enum Decision {
     /// Credentials given and refused. The name, for logs, only if the file has it: an
     /// unknown "name" is often a password typed into the wrong field.
     Refused(Option<String>),
+    /// Too many failed logins from this address or for this name: refused without a
+    /// check; answer [`Authenticator::throttled`] (429 with `Retry-After`).
+    Throttled { retry_after: Duration },
+}
+
+/// What [`Authenticator::join`] found for one credential.
+enum Joined {
+    /// Verified recently: no check.
+    Cached,
+    /// The check to await (a new one, or one in flight with the same credentials).
+    Flight(Flight),
+    /// The throttle refused a new check.
+    Throttled(Duration),
+    /// The throttle's last tokens are promised to checks in flight: ask again later.
+    Wait,
 }
 
 /// What one shared check found.
@@ -153,14 +173,21 @@ pub struct Authenticator {
     failure_delay: Arc<AtomicU64>,
     /// Password hashes computed (not cache hits, not skipped or unknown-user checks).
     hashes: Arc<AtomicU64>,
+    /// Failed-login buckets; shared with the next snapshot's authenticator on reload.
+    throttle: Arc<Throttle>,
 }
 
 impl Authenticator {
     /// Read the htpasswd file. Bad lines are logged (and fail `check`); good ones load.
+    /// Failed checks are rationed by `throttle` (a new one, or the previous snapshot's).
     ///
     /// Also measures the file's most expensive hash (one hash, ~60-90 ms for bcrypt
     /// cost 10) to set the failure delay.
-    pub fn load(path: &Path, realm: &str) -> Result<Authenticator, AuthError> {
+    pub fn load(
+        path: &Path,
+        realm: &str,
+        throttle: Arc<Throttle>,
+    ) -> Result<Authenticator, AuthError> {
         let (file, st) = read(path)?;
         for p in file.problems() {
             tracing::warn!(file = %path.display(), line = p.line, "htpasswd: {}", p.message);
@@ -182,6 +209,7 @@ impl Authenticator {
             next_flight: AtomicU64::new(0),
             failure_delay: Arc::new(AtomicU64::new(0)),
             hashes: Arc::new(AtomicU64::new(0)),
+            throttle,
         };
         a.calibrate(&a.loaded.load().file);
         Ok(a)
@@ -208,6 +236,11 @@ impl Authenticator {
     /// Password hashes this authenticator has computed.
     pub fn hashes(&self) -> u64 {
         self.hashes.load(Ordering::Relaxed)
+    }
+
+    /// The failed-login throttle (carried over to the next snapshot on reload).
+    pub fn throttle(&self) -> &Arc<Throttle> {
+        &self.throttle
     }
 
     pub fn path(&self) -> &Path {
@@ -255,20 +288,40 @@ impl Authenticator {
         }
     }
 
-    /// Check an `Authorization` header value. A cache miss waits for its turn in the
-    /// hashing [`pool`], shared with identical checks in progress; a refusal comes no
-    /// sooner than [`Self::failure_delay`] after the call. Dropping the future gives
-    /// up the turn (the hash is skipped unless another request still waits for it).
-    pub async fn authenticate(&self, authorization: Option<&HeaderValue>) -> Decision {
+    /// Check an `Authorization` header value sent from `peer`. A credential verified
+    /// recently is allowed at once (even while throttled); otherwise the [`throttle`]
+    /// may refuse it without a check; a check waits for its turn in the hashing
+    /// [`pool`], shared with identical checks in progress; a refusal comes no sooner
+    /// than [`Self::failure_delay`] after the call. Dropping the future gives up the
+    /// turn (the hash is skipped unless another request still waits for it).
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&HeaderValue>,
+        peer: IpAddr,
+    ) -> Decision {
         let Some((user, password)) = authorization.and_then(parse_basic) else {
             return Decision::Missing;
         };
         let started = Instant::now();
         let loaded = self.loaded.load_full();
         let key = cache_key(loaded.generation, &user, &password);
-        let Some(flight) = self.join(key, &loaded, &user, password) else {
-            crate::metrics::get().auth_cache_hits.inc();
-            return Decision::Allowed(user);
+        let flight = loop {
+            // Listening before asking, so a settlement in between is not missed.
+            let settled = self.throttle.settled();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            match self.join(key, &loaded, &user, &password, peer) {
+                Joined::Cached => {
+                    crate::metrics::get().auth_cache_hits.inc();
+                    return Decision::Allowed(user);
+                }
+                Joined::Flight(f) => break f,
+                Joined::Throttled(retry_after) => return Decision::Throttled { retry_after },
+                // Bounded, in case a settlement is lost: ask again at least each second.
+                Joined::Wait => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), settled).await;
+                }
+            }
         };
         if flight.await == Verdict::Match {
             return Decision::Allowed(user);
@@ -279,24 +332,32 @@ impl Authenticator {
         Decision::Refused(loaded.file.contains(&user).then_some(user))
     }
 
-    /// `None` if the credential is cached; else the check in progress for `key`, or a
-    /// new one. The cache is consulted under the flights lock, and a check caches its
-    /// success before it leaves the map, so a request arriving as a check lands finds
-    /// one or the other and never starts a second hash.
+    /// Whether the credential is cached; else the check in progress for `key`, or a
+    /// new one if the throttle admits it (joining a check in flight costs no hash and
+    /// takes no token). The cache is consulted under the flights lock, and a check
+    /// caches its success before it leaves the map, so a request arriving as a check
+    /// lands finds one or the other and never starts a second hash.
     fn join(
         &self,
         key: [u8; 32],
         loaded: &Arc<Loaded>,
         user: &str,
-        password: String,
-    ) -> Option<Flight> {
+        password: &str,
+        peer: IpAddr,
+    ) -> Joined {
         let mut map = self.flights.lock().unwrap_or_else(|p| p.into_inner());
         if self.cache.hit(&key, Instant::now()) {
-            return None;
+            return Joined::Cached;
         }
         if let Some(flight) = map.get(&key).and_then(|(_, weak)| weak.upgrade()) {
-            return Some(flight);
+            return Joined::Flight(flight);
         }
+        let mut reservation = match self.throttle.admit(peer, user) {
+            Admission::Go(r) => r,
+            Admission::Throttled { retry_after, .. } => return Joined::Throttled(retry_after),
+            Admission::Wait => return Joined::Wait,
+        };
+        let password = password.to_string();
         let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
         let landed = Landed {
             flights: self.flights.clone(),
@@ -313,8 +374,16 @@ impl Authenticator {
             let _landed = landed;
             let checked = pool::get()
                 .run(move || {
+                    // Settled by this hash's outcome, even if its requester is gone
+                    // by then; a job skipped before it ran hands its tokens back.
+                    if let Some(r) = reservation.as_mut() {
+                        r.start();
+                    }
                     let began = Instant::now();
                     let checked = file.check(&user, &password);
+                    if let Some(r) = reservation {
+                        r.settle(!checked.matched);
+                    }
                     if let Some(scheme) = checked.hashed {
                         let took = began.elapsed().min(FAILURE_CEILING);
                         hashes.fetch_add(1, Ordering::Relaxed);
@@ -350,7 +419,7 @@ impl Authenticator {
         if let Some(weak) = flight.downgrade() {
             map.insert(key, (id, weak));
         }
-        Some(flight)
+        Joined::Flight(flight)
     }
 
     /// Cache statistics for tests and metrics: (hits, entries).
@@ -367,6 +436,21 @@ impl Authenticator {
         );
         resp.headers_mut()
             .insert(header::WWW_AUTHENTICATE, self.challenge.clone());
+        resp
+    }
+
+    /// The 429 answer of a throttled login: `Retry-After` in whole seconds, API
+    /// version header, OCI JSON body (distribution-spec code TOOMANYREQUESTS).
+    pub fn throttled(&self, retry_after: Duration) -> Response<Body> {
+        let mut resp = crate::error::oci(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOOMANYREQUESTS",
+            "too many failed logins from this address or for this user; retry later",
+        );
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after.as_secs().max(1)),
+        );
         resp
     }
 }
@@ -439,6 +523,13 @@ pub fn parse_basic(v: &HeaderValue) -> Option<(String, String)> {
 mod tests {
     use super::*;
 
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    /// No throttle: these tests are about checks, not rationing them.
+    fn off() -> Arc<Throttle> {
+        Arc::new(Throttle::new(None))
+    }
+
     fn basic(user: &str, pass: &str) -> HeaderValue {
         let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
         HeaderValue::from_str(&format!("Basic {b}")).unwrap()
@@ -470,27 +561,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let h1 = htpasswd::hash_bcrypt("s3cret", 4).unwrap();
         let path = write_file(dir.path(), &format!("alice:{h1}\n"));
-        let a = Authenticator::load(&path, "R").unwrap();
+        let a = Authenticator::load(&path, "R", off()).unwrap();
         assert_eq!(
-            a.authenticate(Some(&basic("alice", "s3cret"))).await,
+            a.authenticate(Some(&basic("alice", "s3cret")), PEER).await,
             Decision::Allowed("alice".into())
         );
         assert_eq!(a.cache_stats(), (0, 1));
         assert_eq!(
-            a.authenticate(Some(&basic("alice", "s3cret"))).await,
+            a.authenticate(Some(&basic("alice", "s3cret")), PEER).await,
             Decision::Allowed("alice".into())
         );
         assert_eq!(a.cache_stats(), (1, 1), "second request must hit the cache");
         assert_eq!(
-            a.authenticate(Some(&basic("alice", "wrong"))).await,
+            a.authenticate(Some(&basic("alice", "wrong")), PEER).await,
             Decision::Refused(Some("alice".into()))
         );
         assert_eq!(
-            a.authenticate(Some(&basic("bob", "s3cret"))).await,
+            a.authenticate(Some(&basic("bob", "s3cret")), PEER).await,
             Decision::Refused(None),
             "an unknown name is not handed to the log"
         );
-        assert_eq!(a.authenticate(None).await, Decision::Missing);
+        assert_eq!(a.authenticate(None, PEER).await, Decision::Missing);
 
         // Replace the password: the cached credential must stop working at once.
         std::thread::sleep(Duration::from_millis(20));
@@ -505,11 +596,11 @@ mod tests {
         );
         assert_eq!(a.cache_stats().1, 0);
         assert_eq!(
-            a.authenticate(Some(&basic("alice", "s3cret"))).await,
+            a.authenticate(Some(&basic("alice", "s3cret")), PEER).await,
             Decision::Refused(Some("alice".into()))
         );
         assert_eq!(
-            a.authenticate(Some(&basic("alice", "n3w"))).await,
+            a.authenticate(Some(&basic("alice", "n3w")), PEER).await,
             Decision::Allowed("alice".into())
         );
         assert_eq!(a.refresh(), Refresh::Unchanged);
@@ -518,7 +609,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(a.refresh(), Refresh::Failed(_)));
         assert_eq!(
-            a.authenticate(Some(&basic("alice", "n3w"))).await,
+            a.authenticate(Some(&basic("alice", "n3w")), PEER).await,
             Decision::Allowed("alice".into())
         );
     }
@@ -528,14 +619,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let h = htpasswd::hash_bcrypt("s3cret", 8).unwrap();
         let path = write_file(dir.path(), &format!("alice:{h}\n"));
-        let a = Arc::new(Authenticator::load(&path, "R").unwrap());
+        let a = Arc::new(Authenticator::load(&path, "R", off()).unwrap());
         let run = |password: &'static str| {
             let tasks: Vec<_> = (0..100)
                 .map(|_| {
                     let a = a.clone();
-                    tokio::spawn(
-                        async move { a.authenticate(Some(&basic("alice", password))).await },
-                    )
+                    tokio::spawn(async move {
+                        a.authenticate(Some(&basic("alice", password)), PEER).await
+                    })
                 })
                 .collect();
             futures_util::future::join_all(tasks)
@@ -569,13 +660,13 @@ mod tests {
                 "bee:{bcrypt}\napril:$apr1$ShcGw6fg$r3./BPJyOvSJJdpsR1gFl/\nshah:{{SHA}}EfatjsUqKYSrqv18O1FlA3hcIHI=\n"
             ),
         );
-        let a = Authenticator::load(&path, "R").unwrap();
+        let a = Authenticator::load(&path, "R", off()).unwrap();
         let delay = a.failure_delay();
         assert!(delay > Duration::ZERO);
         for (user, hashed) in [("bee", 1), ("april", 1), ("shah", 1), ("nobody", 0)] {
             let before = a.hashes();
             let t = Instant::now();
-            let out = a.authenticate(Some(&basic(user, "wrong"))).await;
+            let out = a.authenticate(Some(&basic(user, "wrong")), PEER).await;
             let took = t.elapsed();
             assert!(matches!(out, Decision::Refused(_)), "{user}");
             assert!(took >= delay, "{user}: refused after {took:?} < {delay:?}");
@@ -584,7 +675,7 @@ mod tests {
         // Successes are not padded: the apr1 user's right password is one MD5-crypt.
         let t = Instant::now();
         assert_eq!(
-            a.authenticate(Some(&basic("april", "x"))).await,
+            a.authenticate(Some(&basic("april", "x")), PEER).await,
             Decision::Allowed("april".into())
         );
         assert!(t.elapsed() < delay, "{:?}", t.elapsed());
@@ -594,7 +685,7 @@ mod tests {
     fn challenge_shape() {
         let dir = tempfile::tempdir().unwrap();
         let path = write_file(dir.path(), "");
-        let a = Authenticator::load(&path, "Registry Realm").unwrap();
+        let a = Authenticator::load(&path, "Registry Realm", off()).unwrap();
         let r = a.challenge();
         assert_eq!(r.status(), 401);
         assert_eq!(
@@ -609,7 +700,7 @@ mod tests {
 
     #[test]
     fn missing_file_is_an_error_naming_it() {
-        let e = Authenticator::load(Path::new("/nonexistent/htpasswd"), "R")
+        let e = Authenticator::load(Path::new("/nonexistent/htpasswd"), "R", off())
             .err()
             .unwrap();
         assert_eq!(

@@ -63,7 +63,23 @@ pub struct Tls {
 pub struct Auth {
     pub htpasswd: PathBuf,
     pub realm: String,
+    /// `[auth.throttle]`: limits on failed logins; `None` when `enabled = false`.
+    pub throttle: Option<Throttle>,
 }
+
+/// Token buckets for failed logins (per client address and per user name): `burst`
+/// failures at once, one more every `refill`. See `auth::throttle`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttle {
+    pub burst: u32,
+    pub refill: Duration,
+}
+
+/// The safe default: on, 10 failures at once, one more every 6 s (10 a minute).
+pub const DEFAULT_THROTTLE: Throttle = Throttle {
+    burst: 10,
+    refill: Duration::from_secs(6),
+};
 
 #[derive(Debug, Clone)]
 pub struct Clients {
@@ -503,6 +519,55 @@ down = true
             !shown.contains("TOPSECRET") && !shown.contains("AKID"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn the_login_throttle_is_on_by_default_and_can_be_switched_off() {
+        let c = Config::parse(Path::new("/etc/p/proxy.toml"), GOOD).unwrap();
+        assert_eq!(c.auth.throttle, Some(DEFAULT_THROTTLE));
+        let with = |keys: &str| {
+            GOOD.replace(
+                "[clients]",
+                &format!("[auth.throttle]\n{keys}\n\n[clients]"),
+            )
+        };
+        let c = Config::parse(
+            Path::new("/etc/p/proxy.toml"),
+            &with("burst = 3\nrefill = \"1m\""),
+        )
+        .unwrap();
+        assert_eq!(
+            c.auth.throttle,
+            Some(Throttle {
+                burst: 3,
+                refill: Duration::from_secs(60)
+            })
+        );
+        let c = Config::parse(Path::new("/etc/p/proxy.toml"), &with("enabled = false")).unwrap();
+        assert_eq!(c.auth.throttle, None);
+        for (keys, want) in [
+            (
+                "refill = \"6\"",
+                "/etc/p/proxy.toml: auth.throttle.refill: \"6\" has no unit",
+            ),
+            (
+                "refill = \"0s\"",
+                "/etc/p/proxy.toml: auth.throttle.refill: must be longer than zero",
+            ),
+            (
+                "burst = 0",
+                "/etc/p/proxy.toml: auth.throttle.burst: 0 is out of range",
+            ),
+            (
+                "burts = 10",
+                "/etc/p/proxy.toml: auth.throttle.burts: line ",
+            ),
+        ] {
+            let p = problems(&with(keys));
+            assert_eq!(p.len(), 1, "{keys}: {p:?}");
+            assert!(p[0].starts_with(want), "{keys}: {}", p[0]);
+            assert!(!p[0].contains('\n'));
+        }
     }
 
     #[test]

@@ -43,6 +43,12 @@ pub struct SchemeLabels {
     pub scheme: &'static str,
 }
 
+/// Which login-throttle bucket refused an attempt: `address` or `user`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ByLabels {
+    pub by: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     pub upstream: String,
@@ -70,6 +76,7 @@ pub struct Metrics {
     pub auth_cache_hits: Counter,
     pub auth_hashes: Family<SchemeLabels, Counter>,
     pub auth_failure_delay: Gauge<f64, AtomicU64>,
+    pub auth_throttled: Family<ByLabels, Counter>,
     pub upstream_selections: Family<UpstreamLabels, Counter>,
     pub upstream_failures: Family<UpstreamLabels, Counter>,
     pub upstream_healthy: Family<UpstreamLabels, Gauge>,
@@ -96,6 +103,7 @@ impl Metrics {
             auth_cache_hits: Counter::default(),
             auth_hashes: Family::default(),
             auth_failure_delay: Gauge::default(),
+            auth_throttled: Family::default(),
             upstream_selections: Family::default(),
             upstream_failures: Family::default(),
             upstream_healthy: Family::default(),
@@ -174,6 +182,12 @@ impl Metrics {
             "auth_failure_delay_seconds",
             "Least time a failed password check takes (the costliest hash in the file)",
             m.auth_failure_delay.clone(),
+        );
+        registry.register(
+            "auth_throttled",
+            "Login attempts refused with 429 by the failed-login throttle (no password \
+             hash), by the bucket that was empty: address or user",
+            m.auth_throttled.clone(),
         );
         registry.register(
             "upstream_selections",

@@ -241,14 +241,18 @@ pub async fn admit(
 }
 
 /// Phase: Basic authentication against the htpasswd file. The user, or the 401 that
-/// asks for credentials.
+/// asks for credentials, or the 429 of a throttled login (no log line per try: the
+/// throttle writes one summary per interval).
 pub async fn authenticate(
     auth: &Authenticator,
     headers: &HeaderMap,
     peer: SocketAddr,
 ) -> Result<String, Response<Body>> {
     let m = crate::metrics::get();
-    match auth.authenticate(headers.get(header::AUTHORIZATION)).await {
+    match auth
+        .authenticate(headers.get(header::AUTHORIZATION), peer.ip())
+        .await
+    {
         Decision::Allowed(u) => {
             m.auth_successes.inc();
             Ok(u)
@@ -264,6 +268,7 @@ pub async fn authenticate(
             }
             Err(auth.challenge())
         }
+        Decision::Throttled { retry_after } => Err(auth.throttled(retry_after)),
     }
 }
 
@@ -573,7 +578,12 @@ mod tests {
         let hash = crate::auth::htpasswd::hash_bcrypt("s3cret", 4).expect("bcrypt");
         let path = dir.join("htpasswd");
         std::fs::write(&path, format!("alice:{hash}\n")).expect("write htpasswd");
-        Authenticator::load(&path, "Phase Realm").expect("load htpasswd")
+        Authenticator::load(
+            &path,
+            "Phase Realm",
+            Arc::new(crate::auth::throttle::Throttle::new(None)),
+        )
+        .expect("load htpasswd")
     }
 
     fn request(path: &str, user_agent: &str, credentials: Option<(&str, &str)>) -> Request<()> {
@@ -611,6 +621,35 @@ mod tests {
             panic!("docker 1.5 with credentials was let through");
         };
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn a_throttled_login_is_answered_429_with_retry_after_without_a_check() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = config(dir.path(), "");
+        let hash = crate::auth::htpasswd::hash_bcrypt("s3cret", 4).expect("bcrypt");
+        let path = dir.path().join("htpasswd");
+        std::fs::write(&path, format!("alice:{hash}\n")).expect("write htpasswd");
+        let limits = crate::config::Throttle {
+            burst: 1,
+            refill: std::time::Duration::from_secs(90),
+        };
+        let throttle = Arc::new(crate::auth::throttle::Throttle::new(Some(limits)));
+        let auth = Authenticator::load(&path, "Phase Realm", throttle).expect("load");
+        let wrong = request("/v2/", MODERN, Some(("alice", "wrong")));
+        let Admission::Answer(r) = admitted(&config, &auth, &wrong).await else {
+            panic!("a wrong password was let through");
+        };
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let hashes = auth.hashes();
+        let Admission::Answer(r) = admitted(&config, &auth, &wrong).await else {
+            panic!("a wrong password was let through");
+        };
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "90");
+        assert_eq!(r.headers()[API_VERSION_HEADER], API_VERSION);
+        assert!(!r.headers().contains_key(header::WWW_AUTHENTICATE));
+        assert_eq!(auth.hashes(), hashes, "no check once throttled");
     }
 
     #[tokio::test]

@@ -1,6 +1,8 @@
 //! Password checks under attack, through the real binary over real TLS: cancelled
 //! checks stop costing CPU, identical checks run once, failures take the same time
-//! whatever the scheme or user, and client-chosen names cannot forge log lines.
+//! whatever the scheme or user, client-chosen names cannot forge log lines, and the
+//! failed-login throttle answers guessing with 429 instead of bcrypt (per address and
+//! per user name, other loopback addresses standing in for other clients).
 //!
 //! The server runs as its own process (`portcullis serve`), so its CPU time, its
 //! metrics and its logs are its own, not shared with other tests in this binary.
@@ -52,11 +54,15 @@ fn collect(from: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
 
 impl Server {
     fn start(htpasswd: String, log_format: &str) -> Server {
+        Server::start_with(Options::registry().htpasswd(htpasswd), log_format)
+    }
+
+    /// The same with more of the configuration chosen by the test.
+    fn start_with(opts: Options, log_format: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let metrics_port = free_port();
-        let opts = Options::registry()
-            .htpasswd(htpasswd)
+        let opts = opts
             .metrics(format!("127.0.0.1:{metrics_port}"))
             .log_format(log_format);
         let config = write_config(dir.path(), &opts, &format!("127.0.0.1:{port}"));
@@ -228,7 +234,9 @@ const STREAMS_PER_CONNECTION: usize = 15;
 async fn reset_streams_do_not_keep_hashing_and_are_logged_499() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let (htpasswd, hash) = slow_htpasswd();
-    let server = Server::start(htpasswd, "json");
+    // The hashing pool's own defence, without the failed-login throttle (which would
+    // answer most of this flood 429 before it reached the pool).
+    let server = Server::start_with(Options::registry().htpasswd(htpasswd).no_throttle(), "json");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let one_hash = hash_cost(&hash);
     let cpu_before = server.cpu_seconds();
@@ -474,4 +482,520 @@ async fn user_names_cannot_forge_log_lines() {
             .any(|l| l.contains("authentication failed") && l.contains("bob\\x1b[31mRED\\rX")),
         "the known user's failure names them, escaped: {logs:#?}"
     );
+}
+
+// The failed-login throttle ([auth.throttle]). Other loopback addresses (127.0.0.2, ...)
+// are other clients to the server, which listens on 127.0.0.1.
+
+/// CPU time one check of `hash` costs on this host: five checks on a thread of their
+/// own, timed by that thread's utime+stime (so neither other tests in this process nor
+/// a busy host inflate it, as they do a wall-clock timing).
+fn hash_cpu(hash: &str) -> Duration {
+    const N: u32 = 5;
+    let hash = hash.to_string();
+    std::thread::spawn(move || {
+        let ticks = || {
+            let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            let f: Vec<&str> = rest.split(' ').collect();
+            f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()
+        };
+        let before = ticks();
+        for _ in 0..N {
+            let _ = portcullis::auth::htpasswd::verify_hash(&hash, "not-it");
+        }
+        Duration::from_secs_f64((ticks() - before) / clock_ticks() / f64::from(N))
+    })
+    .join()
+    .unwrap()
+}
+
+/// 127.0.0.`n`.
+fn local(n: u8) -> std::net::IpAddr {
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, n))
+}
+
+/// An htpasswd line for `user` with a bcrypt hash of `password` at `cost`.
+fn bcrypt_line(user: &str, password: &str, cost: u32) -> String {
+    let hash = portcullis::auth::htpasswd::hash_bcrypt(password, cost).unwrap();
+    format!("{user}:{hash}\n")
+}
+
+/// A throttled answer as the contract words it: 429, `Retry-After` in whole seconds
+/// (at least 1, at most one refill away), the registry's JSON error and API header.
+fn assert_throttled(a: &Answer, refill: Duration, what: &str) {
+    assert_eq!(
+        a.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{what}: {}",
+        a.text()
+    );
+    let retry: u64 = a
+        .header("retry-after")
+        .parse()
+        .unwrap_or_else(|_| panic!("{what}: Retry-After {:?}", a.header("retry-after")));
+    assert!(
+        (1..=refill.as_secs().max(1)).contains(&retry),
+        "{what}: Retry-After {retry} with refill {refill:?}"
+    );
+    assert_eq!(a.oci_code(), "TOOMANYREQUESTS", "{what}");
+    assert!(
+        a.text().contains("too many failed logins"),
+        "{what}: {}",
+        a.text()
+    );
+    assert_eq!(a.header("docker-distribution-api-version"), "registry/2.0");
+}
+
+impl Server {
+    fn throttled(&self, by: &str) -> f64 {
+        self.metric(&format!("portcullis_auth_throttled_total{{by=\"{by}\"}}"))
+            .unwrap_or(0.0)
+    }
+
+    fn bcrypt_hashes(&self) -> f64 {
+        self.hashes("bcrypt").unwrap_or(0.0)
+    }
+}
+
+/// The contract's defaults (shared/DESIGN.md, `[auth.throttle]`): a server with no
+/// `[auth.throttle]` table throttles with these.
+const DEFAULT_BURST: usize = 10;
+const DEFAULT_REFILL: Duration = Duration::from_secs(6);
+
+/// Tokens that can have come back in `elapsed` at one per `refill` (rounded up).
+fn refilled(elapsed: Duration, refill: Duration) -> usize {
+    (elapsed.as_secs_f64() / refill.as_secs_f64()).ceil() as usize
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_passwords_beyond_the_burst_get_429_without_a_hash_and_others_are_served() {
+    let (slow, hash) = slow_htpasswd();
+    let htpasswd = format!(
+        "{slow}{}{}",
+        bcrypt_line("calm-a", "calm-secret", 10),
+        bcrypt_line("calm-b", "calm-secret", 10)
+    );
+    // No [auth.throttle] table: the throttle is on by default.
+    let server = Server::start(htpasswd, "json");
+    let url = server.url("/v2/");
+    let ca = server.ca();
+    let one_hash = hash_cost(&hash);
+    let hash_cpu = hash_cpu(&hash);
+
+    // Another client's first login (a fresh connection and a hash), unloaded.
+    let t = Instant::now();
+    let a = Client::from_address(&ca, false, local(2))
+        .get(&url, Some(("calm-a", "calm-secret")))
+        .await;
+    let unloaded = t.elapsed();
+    assert_eq!(a.status, StatusCode::OK);
+
+    let cpu_before = server.cpu_seconds();
+    let hashes_before = server.bcrypt_hashes();
+    let started = Instant::now();
+
+    // 100 wrong passwords one after the other from 127.0.0.1 ...
+    let attacker = Client::h1(&ca);
+    let mut sequential = Vec::new();
+    for i in 0..100 {
+        sequential.push(
+            attacker
+                .get(&url, Some(("slow", &format!("wrong-{i}"))))
+                .await,
+        );
+    }
+    // ... then 100 at once over four HTTP/2 connections, while a user on another
+    // address logs in for the first time.
+    let h2: Arc<Vec<Client>> = Arc::new((0..4).map(|_| Client::h2(&ca)).collect());
+    let flood: Vec<_> = (0..100)
+        .map(|i| {
+            let (h2, url) = (h2.clone(), url.clone());
+            tokio::spawn(async move {
+                h2[i % h2.len()]
+                    .get(&url, Some(("slow", &format!("parallel-{i}"))))
+                    .await
+            })
+        })
+        .collect();
+    let t = Instant::now();
+    let legit = Client::from_address(&ca, false, local(2))
+        .get(&url, Some(("calm-b", "calm-secret")))
+        .await;
+    let legit_took = t.elapsed();
+    let mut parallel = Vec::new();
+    for f in flood {
+        parallel.push(f.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    let cpu = server.cpu_when_idle().await - cpu_before;
+    let hashes = server.bcrypt_hashes() - hashes_before;
+
+    let all: Vec<&Answer> = sequential.iter().chain(&parallel).collect();
+    let refused = all
+        .iter()
+        .filter(|a| a.status == StatusCode::UNAUTHORIZED)
+        .count();
+    let throttled = all.len() - refused;
+    let allowance = DEFAULT_BURST + refilled(elapsed, DEFAULT_REFILL);
+    eprintln!(
+        "200 wrong passwords in {elapsed:?}: {refused} × 401, {throttled} × 429; server CPU {cpu:.3} s, \
+         bcrypt hashes {hashes} (one hash here: {hash_cpu:?} CPU, {one_hash:?} wall; 200 hashes \
+         would be {:.2} s CPU); other user's first login {legit_took:?} under the flood, {unloaded:?} unloaded",
+        hash_cpu.as_secs_f64() * 200.0
+    );
+
+    // The first `burst` wrong passwords are checked (401), then 429 without a check.
+    for (i, a) in sequential.iter().take(DEFAULT_BURST).enumerate() {
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "try {i}");
+    }
+    assert!(
+        refused <= allowance,
+        "{refused} tries were checked; the burst plus refills in {elapsed:?} is {allowance}"
+    );
+    for (i, a) in all.iter().enumerate() {
+        if a.status != StatusCode::UNAUTHORIZED {
+            assert_throttled(a, DEFAULT_REFILL, &format!("try {i}"));
+        }
+    }
+    // Counted by the bucket that was empty (the user's may lag the address's by a
+    // refill when one came back between two tries).
+    assert_eq!(
+        server.throttled("address") + server.throttled("user"),
+        throttled as f64,
+        "portcullis_auth_throttled_total"
+    );
+    assert!(server.throttled("address") >= 1.0);
+    // Hashes: the checked wrong passwords and calm-b's one login.
+    assert!(
+        hashes <= (allowance + 1) as f64,
+        "{hashes} bcrypt hashes for 200 wrong passwords (allowance {allowance})"
+    );
+    // CPU: those hashes (at twice the CPU cost this test measured) and half a second
+    // for 200 requests' TLS and HTTP; 200 hashes would be far more.
+    let bound = hash_cpu.as_secs_f64() * 2.0 * (allowance + 1) as f64 + 0.5;
+    assert!(cpu < bound, "server CPU {cpu:.3} s, bound {bound:.3} s");
+
+    // The other address was never throttled, and not slowed down beyond a few of the
+    // burst's hashes queued ahead of its own.
+    assert_eq!(legit.status, StatusCode::OK, "{}", legit.text());
+    let bound = unloaded * 4 + one_hash * DEFAULT_BURST as u32;
+    assert!(
+        legit_took < bound,
+        "other user's login took {legit_took:?} under the flood (unloaded {unloaded:?}, bound {bound:?})"
+    );
+
+    // Logs: one line per checked failure, none per throttled try; the throttle writes a
+    // summary per interval (every 10 s), so the flood gives one or two lines.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let summaries = |l: &[String]| l.iter().filter(|l| l.contains("login throttle")).count();
+    while summaries(&server.stderr()) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = server.stderr();
+    let lines = summaries(&log);
+    let failed_lines = log
+        .iter()
+        .filter(|l| l.contains("authentication failed"))
+        .count();
+    assert!(
+        (1..=2 + started.elapsed().as_secs() as usize / 10).contains(&lines),
+        "{lines} summary lines: {log:#?}"
+    );
+    assert_eq!(
+        failed_lines, refused,
+        "one log line per checked failure: {log:#?}"
+    );
+    let summary = log.iter().find(|l| l.contains("login throttle")).unwrap();
+    assert!(
+        summary.contains("127.0.0.1"),
+        "the top offender is named: {summary}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_own_parallel_logins_never_trip_the_throttle_and_known_ones_pass_it() {
+    const USERS: usize = 20;
+    const BURST: u32 = 3;
+    const REFILL: Duration = Duration::from_secs(600);
+    let htpasswd: String = (0..USERS)
+        .map(|i| bcrypt_line(&format!("ci-{i}"), "ci-secret", 8))
+        .chain(std::iter::once(bcrypt_line("late", "late-secret", 8)))
+        .collect();
+    let server = Server::start_with(
+        Options::registry()
+            .htpasswd(htpasswd)
+            .throttle(BURST, REFILL),
+        "json",
+    );
+    let url = server.url("/v2/");
+    let clients: Arc<Vec<Client>> = Arc::new((0..10).map(|_| Client::h2(&server.ca())).collect());
+    // Twenty users (more than the burst) log in for the first time at once, ten
+    // parallel requests each, all from 127.0.0.1.
+    let round = || {
+        let tasks: Vec<_> = (0..USERS * 10)
+            .map(|i| {
+                let (clients, url) = (clients.clone(), url.clone());
+                tokio::spawn(async move {
+                    let user = format!("ci-{}", i % USERS);
+                    clients[i % clients.len()]
+                        .get(&url, Some((&user, "ci-secret")))
+                        .await
+                        .status
+                })
+            })
+            .collect();
+        futures_util::future::join_all(tasks)
+    };
+    for s in round().await {
+        assert_eq!(
+            s.unwrap(),
+            StatusCode::OK,
+            "a right password is never throttled"
+        );
+    }
+    assert_eq!(server.throttled("address") + server.throttled("user"), 0.0);
+
+    // The same address now guesses: the burst, then 429.
+    let c = Client::h1(&server.ca());
+    for i in 0..BURST {
+        let a = c.get(&url, Some(("ci-0", &format!("wrong-{i}")))).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    }
+    let a = c.get(&url, Some(("ci-0", "wrong-again"))).await;
+    assert_throttled(&a, REFILL, "after the burst");
+
+    // Credentials already verified still pass from the throttled address (the cache
+    // comes before the throttle, and costs no hash) ...
+    let hashes = server.bcrypt_hashes();
+    for s in round().await {
+        assert_eq!(
+            s.unwrap(),
+            StatusCode::OK,
+            "known credentials pass the throttle"
+        );
+    }
+    assert_eq!(server.bcrypt_hashes(), hashes, "served from the cache");
+    // ... but a credential never seen needs a check, and the address has no token.
+    let a = c.get(&url, Some(("late", "late-secret"))).await;
+    assert_throttled(&a, REFILL, "unverified credential from a throttled address");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_flood_on_one_http2_connection_costs_at_most_a_burst_of_hashes() {
+    const BURST: u32 = 5;
+    const REFILL: Duration = Duration::from_secs(600);
+    const VOLLEYS: usize = 20;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let (slow, hash) = slow_htpasswd();
+    let htpasswd = format!(
+        "{slow}{}{}",
+        bcrypt_line("calm-a", "calm-secret", 10),
+        bcrypt_line("calm-b", "calm-secret", 10)
+    );
+    let server = Server::start_with(
+        Options::registry()
+            .htpasswd(htpasswd)
+            .throttle(BURST, REFILL),
+        "json",
+    );
+    let url = server.url("/v2/");
+    let one_hash = hash_cost(&hash);
+    let hash_cpu = hash_cpu(&hash);
+    let t = Instant::now();
+    let a = Client::from_address(&server.ca(), false, local(3))
+        .get(&url, Some(("calm-a", "calm-secret")))
+        .await;
+    let unloaded = t.elapsed();
+    assert_eq!(a.status, StatusCode::OK);
+    let cpu_before = server.cpu_seconds();
+    let hashes_before = server.bcrypt_hashes();
+
+    // 300 streams with distinct wrong passwords on one connection, in volleys of 15
+    // reset at once, each reset after one hash's time (so the volley's first check
+    // has started: resetting it must not undo its count).
+    let mut send = h2_connect(server.port, &server.ca()).await;
+    for v in 0..VOLLEYS {
+        let mut streams = Vec::new();
+        for s in 0..STREAMS_PER_CONNECTION {
+            send = send.ready().await.expect("stream capacity");
+            let req = http::Request::get(&url)
+                .header("authorization", basic("slow", &format!("wrong-{v}-{s}")))
+                .body(())
+                .unwrap();
+            streams.push(send.send_request(req, true).expect("send"));
+        }
+        tokio::time::sleep(one_hash).await;
+        for (response, mut stream) in streams {
+            stream.send_reset(h2::Reason::CANCEL);
+            drop(response);
+        }
+    }
+
+    // The server stays responsive: another client's first login.
+    let t = Instant::now();
+    let legit = Client::from_address(&server.ca(), false, local(2))
+        .get(&url, Some(("calm-b", "calm-secret")))
+        .await;
+    let legit_took = t.elapsed();
+    let cpu = server.cpu_when_idle().await - cpu_before;
+    let hashes = server.bcrypt_hashes() - hashes_before;
+    eprintln!(
+        "{} reset streams on one connection: server CPU {cpu:.3} s, bcrypt hashes {hashes} \
+         (one hash here: {hash_cpu:?} CPU, {one_hash:?} wall); other user's login {legit_took:?} \
+         ({unloaded:?} unloaded)",
+        VOLLEYS * STREAMS_PER_CONNECTION
+    );
+    assert_eq!(legit.status, StatusCode::OK);
+    assert!(
+        hashes <= f64::from(BURST) + 1.0,
+        "{hashes} bcrypt hashes (burst {BURST}, plus calm-b's login)"
+    );
+    let bound = hash_cpu.as_secs_f64() * 2.0 * f64::from(BURST + 1) + 0.5;
+    assert!(cpu < bound, "server CPU {cpu:.3} s, bound {bound:.3} s");
+    let bound = unloaded * 4 + one_hash * BURST;
+    assert!(
+        legit_took < bound,
+        "login took {legit_took:?}, bound {bound:?}"
+    );
+    // The checks that ran count although their streams were reset: the address is
+    // out of tokens.
+    let a = Client::h1(&server.ca())
+        .get(&url, Some(("slow", "one-more")))
+        .await;
+    assert_throttled(&a, REFILL, "after the reset flood");
+    drop(send);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_one_user_from_many_addresses_is_limited_by_the_users_bucket() {
+    const BURST: u32 = 4;
+    const REFILL: Duration = Duration::from_secs(600);
+    const ADDRESSES: std::ops::RangeInclusive<u8> = 2..=9;
+    const ROUNDS: usize = 3;
+    let (slow, _) = slow_htpasswd();
+    let htpasswd = format!("{slow}{}", bcrypt_line("other", "other-secret", 8));
+    let server = Server::start_with(
+        Options::registry()
+            .htpasswd(htpasswd)
+            .throttle(BURST, REFILL),
+        "json",
+    );
+    let url = server.url("/v2/");
+    let clients: Vec<(u8, Client)> = ADDRESSES
+        .map(|n| (n, Client::from_address(&server.ca(), false, local(n))))
+        .collect();
+    let hashes_before = server.bcrypt_hashes();
+    // Each address guesses fewer times than its own burst; together far more.
+    let mut statuses = Vec::new();
+    for r in 0..ROUNDS {
+        for (n, c) in &clients {
+            let a = c.get(&url, Some(("slow", &format!("guess-{r}-{n}")))).await;
+            if a.status != StatusCode::UNAUTHORIZED {
+                assert_throttled(&a, REFILL, &format!("round {r}, 127.0.0.{n}"));
+            }
+            statuses.push(a.status);
+        }
+    }
+    let hashes = server.bcrypt_hashes() - hashes_before;
+    let checked = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    // Once the user's bucket is empty, each address gets at most one more guess (a
+    // failure from a clean address drains it).
+    let most = (BURST as usize).max(clients.len());
+    eprintln!(
+        "{} guesses from {} addresses: {checked} checked, {hashes} hashes, throttled by user {} and by address {}",
+        statuses.len(),
+        clients.len(),
+        server.throttled("user"),
+        server.throttled("address")
+    );
+    assert!(checked <= most, "{checked} guesses checked: {statuses:?}");
+    assert!(hashes <= most as f64, "{hashes} hashes");
+    assert!(
+        server.throttled("user") >= 1.0,
+        "refused by the user's bucket"
+    );
+
+    // The owner, from a guessing address: no token for a check there ...
+    let a = clients[1].1.get(&url, Some(("slow", "slow-secret"))).await;
+    assert_throttled(&a, REFILL, "right password from a guessing address");
+    // ... from a clean address: checked and served, not delayed by anyone's failures.
+    let owner = Client::from_address(&server.ca(), false, local(10));
+    let a = owner.get(&url, Some(("slow", "slow-secret"))).await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "right password from a clean address"
+    );
+    // Now verified, the credential passes even from the guessing address.
+    let a = clients[1].1.get(&url, Some(("slow", "slow-secret"))).await;
+    assert_eq!(a.status, StatusCode::OK, "verified credential");
+    // A clean address that guesses the throttled user is drained by its one failure.
+    let newcomer = Client::from_address(&server.ca(), false, local(11));
+    let a = newcomer.get(&url, Some(("slow", "guess-new"))).await;
+    assert_eq!(
+        a.status,
+        StatusCode::UNAUTHORIZED,
+        "one guess from a clean address"
+    );
+    let a = newcomer.get(&url, Some(("other", "guess-other"))).await;
+    assert_throttled(&a, REFILL, "the clean address after its guess");
+}
+
+/// Rewrite the server's proxy.toml with `text`, send SIGHUP and wait (bounded) until
+/// it says it reloaded.
+async fn reload(server: &Server, text: &str) {
+    let reloads = |l: &[String]| l.iter().filter(|l| l.contains("reloaded status=")).count();
+    let before = reloads(&server.stderr());
+    std::fs::write(server.dir.path().join("proxy.toml"), text).unwrap();
+    let sent = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reloads(&server.stderr()) == before {
+        assert!(
+            Instant::now() < deadline,
+            "no reload: {:#?}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_throttle_survives_a_reload_and_takes_its_new_limits() {
+    const REFILL: Duration = Duration::from_secs(600);
+    let (slow, _) = slow_htpasswd();
+    let server = Server::start_with(
+        Options::registry().htpasswd(slow).throttle(3, REFILL),
+        "text",
+    );
+    let url = server.url("/v2/");
+    let c = Client::h1(&server.ca());
+    let mut guesses = 0..;
+    let mut guess = async || {
+        let password = format!("guess-{}", guesses.next().unwrap());
+        c.get(&url, Some(("slow", &password))).await
+    };
+    for _ in 0..3 {
+        assert_eq!(guess().await.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_throttled(&guess().await, REFILL, "after 3");
+
+    // Same configuration: the buckets carry over to the new snapshot.
+    let text = std::fs::read_to_string(server.dir.path().join("proxy.toml")).unwrap();
+    assert!(text.contains("burst = 3"), "{text}");
+    reload(&server, &text).await;
+    assert_throttled(&guess().await, REFILL, "after a reload");
+    // A larger burst applies to the failures already counted: 3 more tokens.
+    reload(&server, &text.replace("burst = 3", "burst = 6")).await;
+    for _ in 0..3 {
+        assert_eq!(guess().await.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_throttled(&guess().await, REFILL, "after 6");
 }

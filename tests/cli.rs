@@ -143,6 +143,40 @@ fn check_reports_every_problem_one_line_each() {
 }
 
 #[test]
+fn check_words_login_throttle_problems_one_line_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = good_options().throttle(10, std::time::Duration::from_secs(6));
+    write_config(dir.path(), &opts, "127.0.0.1:0");
+    let toml = std::fs::read_to_string(dir.path().join("proxy.toml")).unwrap();
+    assert!(toml.contains("refill = \"6s\""), "{toml}");
+    let check = |text: String| {
+        std::fs::write(dir.path().join("proxy.toml"), text).unwrap();
+        run(&["check", "-c", "proxy.toml"], dir.path())
+    };
+    for (bad, want) in [
+        (
+            toml.replace("refill = \"6s\"", "refill = \"6\""),
+            "proxy.toml: auth.throttle.refill: \"6\" has no unit",
+        ),
+        (
+            toml.replace("refill = \"6s\"", "refil = \"6s\""),
+            "proxy.toml: auth.throttle.refil: line ",
+        ),
+        (
+            toml.replace("burst = 10", "burst = 0"),
+            "proxy.toml: auth.throttle.burst: 0 is out of range",
+        ),
+    ] {
+        let lines = assert_clean_failure(&check(bad));
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains(want), "{want}: {lines:?}");
+    }
+    // Switched off with `enabled = false`.
+    let o = check(toml.replace("burst = 10", "enabled = false"));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
 fn check_reports_bad_htpasswd_lines_and_missing_files() {
     let dir = good_dir();
     let mut f = std::fs::OpenOptions::new()

@@ -86,6 +86,15 @@ pub struct Tls {
 pub struct Auth {
     pub htpasswd: Option<String>,
     pub realm: Option<String>,
+    pub throttle: Option<Throttle>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Throttle {
+    pub enabled: Option<bool>,
+    pub burst: Option<i64>,
+    pub refill: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,7 +8,7 @@ use super::{
     file, parse_duration, Auth, Backend, Balance, Clients, Config, HealthCheck, Problem, Registry,
     Server, StorageKind, Tls, Upstream, UpstreamServer, DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_TIMEOUT,
-    DEFAULT_REALM, DEFAULT_SHUTDOWN_GRACE,
+    DEFAULT_REALM, DEFAULT_SHUTDOWN_GRACE, DEFAULT_THROTTLE,
 };
 use http::Uri;
 use std::net::SocketAddr;
@@ -55,6 +55,9 @@ pub(super) fn toml_problem(path: &Path, text: &str, e: &toml::de::Error) -> Prob
         message: format!("line {line}: {message}"),
     }
 }
+
+/// Largest `auth.throttle.burst`: beyond this the throttle would not limit guessing.
+const MAX_THROTTLE_BURST: i64 = 1_000_000;
 
 pub(super) struct Validator {
     pub(super) file: PathBuf,
@@ -321,6 +324,7 @@ impl Validator {
             return Auth {
                 htpasswd: PathBuf::new(),
                 realm: DEFAULT_REALM.to_string(),
+                throttle: Some(DEFAULT_THROTTLE),
             };
         };
         let htpasswd = match a.htpasswd {
@@ -337,7 +341,44 @@ impl Validator {
                 "must not contain quotes, backslashes or control characters",
             );
         }
-        Auth { htpasswd, realm }
+        let throttle = self.throttle(a.throttle);
+        Auth {
+            htpasswd,
+            realm,
+            throttle,
+        }
+    }
+
+    /// `[auth.throttle]`: on with [`DEFAULT_THROTTLE`] unless `enabled = false`.
+    fn throttle(&mut self, t: Option<file::Throttle>) -> Option<super::Throttle> {
+        let Some(t) = t else {
+            return Some(DEFAULT_THROTTLE);
+        };
+        let burst = match t.burst {
+            None => DEFAULT_THROTTLE.burst,
+            Some(n) if (1..=MAX_THROTTLE_BURST).contains(&n) => n as u32,
+            Some(n) => {
+                self.problem(
+                    "auth.throttle.burst",
+                    format!(
+                        "{n} is out of range: 1 to {MAX_THROTTLE_BURST} failed logins (to switch the throttle off, set enabled = false)"
+                    ),
+                );
+                DEFAULT_THROTTLE.burst
+            }
+        };
+        let refill = self.duration(
+            "auth.throttle.refill",
+            t.refill.as_deref(),
+            DEFAULT_THROTTLE.refill,
+        );
+        if refill.is_zero() {
+            self.problem(
+                "auth.throttle.refill",
+                "must be longer than zero (to switch the throttle off, set enabled = false)",
+            );
+        }
+        (t.enabled != Some(false)).then_some(super::Throttle { burst, refill })
     }
 
     fn upstream(&mut self, u: file::Upstream) -> Upstream {

@@ -88,6 +88,18 @@ struct Tls {
 struct Auth {
     htpasswd: String,
     realm: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    throttle: Option<Throttle>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct Throttle {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    burst: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refill: Option<Dur>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -226,6 +238,7 @@ impl Options {
                 auth: Auth {
                     htpasswd: "auth/htpasswd".into(),
                     realm: "Registry Realm".into(),
+                    throttle: None,
                 },
                 clients: None,
                 upstream: None,
@@ -342,6 +355,26 @@ impl Options {
     pub fn reject_old_docker(mut self, reject: bool) -> Options {
         self.file.clients = Some(Clients {
             reject_old_docker: reject,
+        });
+        self
+    }
+
+    /// `[auth.throttle] burst` and `refill` (the failed-login buckets).
+    pub fn throttle(mut self, burst: u32, refill: Duration) -> Options {
+        self.file.auth.throttle = Some(Throttle {
+            enabled: None,
+            burst: Some(burst),
+            refill: Some(Dur(refill)),
+        });
+        self
+    }
+
+    /// `[auth.throttle] enabled = false`.
+    pub fn no_throttle(mut self) -> Options {
+        self.file.auth.throttle = Some(Throttle {
+            enabled: Some(false),
+            burst: None,
+            refill: None,
         });
         self
     }

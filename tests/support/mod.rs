@@ -325,6 +325,16 @@ impl Answer {
 
 impl Client {
     pub fn new(ca: &Path, http2: bool) -> Client {
+        Client::build(ca, http2, None)
+    }
+
+    /// A client whose connections come from `local` (another loopback address such
+    /// as 127.0.0.2, to be a different client address to the server).
+    pub fn from_address(ca: &Path, http2: bool, local: std::net::IpAddr) -> Client {
+        Client::build(ca, http2, Some(local))
+    }
+
+    fn build(ca: &Path, http2: bool, local: Option<std::net::IpAddr>) -> Client {
         use rustls::pki_types::pem::PemObject;
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut roots = rustls::RootCertStore::empty();
@@ -339,10 +349,13 @@ impl Client {
         let b = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only();
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(false);
+        http.set_local_address(local);
         let connector = if http2 {
-            b.enable_http2().build()
+            b.enable_http2().wrap_connector(http)
         } else {
-            b.enable_http1().build()
+            b.enable_http1().wrap_connector(http)
         };
         let mut cb =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
