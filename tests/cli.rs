@@ -159,10 +159,7 @@ fn check_names_a_malformed_limit_in_one_line_and_accepts_units() {
         "proxy.toml: server.max_connections_per_address: 0: must be at least 1",
         "proxy.toml: server.http2_max_streams: -2: must be at least 1",
     ] {
-        assert!(
-            lines.iter().any(|l| l.starts_with(want)),
-            "{want}: {lines:?}"
-        );
+        assert!(lines.iter().any(|l| l.contains(want)), "{want}: {lines:?}");
     }
     std::fs::write(
         dir.path().join("proxy.toml"),
