@@ -311,12 +311,8 @@ async fn a_manifest_over_max_manifest_size_gets_413_and_one_at_the_limit_is_stor
     let a = c
         .send(put(manifest_of_size(&d, 2, limit + 1), "over"))
         .await;
-    assert_eq!(
-        (a.status, a.oci_code().as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID"),
-        "{}",
-        a.text()
-    );
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", a.text());
+    assert_eq!(a.oci_code(), "MANIFEST_INVALID");
     // Without a Content-Length the body is read up to the limit, and no further.
     let m = Bytes::from(manifest_of_size(&d, 2, limit + 1));
     let chunks: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> = m
@@ -335,12 +331,8 @@ async fn a_manifest_over_max_manifest_size_gets_413_and_one_at_the_limit_is_stor
     .body(streamed)
     .unwrap();
     let a = c.send(req).await;
-    assert_eq!(
-        (a.status, a.oci_code().as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID"),
-        "{}",
-        a.text()
-    );
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", a.text());
+    assert_eq!(a.oci_code(), "MANIFEST_INVALID");
     let a = c
         .get(&p.url("/v2/app/manifests/over"), Some(BCRYPT_USER))
         .await;
