@@ -92,8 +92,9 @@ impl State {
                 let secret = store
                     .prepare_blocking(r.secret.as_deref())
                     .map_err(failed)?;
-                let registry =
-                    Registry::new(store, r.delete, secret, inflight).with_read_only(r.read_only);
+                let registry = Registry::new(store, r.delete, secret, inflight)
+                    .with_read_only(r.read_only)
+                    .with_max_manifest_size(r.max_manifest_size);
                 if r.read_only {
                     // Collection and purge delete: not while the registry is read-only.
                     if r.gc_interval.is_some() || r.upload_purge.is_some() {

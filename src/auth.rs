@@ -14,8 +14,8 @@
 pub mod cache;
 pub mod htpasswd;
 pub mod pool;
-pub mod token;
 pub mod throttle;
+pub mod token;
 
 use crate::body::Body;
 use crate::error::{oci_error, Code};

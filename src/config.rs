@@ -6,9 +6,11 @@
 
 mod duration;
 mod file;
+mod size;
 mod validate;
 
 pub use duration::parse_duration;
+pub use size::{parse_size, SizeValue};
 
 use http::Uri;
 use std::fmt;
@@ -49,6 +51,14 @@ pub struct Server {
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
     pub max_connections: usize,
+    /// Connections open at once from one client address (IPv6: the whole address).
+    pub max_connections_per_address: usize,
+    /// Largest request head (request line and headers) in bytes: HTTP/1.1 answers 431
+    /// and closes; HTTP/2 advertises it as SETTINGS_MAX_HEADER_LIST_SIZE and answers
+    /// 431 on the stream.
+    pub max_header_size: usize,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS of each HTTP/2 connection.
+    pub http2_max_streams: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +158,8 @@ pub struct Registry {
     /// `[registry.upload_purge]`: (age, interval) of abandoned-upload removal; None = off.
     /// On by default with distribution's values, 168h and 24h.
     pub upload_purge: Option<(Duration, Duration)>,
+    /// Largest manifest a PUT may carry (413 beyond it).
+    pub max_manifest_size: usize,
 }
 
 /// `registry.storage`: which storage backend holds the registry's data.
@@ -292,6 +304,26 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Per client address. Docker opens up to 5 connections for a push and 3 for a pull
+/// over HTTP/1.1 (one over HTTP/2), so 256 leaves room for dozens of daemons behind
+/// one NAT or CI egress address, while one address can hold no more than 2.5% of the
+/// default `max_connections`: exhausting the server takes 40 addresses, not one.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
+/// nginx's `large_client_header_buffers 4 8k`: a request head of up to 32 KiB.
+pub const DEFAULT_MAX_HEADER_SIZE: usize = 32 << 10;
+/// The bounds `server.max_header_size` must stay within: below 1 KiB an ordinary
+/// request with credentials no longer fits; above 256 KiB hyper's own HTTP/1 read
+/// buffer (about 400 KiB) would be the limit instead of this key.
+pub const MAX_HEADER_SIZE_RANGE: (usize, usize) = (1 << 10, 256 << 10);
+/// The HTTP/2 streams one connection may have open at once: the value Portcullis
+/// always used before the key existed (hyper's own default is 200).
+pub const DEFAULT_HTTP2_MAX_STREAMS: u32 = 250;
+/// distribution's `maxManifestBodySize` (registry/handlers/manifests.go).
+pub const DEFAULT_MAX_MANIFEST_SIZE: usize = 4 << 20;
+/// Manifests are held whole in memory, twice over (bytes and parsed form), inside the
+/// process's manifest budget (`registry::MANIFEST_BUDGET`, 32 MiB): a larger limit
+/// would let one PUT take the whole budget.
+pub const MAX_MANIFEST_SIZE_LIMIT: usize = 16 << 20;
 pub const DEFAULT_REALM: &str = "Registry Realm";
 
 impl Config {
@@ -568,6 +600,119 @@ down = true
             assert!(p[0].starts_with(want), "{keys}: {}", p[0]);
             assert!(!p[0].contains('\n'));
         }
+    }
+
+    #[test]
+    fn limits_default_and_take_bytes_or_units() {
+        let c = Config::parse(Path::new("/etc/p/proxy.toml"), GOOD).unwrap();
+        let s = &c.server;
+        assert_eq!(
+            (
+                s.max_header_size,
+                s.max_connections_per_address,
+                s.http2_max_streams
+            ),
+            (32 << 10, 256, 250)
+        );
+        let text = GOOD.replace(
+            "read_timeout = \"900s\"",
+            "read_timeout = \"900s\"\nmax_header_size = \"16KiB\"\nmax_connections_per_address = 8\nhttp2_max_streams = 100",
+        );
+        let s = Config::parse(Path::new("/etc/p/proxy.toml"), &text)
+            .unwrap()
+            .server;
+        assert_eq!(
+            (
+                s.max_header_size,
+                s.max_connections_per_address,
+                s.http2_max_streams
+            ),
+            (16 << 10, 8, 100)
+        );
+        let r = |keys: &str| {
+            let text = GOOD.split("[upstream]").next().unwrap().to_string() + "[registry]\n" + keys;
+            match Config::parse(Path::new("/etc/p/proxy.toml"), &text)
+                .unwrap()
+                .backend
+            {
+                Backend::Registry(r) => r.max_manifest_size,
+                Backend::Upstream(_) => unreachable!(),
+            }
+        };
+        assert_eq!(r(""), 4 << 20);
+        assert_eq!(r("max_manifest_size = 1048576\n"), 1 << 20);
+        assert_eq!(r("max_manifest_size = \"8 MiB\"\n"), 8 << 20);
+    }
+
+    #[test]
+    fn a_malformed_limit_is_one_line_naming_its_key() {
+        for (key, value, says) in [
+            (
+                "max_header_size",
+                "\"12 parsecs\"",
+                "unknown unit \"parsecs\"",
+            ),
+            (
+                "max_header_size",
+                "0",
+                "out of range: give 1 KiB to 256 KiB",
+            ),
+            ("max_header_size", "-1", "-1 is negative"),
+            ("max_header_size", "\"1MiB\"", "out of range"),
+            ("max_header_size", "\"KiB\"", "is not a size"),
+            ("max_header_size", "1.5", "a size: bytes such as 32768"),
+            ("max_connections_per_address", "0", "must be at least 1"),
+            ("max_connections_per_address", "-3", "must be at least 1"),
+            ("http2_max_streams", "0", "must be at least 1"),
+            ("http2_max_streams", "5000000000", "too large"),
+        ] {
+            let text = GOOD.replace(
+                "read_timeout = \"900s\"",
+                &format!("read_timeout = \"900s\"\n{key} = {value}"),
+            );
+            let p = problems(&text);
+            assert_eq!(p.len(), 1, "{key} = {value}: {p:?}");
+            assert!(
+                p[0].starts_with(&format!("/etc/p/proxy.toml: server.{key}: "))
+                    && p[0].contains(says),
+                "{key} = {value}: {}",
+                p[0]
+            );
+            assert!(!p[0].contains('\n'));
+        }
+        for (value, says) in [
+            ("0", "out of range: give 1 byte to 16 MiB"),
+            ("\"32MiB\"", "out of range"),
+            ("\"4 megs\"", "unknown unit"),
+        ] {
+            let p = registry_problems(&format!("max_manifest_size = {value}\n"));
+            assert_eq!(p.len(), 1, "{value}: {p:?}");
+            assert!(
+                p[0].starts_with("/etc/p/proxy.toml: registry.max_manifest_size: ")
+                    && p[0].contains(says),
+                "{value}: {}",
+                p[0]
+            );
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        let t = |s: &str| parse_size(&SizeValue::Text(s.into()));
+        assert_eq!(parse_size(&SizeValue::Bytes(32768)), Ok(32768));
+        assert_eq!(t("32KiB"), Ok(32 << 10));
+        assert_eq!(t(" 4 MiB "), Ok(4 << 20));
+        assert_eq!(t("1GiB"), Ok(1 << 30));
+        assert_eq!(t("100"), Ok(100));
+        assert_eq!(t("100B"), Ok(100));
+        assert!(t("32KB").unwrap_err().contains("unknown unit \"KB\""));
+        assert!(t("32k").unwrap_err().contains("unknown unit"));
+        assert!(t("").unwrap_err().contains("is not a size"));
+        assert!(t("99999999999999999999").unwrap_err().contains("too large"));
+        assert!(t("17179869184GiB").unwrap_err().contains("too large"));
+        assert!(parse_size(&SizeValue::Bytes(-1))
+            .unwrap_err()
+            .contains("negative"));
     }
 
     #[test]

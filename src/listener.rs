@@ -1,14 +1,18 @@
-//! Listeners: accept TCP, complete the TLS handshake (ALPN picks h2 or http/1.1),
-//! serve the connection with hyper, close connections that are silent or idle too
-//! long, and drain gracefully on shutdown.
+//! Listeners: accept TCP within the connection caps (`admission`), complete the TLS
+//! handshake (ALPN picks h2 or http/1.1, served by `protocol`), close connections that
+//! are silent or idle too long, and drain gracefully on shutdown.
+
+mod admission;
+mod protocol;
+
+use admission::Admission;
 
 use crate::proxy;
 use crate::state::Shared;
 use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,7 +23,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
 /// Runs a closure when dropped (connection gauge, whatever way the task ends).
 struct Defer<F: FnMut()>(F);
@@ -36,33 +39,6 @@ const TLS_SEND_BUFFER: usize = 256 << 10;
 /// After an idle connection is asked to close (HTTP/2: GOAWAY), how long it may take
 /// before it is dropped anyway: a client that ignores GOAWAY costs no more than this.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-
-/// The hyper connection settings shared by every connection. Timeouts between
-/// requests are not hyper's: [`Activity`] enforces `header_timeout` and
-/// `idle_timeout` for both protocols (hyper's own h1 header timer would also cut
-/// kept-alive connections at `header_timeout`).
-fn builder() -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(250)
-        // Bounded per-stream buffering: a pushed layer is held at most this much in
-        // flight per stream, whatever its size.
-        .initial_stream_window_size(1 << 20)
-        .initial_connection_window_size(4 << 20)
-        .max_send_buf_size(SEND_BUFFER_PER_STREAM)
-        .keep_alive_interval(Duration::from_secs(60))
-        .keep_alive_timeout(Duration::from_secs(20));
-    b
-}
-
-/// Most response bytes one HTTP/2 stream queues ahead of the client's reading: with
-/// hundreds of concurrent downloads this, not the blob size, is what memory scales with.
-const SEND_BUFFER_PER_STREAM: usize = 64 << 10;
 
 /// What one connection's timers need to know: requests in flight, when it last
 /// became idle, and whether bytes of a new HTTP/1 request head are arriving.
@@ -262,14 +238,8 @@ enum Phase {
 /// Serve `listeners` until `shutdown` resolves, then stop accepting and let requests
 /// in flight finish for up to the configured grace period.
 pub async fn serve(state: Shared, listeners: Vec<TcpListener>, shutdown: impl Future<Output = ()>) {
-    let (max_conns, grace) = {
-        let s = state.load();
-        (
-            s.config.server.max_connections,
-            s.config.server.shutdown_grace,
-        )
-    };
-    let permits = Arc::new(Semaphore::new(max_conns));
+    let grace = state.load().config.server.shutdown_grace;
+    let admission = Arc::new(Admission::default());
     let (phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Serving);
     // Every connection task holds a sender; the receiver sees the channel close once
     // the last one has ended.
@@ -277,7 +247,7 @@ pub async fn serve(state: Shared, listeners: Vec<TcpListener>, shutdown: impl Fu
     let mut accept_tasks = Vec::new();
     for listener in listeners {
         let state = state.clone();
-        let permits = permits.clone();
+        let admission = admission.clone();
         let open = open_tx.clone();
         let mut phase = phase_rx.clone();
         accept_tasks.push(tokio::spawn(async move {
@@ -295,8 +265,14 @@ pub async fn serve(state: Shared, listeners: Vec<TcpListener>, shutdown: impl Fu
                         continue;
                     }
                 };
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    tracing::warn!(%peer, "server.max_connections reached; connection closed");
+                // The caps of the configuration in force now: a reload applies to the
+                // next connection. A refused one is dropped here, before any TLS work.
+                let ticket = {
+                    let s = state.load();
+                    let c = &s.config.server;
+                    admission.admit(peer.ip(), c.max_connections, c.max_connections_per_address)
+                };
+                let Ok(ticket) = ticket else {
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
@@ -309,7 +285,7 @@ pub async fn serve(state: Shared, listeners: Vec<TcpListener>, shutdown: impl Fu
                 let open = open.clone();
                 tokio::spawn(async move {
                     conn.serve(tcp, phase).await;
-                    drop(permit);
+                    drop(ticket);
                     drop(open);
                 });
             }
@@ -348,14 +324,12 @@ impl Connection {
         let _open = Defer(|| {
             crate::metrics::get().connections.dec();
         });
-        let (header_timeout, idle_timeout, acceptor) = {
+        // The connection keeps the limits it was accepted under, across reloads.
+        let (limits, acceptor) = {
             let s = shared.load();
-            (
-                s.config.server.header_timeout,
-                s.config.server.idle_timeout,
-                s.tls.clone(),
-            )
+            (s.config.server.clone(), s.tls.clone())
         };
+        let (header_timeout, idle_timeout) = (limits.header_timeout, limits.idle_timeout);
         let mut tls =
             match tokio::time::timeout_at((accepted + header_timeout).into(), acceptor.accept(tcp))
                 .await
@@ -381,6 +355,7 @@ impl Connection {
         // the syscalls per MiB. It is a ceiling, not an allocation: only a slow reader
         // fills it.
         tls.get_mut().1.set_buffer_limit(Some(TLS_SEND_BUFFER));
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let activity = Arc::new(Activity::new(accepted));
         let io = TokioIo::new(Tap {
             inner: tls,
@@ -395,9 +370,8 @@ impl Connection {
                 Ok::<_, Infallible>(resp.map(|inner| Tracked { inner, _mark: mark }))
             }
         });
-        let b = builder();
-        let conn = b.serve_connection(io, svc);
-        tokio::pin!(conn);
+        let mut conn = protocol::serve(h2, &limits, io, svc);
+        drop(limits);
         // Set once the connection has been asked to close: it is dropped if still
         // open at this instant.
         let mut closing: Option<Instant> = None;
@@ -415,7 +389,7 @@ impl Connection {
             let wake = timer.map_or(recheck, |(at, _)| at.min(recheck));
             let sleep = tokio::time::sleep_until(wake.into());
             tokio::select! {
-                r = conn.as_mut() => {
+                r = &mut conn => {
                     if let Err(e) = r {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
@@ -427,7 +401,7 @@ impl Connection {
                         return;
                     }
                     if closing.is_none() {
-                        conn.as_mut().graceful_shutdown();
+                        conn.graceful_shutdown();
                         // The drain's own grace period bounds this connection now.
                         closing = Some(Instant::now() + Duration::from_secs(86_400));
                     }
@@ -455,7 +429,7 @@ impl Connection {
                                 .is_some_and(|(d, w)| w == Expiry::Idle && d <= Instant::now())
                             {
                                 tracing::debug!(%peer, ?idle_timeout, "idle connection closed");
-                                conn.as_mut().graceful_shutdown();
+                                conn.graceful_shutdown();
                                 closing = Some(Instant::now() + CLOSE_GRACE);
                             }
                         }

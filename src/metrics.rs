@@ -49,6 +49,12 @@ pub struct ByLabels {
     pub by: &'static str,
 }
 
+/// The `[server]` key whose cap refused a connection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub limit: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     pub upstream: String,
@@ -67,6 +73,7 @@ pub struct Metrics {
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     pub connections: Gauge,
+    pub connections_refused: Family<LimitLabels, Counter>,
     pub tls_handshakes: Counter,
     pub tls_failures: Counter,
     pub auth_successes: Counter,
@@ -94,6 +101,7 @@ impl Metrics {
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
             connections: Gauge::default(),
+            connections_refused: Family::default(),
             tls_handshakes: Counter::default(),
             tls_failures: Counter::default(),
             auth_successes: Counter::default(),
@@ -136,6 +144,12 @@ impl Metrics {
             "active_connections",
             "Client connections open now",
             m.connections.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept, before TLS, by the limit that refused them \
+             (max_connections, max_connections_per_address)",
+            m.connections_refused.clone(),
         );
         registry.register(
             "tls_handshakes",

@@ -35,6 +35,8 @@ pub struct Registry<S: Storage> {
     delete: bool,
     /// Refuse every write (`registry.read_only`).
     read_only: bool,
+    /// `registry.max_manifest_size`: a larger manifest PUT answers 413.
+    max_manifest_size: usize,
     secret: Vec<u8>,
     /// Shared with the registries of later reloads (see `inflight`).
     inflight: Arc<InFlight>,
@@ -66,6 +68,7 @@ impl<S: Storage> Registry<S> {
             store,
             delete,
             read_only: false,
+            max_manifest_size: crate::config::DEFAULT_MAX_MANIFEST_SIZE,
             secret,
             inflight,
             watch: Box::default(),
@@ -76,6 +79,12 @@ impl<S: Storage> Registry<S> {
     /// `registry.read_only`: every write answers 405; reads keep working.
     pub fn with_read_only(mut self, on: bool) -> Registry<S> {
         self.read_only = on;
+        self
+    }
+
+    /// `registry.max_manifest_size`: the largest manifest a PUT may carry.
+    pub fn with_max_manifest_size(mut self, bytes: usize) -> Registry<S> {
+        self.max_manifest_size = bytes;
         self
     }
 

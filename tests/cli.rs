@@ -177,6 +177,34 @@ fn check_words_login_throttle_problems_one_line_naming_the_key() {
 }
 
 #[test]
+fn check_names_a_malformed_limit_in_one_line_and_accepts_units() {
+    let dir = good_dir();
+    let toml = std::fs::read_to_string(dir.path().join("proxy.toml")).unwrap();
+    let with = |keys: &str| toml.replace("[server]\n", &format!("[server]\n{keys}\n"));
+    std::fs::write(
+        dir.path().join("proxy.toml"),
+        with("max_header_size = \"12 parsecs\"\nmax_connections_per_address = 0\nhttp2_max_streams = -2"),
+    )
+    .unwrap();
+    let lines = assert_clean_failure(&run(&["check", "-c", "proxy.toml"], dir.path()));
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for want in [
+        "proxy.toml: server.max_header_size: \"12 parsecs\": unknown unit",
+        "proxy.toml: server.max_connections_per_address: 0: must be at least 1",
+        "proxy.toml: server.http2_max_streams: -2: must be at least 1",
+    ] {
+        assert!(lines.iter().any(|l| l.contains(want)), "{want}: {lines:?}");
+    }
+    std::fs::write(
+        dir.path().join("proxy.toml"),
+        with("max_header_size = \"64KiB\"\nmax_connections_per_address = 32\nhttp2_max_streams = 100"),
+    )
+    .unwrap();
+    let o = run(&["check", "-c", "proxy.toml"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
 fn check_reports_bad_htpasswd_lines_and_missing_files() {
     let dir = good_dir();
     let mut f = std::fs::OpenOptions::new()

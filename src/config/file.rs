@@ -1,6 +1,7 @@
 //! The `proxy.toml` file format: serde structs that mirror the file one to one.
 //! Nothing here is validated beyond types; `config` turns it into runtime types.
 
+use super::size::SizeValue;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +71,9 @@ pub struct Server {
     pub idle_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
     pub max_connections: Option<u64>,
+    pub max_connections_per_address: Option<i64>,
+    pub max_header_size: Option<SizeValue>,
+    pub http2_max_streams: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,6 +158,7 @@ pub struct Registry {
     pub secret: Option<String>,
     pub gc: Option<Gc>,
     pub upload_purge: Option<UploadPurge>,
+    pub max_manifest_size: Option<SizeValue>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,13 +2,16 @@
 //! checked, defaults applied, relative paths anchored at the file's folder, and every
 //! problem collected as one line (TOML syntax errors too).
 
+mod limits;
 mod storage;
 
 use super::{
     file, parse_duration, Auth, Backend, Balance, Clients, Config, HealthCheck, Problem, Registry,
     Server, StorageKind, Tls, Upstream, UpstreamServer, DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_READ_TIMEOUT,
-    DEFAULT_REALM, DEFAULT_SHUTDOWN_GRACE, DEFAULT_THROTTLE,
+    DEFAULT_HTTP2_MAX_STREAMS, DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_MAX_HEADER_SIZE, DEFAULT_MAX_MANIFEST_SIZE,
+    DEFAULT_READ_TIMEOUT, DEFAULT_REALM, DEFAULT_SHUTDOWN_GRACE, DEFAULT_THROTTLE,
+    MAX_HEADER_SIZE_RANGE, MAX_MANIFEST_SIZE_LIMIT,
 };
 use http::Uri;
 use std::net::SocketAddr;
@@ -243,6 +246,22 @@ impl Validator {
             }
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         };
+        let max_connections_per_address = self.count(
+            "server.max_connections_per_address",
+            s.max_connections_per_address,
+            DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+        );
+        let max_header_size = self.size(
+            "server.max_header_size",
+            s.max_header_size.as_ref(),
+            DEFAULT_MAX_HEADER_SIZE,
+            MAX_HEADER_SIZE_RANGE,
+        );
+        let http2_max_streams = self.count(
+            "server.http2_max_streams",
+            s.http2_max_streams,
+            DEFAULT_HTTP2_MAX_STREAMS,
+        );
         Server {
             listen,
             read_timeout,
@@ -250,6 +269,9 @@ impl Validator {
             idle_timeout,
             shutdown_grace,
             max_connections,
+            max_connections_per_address,
+            max_header_size,
+            http2_max_streams,
         }
     }
 
@@ -534,7 +556,14 @@ impl Validator {
                 Some((age, interval))
             }
         };
+        let max_manifest_size = self.size(
+            "registry.max_manifest_size",
+            r.max_manifest_size.as_ref(),
+            DEFAULT_MAX_MANIFEST_SIZE,
+            (1, MAX_MANIFEST_SIZE_LIMIT),
+        );
         Registry {
+            max_manifest_size,
             storage,
             root,
             object,

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 /// Memory for manifest PUTs in flight, across the process. A manifest must be whole in
 /// memory to be parsed and hashed, so without a budget N concurrent PUTs cost
-/// N × `manifest::MAX_SIZE` and more. Each PUT reserves twice its size (body and
-/// parsed form): 32 MiB admits four maximal manifests, or thousands of ordinary (few
+/// N × `registry.max_manifest_size` and more. Each PUT reserves twice its size (body and
+/// parsed form): 32 MiB admits four manifests of the default 4 MiB limit, or thousands of ordinary (few
 /// KiB) ones, at a time; the others wait for their turn.
 pub const MANIFEST_BUDGET: usize = 32 << 20;
 

@@ -9,10 +9,6 @@ pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
-/// Largest manifest accepted (distribution's limit): manifests are held in memory to
-/// be parsed, blobs never are.
-pub const MAX_SIZE: usize = 4 << 20;
-
 /// A content descriptor as it appears in manifests.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]

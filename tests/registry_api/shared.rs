@@ -495,7 +495,7 @@ async fn manifest_errors() {
     let a = api.put_manifest("app", "big", OCI_MANIFEST, &big).await;
     assert_eq!(
         (a.status, a.oci_code().as_str()),
-        (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID")
+        (StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID")
     );
     // An index naming a manifest that is not there.
     let idx = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{"mediaType": OCI_MANIFEST, "digest": format!("sha256:{}", "5".repeat(64)), "size": 1}]})).unwrap();

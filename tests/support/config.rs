@@ -76,6 +76,12 @@ struct Server {
     shutdown_grace: Option<Dur>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_connections: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_connections_per_address: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_header_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http2_max_streams: Option<u32>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -165,6 +171,8 @@ struct Registry {
     gc: Option<Gc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     upload_purge: Option<UploadPurge>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_manifest_size: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -230,6 +238,9 @@ impl Options {
                     idle_timeout: None,
                     shutdown_grace: None,
                     max_connections: None,
+                    max_connections_per_address: None,
+                    max_header_size: None,
+                    http2_max_streams: None,
                 },
                 tls: Tls {
                     certificate: "certs/server.crt".into(),
@@ -267,6 +278,7 @@ impl Options {
             secret: None,
             gc: None,
             upload_purge: None,
+            max_manifest_size: None,
         });
         o
     }
@@ -337,6 +349,23 @@ impl Options {
 
     pub fn max_connections(mut self, n: u64) -> Options {
         self.file.server.max_connections = Some(n);
+        self
+    }
+
+    pub fn max_connections_per_address(mut self, n: u64) -> Options {
+        self.file.server.max_connections_per_address = Some(n);
+        self
+    }
+
+    /// `server.max_header_size` in bytes (the file also takes "32KiB"; see the config
+    /// tests for the string forms).
+    pub fn max_header_size(mut self, bytes: u64) -> Options {
+        self.file.server.max_header_size = Some(bytes);
+        self
+    }
+
+    pub fn http2_max_streams(mut self, n: u32) -> Options {
+        self.file.server.http2_max_streams = Some(n);
         self
     }
 
@@ -542,6 +571,12 @@ impl Options {
     /// `registry.root`: the storage folder, relative to proxy.toml or absolute.
     pub fn root(mut self, path: impl AsRef<Path>) -> Options {
         self.registry_section().root = path_string(path);
+        self
+    }
+
+    /// `registry.max_manifest_size` in bytes.
+    pub fn max_manifest_size(mut self, bytes: u64) -> Options {
+        self.registry_section().max_manifest_size = Some(bytes);
         self
     }
 

@@ -83,7 +83,7 @@ impl<S: Storage> Registry<S> {
             .map(str::to_string);
         // Held until the manifest is stored: the bytes stay in memory that long.
         let (_budget, declared) = self.manifest_budget(&req.headers).await?;
-        let bytes = read_limited(body, manifest::MAX_SIZE, declared).await?;
+        let bytes = read_limited(body, self.max_manifest_size, declared).await?;
         let m = manifest::parse(content_type.as_deref(), &bytes)
             .map_err(|e| ApiError::bad_request("MANIFEST_INVALID", e.0))?;
         let alg = expected.map_or(Algorithm::Sha256, |d| d.algorithm);
@@ -264,7 +264,7 @@ impl<S: Storage> Registry<S> {
         let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        let limit = manifest::MAX_SIZE;
+        let limit = self.max_manifest_size;
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(too_large(limit));
         }
@@ -299,11 +299,15 @@ impl<S: Storage> Registry<S> {
     }
 }
 
+/// A manifest over `registry.max_manifest_size`. distribution refuses it with
+/// MANIFEST_INVALID ("http: request body too large", handlers/manifests.go through
+/// copyFullPayload's MaxBytesReader); the code is kept, and the status says what it
+/// is (413) rather than distribution's 400, so a client does not retry it as malformed.
 fn too_large(limit: usize) -> Error {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "SIZE_INVALID",
-        format!("manifest larger than {limit} bytes"),
+        "MANIFEST_INVALID",
+        format!("manifest larger than {limit} bytes (registry.max_manifest_size)"),
     )
     .into()
 }
