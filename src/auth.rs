@@ -252,6 +252,19 @@ impl Authenticator {
         self.loaded.load().file.len()
     }
 
+    /// A short digest of `user`'s current htpasswd entry, or None when the file has no
+    /// usable entry for them: tokens carry it, so a token dies with its user's removal
+    /// or password change, as cached credentials do.
+    pub fn credential_tag(&self, user: &str) -> Option<[u8; 8]> {
+        use sha2::Digest;
+        let loaded = self.loaded.load();
+        let hash = loaded.file.hash_of(user)?;
+        let d = sha2::Sha256::digest(hash.as_bytes());
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&d[..8]);
+        Some(tag)
+    }
+
     /// Re-read the file if it changed on disk since it was last read.
     pub fn refresh(&self) -> Refresh {
         let current = self.loaded.load();

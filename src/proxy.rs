@@ -143,7 +143,7 @@ async fn answer(
     }
     let anonymous = tokens_on && !ping && authorize::without_credentials(req.headers());
     let presented = match tokens_on && route == Route::V2 {
-        true => bearer::read(&state.tokens, req.headers()),
+        true => bearer::read(state, req.headers()),
         false => None,
     };
     let admission = if route == Route::V2 && (anonymous || presented.is_some()) {
@@ -151,12 +151,7 @@ async fn answer(
         match (client_rule(&state.config, req.headers()), presented) {
             (Some(r), _) => Admission::Answer(r),
             (None, None) => Admission::Dispatch { user: None },
-            (None, Some(Ok(crate::auth::token::Bearer::User(u)))) => {
-                Admission::Dispatch { user: Some(u) }
-            }
-            (None, Some(Ok(crate::auth::token::Bearer::Anonymous))) => {
-                Admission::Dispatch { user: None }
-            }
+            (None, Some(Ok(user))) => Admission::Dispatch { user },
             (None, Some(Err(()))) => Admission::Answer(state.auth.challenge()),
         }
     } else {

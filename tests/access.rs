@@ -364,6 +364,37 @@ async fn denials_are_403_for_users_and_challenges_for_anonymous_callers() {
         .get(&p.url("/v2/_catalog?n=1&last=public/base"), Some(BOB))
         .await;
     assert_eq!(json_of(&a)["repositories"], serde_json::json!(["team/app"]));
+
+    // A new password for bob ends his token (as it ends his cached credentials); the
+    // server reads the file again within a second.
+    let text = std::fs::read_to_string(p.htpasswd()).unwrap();
+    let changed: String = text
+        .lines()
+        .map(|l| match l.starts_with("bob:") {
+            true => format!(
+                "bob:{}\n",
+                portcullis::auth::htpasswd::hash_bcrypt("new", 5).unwrap()
+            ),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(p.htpasswd(), changed).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = c
+            .send(with(&bob_token, "/v2/team/app/tags/list"))
+            .await
+            .status;
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob's token outlived his password"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -301,6 +301,13 @@ impl Htpasswd {
         self.entries.iter().map(|e| e.user.as_str()).collect()
     }
 
+    /// The stored hash of a loaded user (what a token is bound to: it changes with the
+    /// password and vanishes with the user).
+    pub fn hash_of(&self, user: &str) -> Option<&str> {
+        let i = self.index.get(user)?.entry?;
+        self.entries.get(i).map(|e| e.hash.0.as_str())
+    }
+
     /// The hash scheme of a loaded user.
     pub fn scheme(&self, user: &str) -> Option<Scheme> {
         let i = self.index.get(user)?.entry?;

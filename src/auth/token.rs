@@ -4,8 +4,10 @@
 //! auth credentials"), so anonymous pulls need the token flow of Docker's registry auth
 //! spec — with credentials for users, without for anonymous callers.
 //!
-//! A token is `v1.<expiry>.<user>.<mac>`: expiry in Unix seconds, the user name in
-//! URL-safe base64 (empty for anonymous), and an HMAC-SHA256 of what precedes it. The
+//! A token is `v1.<expiry>.<user>.<entry>.<mac>`: expiry in Unix seconds, the user name
+//! and a digest of the user's htpasswd entry in URL-safe base64 (both empty for
+//! anonymous; the entry digest makes a token die with its user's removal or password
+//! change), and an HMAC-SHA256 of what precedes it. The
 //! key is derived from the TLS private key, which every instance serving one name
 //! holds, so a token minted by one instance is honoured by the others; it changes with
 //! the key. A token says who the caller is, never what they may do: the policy is
@@ -29,7 +31,9 @@ pub struct Tokens {
 /// Who a valid token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bearer {
-    User(String),
+    /// A user, with the digest of their htpasswd entry when the token was issued
+    /// (`Authenticator::credential_tag`): the token is good only while it is current.
+    User(String, [u8; 8]),
     Anonymous,
 }
 
@@ -43,10 +47,15 @@ impl Tokens {
         }
     }
 
-    /// A token for `user` (None: anonymous) valid for [`LIFETIME`] from `now`.
-    pub fn issue(&self, user: Option<&str>, now: SystemTime) -> String {
+    /// A token for `user` and the tag of their entry (None: anonymous) valid for
+    /// [`LIFETIME`] from `now`.
+    pub fn issue(&self, user: Option<(&str, [u8; 8])>, now: SystemTime) -> String {
         let expiry = unix(now) + LIFETIME.as_secs();
-        let body = format!("v1.{expiry}.{}", B64.encode(user.unwrap_or("")));
+        let (name, tag) = match user {
+            Some((u, t)) => (B64.encode(u), B64.encode(t)),
+            None => (String::new(), String::new()),
+        };
+        let body = format!("v1.{expiry}.{name}.{tag}");
         let tag = B64.encode(self.tag(&body));
         format!("{body}.{tag}")
     }
@@ -59,20 +68,24 @@ impl Tokens {
         m.update(body.as_bytes());
         m.verify_slice(&tag).ok()?;
         let mut parts = body.split('.');
-        let (Some("v1"), Some(expiry), Some(user), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some("v1"), Some(expiry), Some(user), Some(tag), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return None;
         };
         if expiry.parse::<u64>().ok()? <= unix(now) {
             return None;
         }
         let user = String::from_utf8(B64.decode(user).ok()?).ok()?;
-        Some(if user.is_empty() {
-            Bearer::Anonymous
-        } else {
-            Bearer::User(user)
-        })
+        if user.is_empty() {
+            return Some(Bearer::Anonymous);
+        }
+        let tag: [u8; 8] = B64.decode(tag).ok()?.try_into().ok()?;
+        Some(Bearer::User(user, tag))
     }
 
     fn tag(&self, body: &str) -> Vec<u8> {
@@ -100,8 +113,11 @@ mod tests {
     fn tokens_name_their_user_until_they_expire_and_resist_edits() {
         let t = Tokens::from_secret(b"key material");
         let now = SystemTime::now();
-        let alice = t.issue(Some("alice"), now);
-        assert_eq!(t.verify(&alice, now), Some(Bearer::User("alice".into())));
+        let alice = t.issue(Some(("alice", [7; 8])), now);
+        assert_eq!(
+            t.verify(&alice, now),
+            Some(Bearer::User("alice".into(), [7; 8]))
+        );
         let anon = t.issue(None, now);
         assert_eq!(t.verify(&anon, now), Some(Bearer::Anonymous));
         // Expired.
@@ -118,7 +134,7 @@ mod tests {
         // A later expiry with the old MAC.
         let forged = alice.replacen("v1.", "v1.9", 1);
         assert_eq!(t.verify(&forged, now), None);
-        for junk in ["", ".", "v1", "v1.1.YQ.", "a.b.c.d.e"] {
+        for junk in ["", ".", "v1", "v1.1.YQ.", "v1.1.YQ.x.", "a.b.c.d.e.f"] {
             assert_eq!(t.verify(junk, now), None, "{junk:?}");
         }
     }

@@ -4,7 +4,7 @@
 //! given, or anonymous ones without), and `Authorization: Bearer` is accepted next to
 //! Basic, which keeps working as before for clients that send it unasked (curl -u).
 
-use crate::auth::token::{Bearer, Tokens, LIFETIME};
+use crate::auth::token::{Bearer, LIFETIME};
 use crate::body::Body;
 use crate::state::State;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode, Uri};
@@ -41,14 +41,19 @@ pub fn rechallenge(resp: &mut Response<Body>, headers: &HeaderMap, uri: &Uri) {
 }
 
 /// `Authorization: Bearer <token>`: None when the header is something else; Some(Err)
-/// for a token that is not ours, altered or expired.
-pub fn read(tokens: &Tokens, headers: &HeaderMap) -> Option<Result<Bearer, ()>> {
+/// for a token that is not ours, altered, expired, or whose user has since been
+/// removed or given a new password; else the user (None: anonymous).
+pub fn read(state: &State, headers: &HeaderMap) -> Option<Result<Option<String>, ()>> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
     }
-    Some(tokens.verify(token.trim(), SystemTime::now()).ok_or(()))
+    Some(match state.tokens.verify(token.trim(), SystemTime::now()) {
+        Some(Bearer::Anonymous) => Ok(None),
+        Some(Bearer::User(u, tag)) if state.auth.credential_tag(&u) == Some(tag) => Ok(Some(u)),
+        _ => Err(()),
+    })
 }
 
 /// `GET /token`: a token for the Basic credentials given (checked like any other
@@ -64,7 +69,15 @@ pub async fn endpoint(state: &State, headers: &HeaderMap, peer: SocketAddr) -> R
         }
     };
     let now = SystemTime::now();
-    let token = state.tokens.issue(user.as_deref(), now);
+    let holder = match &user {
+        Some(u) => match state.auth.credential_tag(u) {
+            Some(tag) => Some((u.as_str(), tag)),
+            // Removed between the check and here: no token.
+            None => return state.auth.challenge(),
+        },
+        None => None,
+    };
+    let token = state.tokens.issue(holder, now);
     crate::metrics::get().tokens_issued.inc();
     let issued = crate::access_log::rfc3339(now);
     let mut r = crate::registry::api::json(
