@@ -142,7 +142,7 @@ pub struct RuleSpec {
 }
 
 /// The compiled `[access]` table.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Policy {
     default: Rights,
     rules: Vec<Rule>,
@@ -157,6 +157,51 @@ pub struct Policy {
     /// are let through to the rules instead of being asked for them.
     anonymous: bool,
     warnings: Vec<String>,
+    /// Recent decisions: a request asks about the same caller and repository as the
+    /// requests before it (a pull is dozens of blob GETs), so most decisions are one
+    /// hash and one slot read instead of a walk over the rules.
+    decided: Decisions,
+}
+
+/// A fixed table of recent decisions, indexed by a keyed hash of (caller, repository).
+/// A slot holds the names themselves, so a hit is exact; a miss walks the rules and
+/// overwrites the slot. Lock-free reads (arc-swap); bounded size whatever callers send.
+struct Decisions {
+    slots: Box<[arc_swap::ArcSwapOption<Decided>]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+struct Decided {
+    user: Option<Box<str>>,
+    repository: Box<str>,
+    rights: Rights,
+}
+
+const DECISION_SLOTS: usize = 4096;
+
+impl Decisions {
+    fn new() -> Decisions {
+        Decisions {
+            slots: (0..DECISION_SLOTS).map(|_| Default::default()).collect(),
+            hasher: Default::default(),
+        }
+    }
+
+    fn slot(&self, who: Principal<'_>, repository: &str) -> &arc_swap::ArcSwapOption<Decided> {
+        use std::hash::BuildHasher;
+        let user = match who {
+            Principal::User(u) => Some(u),
+            Principal::Anonymous => None,
+        };
+        let h = self.hasher.hash_one((user, repository));
+        &self.slots[h as usize % DECISION_SLOTS]
+    }
+}
+
+impl fmt::Debug for Decisions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Decisions({DECISION_SLOTS} slots)")
+    }
 }
 
 impl Policy {
@@ -278,11 +323,36 @@ impl Policy {
             anonymous_rules,
             anonymous,
             warnings,
+            decided: Decisions::new(),
         }
     }
 
     /// What `who` may do on `repository`.
     pub fn rights(&self, who: Principal<'_>, repository: &str) -> Rights {
+        let slot = self.decided.slot(who, repository);
+        if let Some(d) = slot.load().as_deref() {
+            let same_caller = match who {
+                Principal::User(u) => d.user.as_deref() == Some(u),
+                Principal::Anonymous => d.user.is_none(),
+            };
+            if same_caller && &*d.repository == repository {
+                return d.rights;
+            }
+        }
+        let rights = self.walk(who, repository);
+        slot.store(Some(std::sync::Arc::new(Decided {
+            user: match who {
+                Principal::User(u) => Some(u.into()),
+                Principal::Anonymous => None,
+            },
+            repository: repository.into(),
+            rights,
+        })));
+        rights
+    }
+
+    /// The rules, in order, for one decision.
+    fn walk(&self, who: Principal<'_>, repository: &str) -> Rights {
         let concerned = match who {
             Principal::User(u) => self.by_user.get(u).unwrap_or(&self.any_user),
             Principal::Anonymous => &self.anonymous_rules,
@@ -495,6 +565,41 @@ mod tests {
             ]
         );
         assert!(problems[2].1.contains("@nobody"));
+    }
+
+    #[test]
+    fn remembered_decisions_are_the_rules_decisions() {
+        let (p, _) = policy(
+            "pull",
+            &[
+                spec(&["team/**"], &["@ci"], &["push"]),
+                spec(&["team/x*"], &["*"], &["none"]),
+                spec(&["public/**"], &["anonymous"], &["pull"]),
+            ],
+        );
+        // More (caller, repository) pairs than slots, asked three times over, in an
+        // order that makes pairs share slots: every answer is what the rules say.
+        let users = ["builder", "deployer", "alice", "bob"];
+        for round in 0..3 {
+            for i in 0..3000 {
+                let repo = match i % 3 {
+                    0 => format!("team/x{i}"),
+                    1 => format!("public/p{i}"),
+                    _ => format!("team/a{i}"),
+                };
+                for who in users
+                    .iter()
+                    .map(|u| Principal::User(u))
+                    .chain([Principal::Anonymous])
+                {
+                    assert_eq!(
+                        p.rights(who, &repo),
+                        p.walk(who, &repo),
+                        "{round} {who:?} {repo}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
