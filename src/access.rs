@@ -351,6 +351,12 @@ impl Policy {
         rights
     }
 
+    /// The rules, in order, for one decision, without the table of remembered ones
+    /// (what `rights` does on a miss; public for `examples/access_decisions.rs`).
+    pub fn walk_rules(&self, who: Principal<'_>, repository: &str) -> Rights {
+        self.walk(who, repository)
+    }
+
     /// The rules, in order, for one decision.
     fn walk(&self, who: Principal<'_>, repository: &str) -> Rights {
         let concerned = match who {
