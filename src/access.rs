@@ -390,11 +390,32 @@ impl Policy {
         &self.warnings
     }
 
-    /// User names the rules mention, for `check` to compare with the htpasswd file.
-    pub fn users(&self) -> impl Iterator<Item = &str> {
-        self.rules
+    /// What `check` says of the policy beside its errors, one line each: rules that are
+    /// never used, and user names the htpasswd file does not hold.
+    pub fn advice(
+        &self,
+        config: &std::path::Path,
+        users: &crate::auth::htpasswd::Htpasswd,
+        htpasswd: &std::path::Path,
+    ) -> Vec<String> {
+        let mut unknown: Vec<&str> = self
+            .by_user
+            .keys()
+            .map(String::as_str)
+            .filter(|u| !users.contains(u))
+            .collect();
+        unknown.sort_unstable();
+        let at = config.display();
+        self.warnings
             .iter()
-            .flat_map(|r| r.who.users.iter().map(String::as_str))
+            .map(|w| format!("{at}: {w}"))
+            .chain(unknown.into_iter().map(|u| {
+                format!(
+                    "{at}: [access] names user {u:?}, who is not in {}",
+                    htpasswd.display()
+                )
+            }))
+            .collect()
     }
 }
 

@@ -309,16 +309,7 @@ fn inspect(config: Config) -> Preflight {
                     .map(|w| format!("{}: {w}", file.display())),
             );
             if let Some(policy) = &config.access {
-                let mut unknown: Vec<&str> = policy.users().filter(|u| !h.contains(u)).collect();
-                unknown.sort_unstable();
-                unknown.dedup();
-                warnings.extend(unknown.into_iter().map(|u| {
-                    format!(
-                        "{}: [access] names user {u:?}, who is not in {}",
-                        config.path.display(),
-                        file.display()
-                    )
-                }));
+                warnings.extend(policy.advice(&config.path, &h, file));
             }
         }
         Err(e) => problems.push(format!(
@@ -326,14 +317,6 @@ fn inspect(config: Config) -> Preflight {
             file.display(),
             crate::files::io_error_words(&e)
         )),
-    }
-    if let Some(policy) = &config.access {
-        warnings.extend(
-            policy
-                .warnings()
-                .iter()
-                .map(|w| format!("{}: {w}", config.path.display())),
-        );
     }
     if let crate::config::Backend::Registry(r) = &config.backend {
         // An object store is probed by `check` and by start-up itself (the probe writes).

@@ -2,6 +2,7 @@
 //! checked, defaults applied, relative paths anchored at the file's folder, and every
 //! problem collected as one line (TOML syntax errors too).
 
+mod access;
 mod limits;
 mod storage;
 
@@ -162,21 +163,6 @@ impl Validator {
             log_format,
             access,
         }
-    }
-
-    fn access(&mut self, a: file::Access) -> crate::access::Policy {
-        let specs: Vec<crate::access::RuleSpec> = a
-            .rule
-            .into_iter()
-            .map(|r| crate::access::RuleSpec {
-                repositories: r.repositories,
-                who: r.who,
-                actions: r.actions,
-            })
-            .collect();
-        crate::access::Policy::build(a.default.as_deref(), &a.groups, &specs, &mut |k, m| {
-            self.problem(&k, m)
-        })
     }
 
     fn server(&mut self, s: file::Server) -> Server {
