@@ -391,18 +391,19 @@ impl Policy {
     }
 
     /// What `check` says of the policy beside its errors, one line each: rules that are
-    /// never used, and user names the htpasswd file does not hold.
+    /// never used, and user names the htpasswd file does not hold (`known` says which
+    /// it holds; taken as a function so that access does not depend on auth).
     pub fn advice(
         &self,
         config: &std::path::Path,
-        users: &crate::auth::htpasswd::Htpasswd,
+        known: impl Fn(&str) -> bool,
         htpasswd: &std::path::Path,
     ) -> Vec<String> {
         let mut unknown: Vec<&str> = self
             .by_user
             .keys()
             .map(String::as_str)
-            .filter(|u| !users.contains(u))
+            .filter(|u| !known(u))
             .collect();
         unknown.sort_unstable();
         let at = config.display();

@@ -309,7 +309,7 @@ fn inspect(config: Config) -> Preflight {
                     .map(|w| format!("{}: {w}", file.display())),
             );
             if let Some(policy) = &config.access {
-                warnings.extend(policy.advice(&config.path, &h, file));
+                warnings.extend(policy.advice(&config.path, |u| h.contains(u), file));
             }
         }
         Err(e) => problems.push(format!(
