@@ -64,7 +64,10 @@ fn paginate(mut items: Vec<String>, n: Option<usize>, last: Option<&str>) -> (Ve
 /// ignore a Range it will not serve, answering 200 with the whole representation.
 /// Several ranges (multipart/byteranges) and malformed specifiers are ignored that way;
 /// only a well-formed single range that misses the blob is 416.
-fn parse_range(h: Option<&HeaderValue>, size: u64) -> Result<Option<(u64, u64)>, ()> {
+///
+/// Public for the fuzz harness (fuzz/); the unit error is the one answer, 416.
+#[allow(clippy::result_unit_err)]
+pub fn parse_range(h: Option<&HeaderValue>, size: u64) -> Result<Option<(u64, u64)>, ()> {
     let Some(v) = h else { return Ok(None) };
     let Ok(v) = v.to_str() else { return Ok(None) };
     let Some(spec) = v.trim().strip_prefix("bytes=") else {
@@ -108,6 +111,22 @@ fn parse_range(h: Option<&HeaderValue>, size: u64) -> Result<Option<(u64, u64)>,
         return Err(());
     }
     Ok(Some((start, end)))
+}
+
+/// Parse an upload chunk's `Content-Range: <first>-<last>` (inclusive byte offsets;
+/// a `bytes=` or `bytes ` prefix is tolerated, as clients send either): the offset of
+/// the chunk's first byte and its length, or None when malformed (400).
+pub fn parse_content_range(value: &str) -> Option<(u64, u64)> {
+    let r = value
+        .trim()
+        .trim_start_matches("bytes=")
+        .trim_start_matches("bytes ");
+    let (a, b) = r.split_once('-')?;
+    let (start, end) = (a.parse::<u64>().ok()?, b.parse::<u64>().ok()?);
+    if start > end {
+        return None;
+    }
+    Some((start, end - start + 1))
 }
 
 #[cfg(test)]
