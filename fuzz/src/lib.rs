@@ -193,7 +193,10 @@ fn check_digest(s: &str) {
     if let Ok(d) = Digest::parse(s) {
         assert_eq!(d.to_string(), s);
         assert_eq!(Digest::parse(&d.to_string()), Ok(d.clone()));
-        assert!(d.hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(d
+            .hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
     }
 }
 

@@ -16,7 +16,9 @@ fn every_corpus_file_passes_its_harness() {
                 assert_ne!(folder, "corpus", "no corpus folder {}", dir.display());
                 continue;
             };
-            let mut paths: Vec<_> = entries.map(|e| e.expect("readable folder").path()).collect();
+            let mut paths: Vec<_> = entries
+                .map(|e| e.expect("readable folder").path())
+                .collect();
             paths.sort();
             for path in paths {
                 let data = std::fs::read(&path).expect("readable corpus file");

@@ -547,7 +547,10 @@ mod tests {
     /// and panicked. http::Uri passes UTF-8 in a query through, so any client could.
     #[test]
     fn a_percent_before_a_multibyte_character_is_kept_as_text() {
-        for target in ["/v2/_catalog?last=%a\u{e9}", "/v2/_catalog?last=%\u{e9}\u{e9}"] {
+        for target in [
+            "/v2/_catalog?last=%a\u{e9}",
+            "/v2/_catalog?last=%\u{e9}\u{e9}",
+        ] {
             let uri: http::Uri = target.parse().expect("http accepts UTF-8 in a query");
             let c = Call::parse(&Method::GET, uri.path(), uri.query());
             let last = target.split_once("last=").map(|(_, v)| v.to_string());
