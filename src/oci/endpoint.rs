@@ -391,13 +391,20 @@ impl Query {
 
 /// Decode `%XX` escapes of a query value (repository names in `last`, `from`).
 fn percent_decode(s: &str) -> String {
+    // Bytes, not `str` slices: the query may hold UTF-8 (http::Uri lets it through), and
+    // a `%` before a multi-byte character must not cut that character in two.
+    let hex = |c: u8| (c as char).to_digit(16);
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
+        if b[i] == b'%' {
+            if let (Some(hi), Some(lo)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) {
+                // Two hex digits: at most 0xff.
+                out.push((hi * 16 + lo) as u8);
                 i += 3;
                 continue;
             }
@@ -533,5 +540,24 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(percent_decode("a%2Fb"), "a/b");
+    }
+
+    /// Found by fuzzing (fuzz/, target `oci`): a `%` followed by one ASCII character
+    /// and the first byte of a multi-byte one sliced the query inside that character
+    /// and panicked. http::Uri passes UTF-8 in a query through, so any client could.
+    #[test]
+    fn a_percent_before_a_multibyte_character_is_kept_as_text() {
+        for target in [
+            "/v2/_catalog?last=%a\u{e9}",
+            "/v2/_catalog?last=%\u{e9}\u{e9}",
+        ] {
+            let uri: http::Uri = target.parse().expect("http accepts UTF-8 in a query");
+            let c = Call::parse(&Method::GET, uri.path(), uri.query());
+            let last = target.split_once("last=").map(|(_, v)| v.to_string());
+            assert_eq!(c.endpoint, Ok(Endpoint::Catalog(Page { n: None, last })));
+        }
+        // Only two hex digits make an escape (u8::from_str_radix also took "+1").
+        assert_eq!(percent_decode("%+1%4"), "%+1%4");
+        assert_eq!(percent_decode("%41%e9%c3%a9"), "A\u{fffd}\u{e9}");
     }
 }

@@ -64,7 +64,10 @@ fn paginate(mut items: Vec<String>, n: Option<usize>, last: Option<&str>) -> (Ve
 /// ignore a Range it will not serve, answering 200 with the whole representation.
 /// Several ranges (multipart/byteranges) and malformed specifiers are ignored that way;
 /// only a well-formed single range that misses the blob is 416.
-fn parse_range(h: Option<&HeaderValue>, size: u64) -> Result<Option<(u64, u64)>, ()> {
+///
+/// Public for the fuzz harness (fuzz/); the unit error is the one answer, 416.
+#[allow(clippy::result_unit_err)]
+pub fn parse_range(h: Option<&HeaderValue>, size: u64) -> Result<Option<(u64, u64)>, ()> {
     let Some(v) = h else { return Ok(None) };
     let Ok(v) = v.to_str() else { return Ok(None) };
     let Some(spec) = v.trim().strip_prefix("bytes=") else {
@@ -110,6 +113,23 @@ fn parse_range(h: Option<&HeaderValue>, size: u64) -> Result<Option<(u64, u64)>,
     Ok(Some((start, end)))
 }
 
+/// Parse an upload chunk's `Content-Range: <first>-<last>` (inclusive byte offsets;
+/// a `bytes=` or `bytes ` prefix is tolerated, as clients send either): the offset of
+/// the chunk's first byte and its length, or None when malformed (400), which includes
+/// a length past u64 (`0-18446744073709551615` is 2^64 bytes).
+pub fn parse_content_range(value: &str) -> Option<(u64, u64)> {
+    let r = value
+        .trim()
+        .trim_start_matches("bytes=")
+        .trim_start_matches("bytes ");
+    let (a, b) = r.split_once('-')?;
+    let (start, end) = (a.parse::<u64>().ok()?, b.parse::<u64>().ok()?);
+    if start > end {
+        return None;
+    }
+    Some((start, (end - start).checked_add(1)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +153,26 @@ mod tests {
         assert_eq!(parse_range(Some(&h("bytes=a-b")), 10), Ok(None));
         assert_eq!(parse_range(Some(&h("bytes=-")), 10), Ok(None));
         assert_eq!(parse_range(Some(&h("bytes=+1-2")), 10), Ok(None));
+    }
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(parse_content_range("0-1023"), Some((0, 1024)));
+        assert_eq!(parse_content_range(" bytes=5-5"), Some((5, 1)));
+        assert_eq!(parse_content_range("bytes 10-19"), Some((10, 10)));
+        assert_eq!(parse_content_range("9-5"), None);
+        assert_eq!(parse_content_range("a-b"), None);
+        assert_eq!(parse_content_range("5"), None);
+    }
+
+    /// A chunk ending at the last u64 offset has 2^64 bytes, a length that overflowed
+    /// (a panic with overflow checks, a zero-byte limit without). No chunk can be that
+    /// long: 400.
+    #[test]
+    fn a_content_range_to_the_last_offset_is_malformed() {
+        let max = u64::MAX;
+        assert_eq!(parse_content_range(&format!("0-{max}")), None);
+        assert_eq!(parse_content_range(&format!("1-{max}")), Some((1, max)));
     }
 
     #[test]

@@ -17,6 +17,8 @@ use super::store;
 use crate::oci::{Algorithm, Digest};
 use epoch::{Announced, Epoch};
 use mark::{closure, mark, mark_refs};
+/// The collector's reader of a stored manifest, public for the fuzz harness (fuzz/).
+pub use mark::{references, Refs};
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 

@@ -216,20 +216,17 @@ impl<S: Storage> Registry<S> {
         u: &UploadRef,
         base: &str,
     ) -> Result<Option<u64>, Error> {
-        let Some(r) = headers
+        let Some(value) = headers
             .get(header::CONTENT_RANGE)
             .and_then(|v| v.to_str().ok())
         else {
             return Ok(None);
         };
-        let r = r
+        let r = value
             .trim()
             .trim_start_matches("bytes=")
             .trim_start_matches("bytes ");
-        let parsed = r
-            .split_once('-')
-            .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
-        let Some((start, end)) = parsed.filter(|(a, b)| a <= b) else {
+        let Some((start, len)) = super::parse_content_range(value) else {
             return Err(ApiError::bad_request(
                 "BLOB_UPLOAD_INVALID",
                 format!("bad Content-Range {r:?}"),
@@ -245,7 +242,6 @@ impl<S: Storage> Registry<S> {
                 size,
             )));
         }
-        let len = end - start + 1;
         if let Some(cl) = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())

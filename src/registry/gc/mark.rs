@@ -14,10 +14,10 @@ use std::time::SystemTime;
 
 /// What one stored manifest references.
 #[derive(Debug, Default)]
-pub(super) struct Refs {
-    pub(super) blobs: Vec<Digest>,
-    pub(super) children: Vec<Digest>,
-    pub(super) subject: Option<Digest>,
+pub struct Refs {
+    pub blobs: Vec<Digest>,
+    pub children: Vec<Digest>,
+    pub subject: Option<Digest>,
 }
 
 /// The manifests of one repository that no tag reaches (with `delete_untagged`), with
@@ -162,7 +162,7 @@ async fn mark_repository<S: Storage>(
 /// references: distribution 2.8 accepts and stores a Docker schema 2 image without
 /// layers (which `manifest::parse` refuses), and it marks foreign layers (with `urls`),
 /// whose blob a client may have pushed anyway. None when the bytes are not a JSON object.
-fn references(bytes: &[u8]) -> Option<Refs> {
+pub fn references(bytes: &[u8]) -> Option<Refs> {
     #[derive(serde::Deserialize)]
     struct Entry {
         digest: Option<String>,
