@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http::StatusCode;
 use portcullis::body;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -103,27 +102,13 @@ async fn tcp_from(from: IpAddr, addr: SocketAddr) -> tokio::net::TcpStream {
     s.connect(addr).await.unwrap()
 }
 
-fn tls_client(ca: &std::path::Path) -> tokio_rustls::TlsConnector {
-    use rustls::pki_types::pem::PemObject;
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
 /// An authenticated `GET /v2/` over HTTP/1.1 on a new connection from `from`: its
 /// status, or what failed (the TLS handshake, when the server closed at once).
 async fn served_from(p: &Portcullis, from: IpAddr) -> Result<StatusCode, String> {
     let tcp = tcp_from(from, p.addr).await;
     let tls = tokio::time::timeout(
         PATIENCE,
-        tls_client(&p.ca()).connect("localhost".try_into().unwrap(), tcp),
+        tls_connector(&p.ca(), &[b"http/1.1"]).connect("localhost".try_into().unwrap(), tcp),
     )
     .await
     .expect("the handshake ends either way")
@@ -177,7 +162,7 @@ async fn connections_beyond_the_per_address_cap_are_closed_before_tls() {
     for _ in 0..cap {
         let tcp = tcp_from(local, p.addr).await;
         held.push(
-            tls_client(&p.ca())
+            tls_connector(&p.ca(), &[b"http/1.1"])
                 .connect("localhost".try_into().unwrap(), tcp)
                 .await
                 .expect("a connection within the cap completes TLS"),
@@ -215,7 +200,7 @@ async fn connections_beyond_the_per_address_cap_are_closed_before_tls() {
         for _ in 0..cap {
             let tcp = tcp_from(local, p.addr).await;
             v.push(
-                tls_client(&p.ca())
+                tls_connector(&p.ca(), &[b"http/1.1"])
                     .connect("localhost".try_into().unwrap(), tcp)
                     .await
                     .expect("within the raised cap"),
