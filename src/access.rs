@@ -49,7 +49,6 @@ pub struct Rights(u8);
 
 impl Rights {
     pub const NONE: Rights = Rights(0);
-    pub const ALL: Rights = Rights(7);
 
     /// From the words of `actions` / `default`; push implies pull.
     pub fn parse(word: &str) -> Option<Rights> {

@@ -223,6 +223,16 @@ async fn push_http(p: &Portcullis, c: &Client, who: (&str, &str), repo: &str, ta
     .await
 }
 
+/// What each caller of `policy` sees in the catalog of private/x, public/base, team/app.
+async fn catalogs_follow_the_policy(c: &Client, p: &Portcullis) {
+    assert_eq!(
+        catalog(c, p, Some(CAROL)).await,
+        ["private/x", "public/base", "team/app"]
+    );
+    assert_eq!(catalog(c, p, Some(BOB)).await, ["public/base", "team/app"]);
+    assert_eq!(catalog(c, p, None).await, ["public/base"]);
+}
+
 async fn catalog(c: &Client, p: &Portcullis, who: Option<(&str, &str)>) -> Vec<String> {
     let a = c.get(&p.url("/v2/_catalog"), who).await;
     assert_eq!(a.status, 200, "{}", a.text());
@@ -343,15 +353,7 @@ async fn denials_are_403_for_users_and_challenges_for_anonymous_callers() {
     );
 
     // The catalog lists what each caller may pull.
-    assert_eq!(
-        catalog(&c, &p, Some(CAROL)).await,
-        ["private/x", "public/base", "team/app"]
-    );
-    assert_eq!(
-        catalog(&c, &p, Some(BOB)).await,
-        ["public/base", "team/app"]
-    );
-    assert_eq!(catalog(&c, &p, None).await, ["public/base"]);
+    catalogs_follow_the_policy(&c, &p).await;
     // Pagination counts visible names only.
     let a = c.get(&p.url("/v2/_catalog?n=1"), Some(BOB)).await;
     assert_eq!(
@@ -422,15 +424,7 @@ async fn the_upstream_catalog_is_filtered_too() {
         let a = push_http(&p, &c, CAROL, repo, "v1").await;
         assert_eq!(a.status, 201, "{}", a.text());
     }
-    assert_eq!(
-        catalog(&c, &p, Some(CAROL)).await,
-        ["private/x", "public/base", "team/app"]
-    );
-    assert_eq!(
-        catalog(&c, &p, Some(BOB)).await,
-        ["public/base", "team/app"]
-    );
-    assert_eq!(catalog(&c, &p, None).await, ["public/base"]);
+    catalogs_follow_the_policy(&c, &p).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,12 +3,9 @@
 //! `team-a/**` is every repository below `team-a/` (not `team-a` itself), `library/*`
 //! the repositories one level below `library/`, `**` every repository.
 
-use std::fmt;
-
 /// One compiled glob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
-    text: String,
     parts: Vec<Part>,
 }
 
@@ -62,10 +59,7 @@ impl Glob {
             }
             push_literal(&mut parts, rest);
         }
-        Ok(Glob {
-            text: text.to_string(),
-            parts,
-        })
+        Ok(Glob { parts })
     }
 
     /// Does the repository name match?
@@ -91,16 +85,6 @@ impl Glob {
             }
         }
         false
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-}
-
-impl fmt::Display for Glob {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
     }
 }
 
