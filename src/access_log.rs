@@ -75,9 +75,69 @@ pub fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_default()
 }
 
+/// [`rfc3339`] written into `out` without an allocation of its own (the access log
+/// writes one per request): the same text, fraction trimmed of trailing zeros.
+fn write_rfc3339(out: &mut String, t: SystemTime) {
+    use std::fmt::Write as _;
+    let t = time::OffsetDateTime::from(t);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    let mut nanos = t.nanosecond();
+    if nanos != 0 {
+        let mut digits = 9;
+        while nanos % 10 == 0 {
+            nanos /= 10;
+            digits -= 1;
+        }
+        let _ = write!(out, ".{nanos:0digits$}");
+    }
+    out.push('Z');
+}
+
 impl Entry {
     pub fn line(&self, format: Format) -> String {
-        match format {
+        let mut out = String::new();
+        self.write_line(format, &mut out);
+        out
+    }
+
+    /// The line appended to `out` (no newline).
+    pub fn write_line(&self, format: Format, out: &mut String) {
+        use std::fmt::Write as _;
+        if format == Format::Text {
+            fn dash(o: &Option<String>) -> Escaped<'_> {
+                Escaped(o.as_deref().unwrap_or("-"))
+            }
+            write_rfc3339(out, self.time);
+            let _ = write!(
+                out,
+                " {} {} \"{} {}\" {} in={} out={} {:.3}ms repo={} upstream={} retries={}",
+                self.peer,
+                dash(&self.user),
+                Escaped(&self.method),
+                Escaped(&self.path),
+                self.status,
+                self.bytes_in,
+                self.bytes_out,
+                self.duration.as_secs_f64() * 1000.0,
+                dash(&self.repository),
+                dash(&self.upstream),
+                self.retries.len(),
+            );
+            if !self.retries.is_empty() {
+                let _ = write!(out, " retry_reasons={:?}", self.retries.join("; "));
+            }
+            return;
+        }
+        let line = match format {
             Format::Json => serde_json::json!({
                 "time": rfc3339(self.time),
                 "peer": self.peer.to_string(),
@@ -94,29 +154,9 @@ impl Entry {
                 "retry_reasons": self.retries,
             })
             .to_string(),
-            Format::Text => {
-                let dash = |o: &Option<String>| o.as_deref().map_or_else(|| "-".into(), escape);
-                let mut s = format!(
-                    "{} {} {} \"{} {}\" {} in={} out={} {:.3}ms repo={} upstream={} retries={}",
-                    rfc3339(self.time),
-                    self.peer,
-                    dash(&self.user),
-                    Escaped(&self.method),
-                    Escaped(&self.path),
-                    self.status,
-                    self.bytes_in,
-                    self.bytes_out,
-                    self.duration.as_secs_f64() * 1000.0,
-                    dash(&self.repository),
-                    dash(&self.upstream),
-                    self.retries.len(),
-                );
-                if !self.retries.is_empty() {
-                    s.push_str(&format!(" retry_reasons={:?}", self.retries.join("; ")));
-                }
-                s
-            }
-        }
+            Format::Text => unreachable!("written above"),
+        };
+        out.push_str(&line);
     }
 }
 
@@ -166,7 +206,19 @@ pub fn flush() {
 
 /// Queue one line for standard output (the journal under systemd). Never blocks on I/O.
 pub fn emit(entry: &Entry, format: Format) {
-    let line = entry.line(format);
+    thread_local! {
+        /// The line being written: one buffer per thread, reused.
+        static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    LINE.with(|line| {
+        let mut line = line.borrow_mut();
+        line.clear();
+        entry.write_line(format, &mut line);
+        queue(&line);
+    });
+}
+
+fn queue(line: &str) {
     let p = pending();
     let mut buf = p.bytes.lock().unwrap_or_else(|e| e.into_inner());
     if buf.len() + line.len() + 1 > BUFFER_LIMIT {
@@ -222,6 +274,23 @@ mod tests {
         assert!(line.contains("eve\\n2023"), "{line}");
         assert!(line.contains("200\\x1b[2J"), "{line}");
         assert!(line.contains("/v2/a\\rb\\x7f\\u{009b}c\\\\d"), "{line}");
+    }
+
+    #[test]
+    fn times_are_written_as_the_time_crate_formats_them() {
+        for (secs, nanos) in [
+            (0, 0),
+            (1_700_000_000, 0),
+            (1_700_000_000, 1),
+            (1_700_000_000, 500_000_000),
+            (1_795_000_000, 602_963_730),
+            (4_102_444_799, 999_999_999),
+        ] {
+            let t = SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
+            let mut out = String::new();
+            write_rfc3339(&mut out, t);
+            assert_eq!(out, rfc3339(t), "{secs}.{nanos}");
+        }
     }
 
     #[test]

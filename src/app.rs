@@ -92,9 +92,12 @@ impl State {
                 let secret = store
                     .prepare_blocking(r.secret.as_deref())
                     .map_err(failed)?;
-                let registry = Registry::new(store, r.delete, secret, inflight)
+                let mut registry = Registry::new(store, r.delete, secret, inflight)
                     .with_read_only(r.read_only)
                     .with_max_manifest_size(r.max_manifest_size);
+                if let Some(Backend::Registry(p)) = previous.map(|p| &p.backend) {
+                    registry = registry.with_hints_of(p);
+                }
                 if r.read_only {
                     // Collection and purge delete: not while the registry is read-only.
                     if r.gc_interval.is_some() || r.upload_purge.is_some() {

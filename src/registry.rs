@@ -11,6 +11,7 @@
 pub mod api;
 pub mod error;
 pub mod gc;
+pub mod hints;
 pub mod inflight;
 pub mod locks;
 pub mod maintenance;
@@ -42,6 +43,9 @@ pub struct Registry<S: Storage> {
     inflight: Arc<InFlight>,
     /// The requests' side of online garbage collection (`gc::epoch`).
     watch: Box<gc::epoch::Watch>,
+    /// What storage said moments ago (links, blob sizes, small blobs' bytes), shared
+    /// with the next reload's registry when the storage is the same (`hints`).
+    hints: Arc<hints::Hints>,
     /// Online garbage collection and upload purge; stops when this registry is dropped
     /// (a reload builds a new one).
     maintenance: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -72,6 +76,7 @@ impl<S: Storage> Registry<S> {
             secret,
             inflight,
             watch: Box::default(),
+            hints: Arc::default(),
             maintenance: Mutex::new(None),
         }
     }
@@ -90,6 +95,20 @@ impl<S: Storage> Registry<S> {
 
     pub fn read_only(&self) -> bool {
         self.read_only
+    }
+
+    /// Take over `previous`'s hints when both serve the same storage (a reload that
+    /// changed nothing there), so a reload costs no storage round trips.
+    pub fn with_hints_of(mut self, previous: &Registry<S>) -> Registry<S> {
+        if previous.store.describe() == self.store.describe() {
+            self.hints = previous.hints.clone();
+        }
+        self
+    }
+
+    /// (hints, kept small blobs): for tests.
+    pub fn hint_entries(&self) -> (usize, usize) {
+        self.hints.entries()
     }
 
     /// The in-memory coordination, for the next reload's registry.

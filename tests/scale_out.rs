@@ -427,3 +427,66 @@ async fn kill_9_mid_patch_then_the_upload_resumes_on_another_instance() {
     .await;
     assert_eq!(format!("sha256:{}", sha256_hex(&got.body)), digest);
 }
+
+/// Two instances on one filesystem root: what one remembers of the storage (hints:
+/// links, sizes, small blobs' bytes) never hides another's push, and another's delete
+/// is seen within the hints' lifetime, not never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_sees_another_ones_push_at_once_and_its_delete_within_the_hint_lifetime() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("shared");
+    let o = Options::registry()
+        .root(&root)
+        .delete(true)
+        .secret("one-secret");
+    let a = Server::start(&work.path().join("a"), &o);
+    let b = Server::start(&work.path().join("b"), &o);
+    let (ca, cb) = (
+        Client::h1(&a.dir.join("certs/ca.crt")),
+        Client::h1(&b.dir.join("certs/ca.crt")),
+    );
+    let data = Bytes::from_static(b"a small blob both instances serve");
+    let digest = format!("sha256:{}", sha256_hex(&data));
+    let blob = format!("/v2/hint/shared/blobs/{digest}");
+    let url = |s: &Server, p: &str| format!("https://127.0.0.1:{}{p}", s.port);
+    async fn get(c: &Client, u: &str) -> Answer {
+        c.send(request("GET", u, ALICE).body(body::empty()).unwrap())
+            .await
+    }
+    let (on_a, on_b) = (url(&a, &blob), url(&b, &blob));
+    // Absent, looked at on a: then pushed through b, a sees it at once (no absence is
+    // remembered).
+    assert_eq!(get(&ca, &on_a).await.status, 404);
+    let push = request(
+        "POST",
+        &url(
+            &b,
+            &format!("/v2/hint/shared/blobs/uploads/?digest={digest}"),
+        ),
+        ALICE,
+    )
+    .body(body::full(data.clone()))
+    .unwrap();
+    assert_eq!(cb.send(push).await.status, 201);
+    let got = get(&ca, &on_a).await;
+    assert_eq!((got.status.as_u16(), got.body.clone()), (200, data.clone()));
+    // Deleted through b: b answers 404 at once; a within the hints' lifetime.
+    let del = request("DELETE", &url(&b, &blob), ALICE)
+        .body(body::empty())
+        .unwrap();
+    assert_eq!(cb.send(del).await.status, 202);
+    assert_eq!(get(&cb, &on_b).await.status, 404);
+    let deleted = std::time::Instant::now();
+    let lifetime = portcullis::registry::hints::TTL;
+    loop {
+        if get(&ca, &on_a).await.status == 404 {
+            break;
+        }
+        assert!(
+            deleted.elapsed() < lifetime + Duration::from_secs(10),
+            "instance a still serves a blob deleted through b {:?} ago",
+            deleted.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -5,11 +5,14 @@ use super::{empty, parse_range, Answer};
 use crate::body;
 use crate::error::ApiError;
 use crate::oci::{Digest, Repository};
+use crate::registry::hints::{self, Kind};
 use crate::registry::storage::Storage;
 use crate::registry::{paths, store, Error, Registry};
 use futures_util::StreamExt;
 use http::request::Parts;
-use http::{header, StatusCode};
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
+
+const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 
 /// Blobs (or ranges) up to this size are read whole before the answer starts.
 const WHOLE_BELOW: u64 = 64 << 10;
@@ -45,32 +48,69 @@ impl<S: Storage> Registry<S> {
         let range = parse_range(req.headers.get(header::RANGE), size).map_err(|()| {
             Error::Unsatisfiable(vec![("content-range", format!("bytes */{size}"))])
         })?;
-        let mut headers = vec![
-            ("content-type", "application/octet-stream".to_string()),
-            ("docker-content-digest", d.to_string()),
-            ("etag", format!("\"{d}\"")),
-            ("accept-ranges", "bytes".to_string()),
-            ("cache-control", "max-age=31536000".to_string()),
-        ];
         let (status, len) = match range {
-            Some((a, b)) => {
-                headers.push(("content-range", format!("bytes {a}-{}/{size}", b - 1)));
-                (StatusCode::PARTIAL_CONTENT, b - a)
-            }
+            Some((a, b)) => (StatusCode::PARTIAL_CONTENT, b - a),
             None => (StatusCode::OK, size),
         };
-        headers.push(("content-length", len.to_string()));
+        // Built from typed names and static values: every pull answers with these.
+        let mut r = Response::new(body::empty());
+        *r.status_mut() = status;
+        let h = r.headers_mut();
+        let digest = d.to_string();
+        h.insert(
+            header::ETAG,
+            HeaderValue::from_str(&format!("\"{digest}\"")).map_err(|_| blob_unknown(repo, d))?,
+        );
+        h.insert(
+            DOCKER_CONTENT_DIGEST,
+            HeaderValue::from_str(&digest).map_err(|_| blob_unknown(repo, d))?,
+        );
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+        if let Some((a, b)) = range {
+            let v = format!("bytes {a}-{}/{size}", b - 1);
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+        }
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         if head {
-            return Ok(empty(status, &headers));
+            return Ok(r);
         }
         // The size was just read (`blob_in_repo`), and the range checked against it.
         let (start, end) = range.unwrap_or((0, size));
+        if size <= hints::SMALL {
+            // Small: the whole blob in one read (or none: its bytes may be kept), the
+            // answer sliced from it and sent whole.
+            let whole = match self.hints.bytes(d) {
+                Some(b) => b,
+                None => {
+                    let key = paths::blob_data(d);
+                    let b = self.store.read(&key).await?;
+                    let b = b.filter(|b| b.len() as u64 == size).ok_or_else(|| {
+                        // Gone (or not what it was) since the look: nothing is kept.
+                        self.hints.forget(repo, d);
+                        blob_unknown(repo, d)
+                    })?;
+                    self.hints.keep_bytes(d, &b);
+                    b
+                }
+            };
+            *r.body_mut() = body::full(whole.slice(start as usize..end as usize));
+            return Ok(r);
+        }
         let mut stream = self
             .store
             .get_range(&paths::blob_data(d), start, end)
             .await?
             .ok_or_else(|| ApiError::unknown("BLOB_UNKNOWN", format!("blob {d} unknown")))?;
-        let mut r = empty(status, &headers);
         if len <= WHOLE_BELOW {
             // Small: read it all before answering, so the answer goes out whole (head
             // and body in one write). A store that fails mid-read is then a clean 5xx
@@ -100,12 +140,25 @@ impl<S: Storage> Registry<S> {
         repo: &Repository,
         d: &Digest,
     ) -> Result<Option<u64>, Error> {
+        // While no collection is announced, a live hint answers (see `hints`).
+        if self.watch.snapshot(&self.store).await?.quiet() {
+            if let Some(size) = self.hints.get(repo, d, Kind::Blob) {
+                return Ok(Some(size));
+            }
+        } else {
+            self.hints.clear();
+        }
+        let read = self.hints.reading();
         let Some(size) = store::blob_in_repo(&self.store, repo, d).await? else {
             return Ok(None);
         };
-        if self.watch.vouch_now(&self.store, [d]).await?.quiet() {
+        let snap = self.watch.vouch_now(&self.store, [d]).await?;
+        if snap.quiet() {
+            self.hints
+                .put(repo, d, Kind::Blob, size, read, snap.taken());
             return Ok(Some(size));
         }
+        self.hints.clear();
         // Looked at again once vouched for: a collection may have deleted it between
         // the first look and the vouch (another request of this process may have
         // vouched before, and waited for that deletion).
@@ -119,6 +172,113 @@ impl<S: Storage> Registry<S> {
             return Err(blob_unknown(repo, d).into());
         }
         self.store.delete_prefix(&paths::layer_dir(repo, d)).await?;
+        self.hints.forget(repo, d);
         Ok(empty(StatusCode::ACCEPTED, &[]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::gc::epoch::{Epoch, REFRESH};
+    use crate::registry::storage::memory::Memory;
+    use crate::registry::InFlight;
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+    use std::sync::Arc;
+
+    fn registry(store: &Memory) -> Registry<Memory> {
+        Registry::new(
+            store.clone(),
+            true,
+            b"secret".to_vec(),
+            Arc::new(InFlight::default()),
+        )
+    }
+
+    async fn pushed(store: &Memory, repo: &Repository, data: &'static [u8]) -> Digest {
+        let d = Digest::sha256_of(data);
+        store
+            .put(&paths::blob_data(&d), Bytes::from_static(data))
+            .await
+            .unwrap();
+        store::write_link(store, &paths::layer_link(repo, &d), &d)
+            .await
+            .unwrap();
+        d
+    }
+
+    /// (status, body) of a GET of the blob.
+    async fn get(r: &Registry<Memory>, repo: &Repository, d: &Digest) -> (u16, Bytes) {
+        let (parts, ()) = http::Request::new(()).into_parts();
+        match r.get_blob(repo, d, &parts, false).await {
+            Ok(resp) => (
+                resp.status().as_u16(),
+                resp.into_body().collect().await.unwrap().to_bytes(),
+            ),
+            Err(e) => (e.into_response().status().as_u16(), Bytes::new()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_small_blob_pulled_again_asks_nothing_of_storage_until_deleted() {
+        let store = Memory::new();
+        let r = registry(&store);
+        let repo = Repository::parse("hint/small").unwrap();
+        let d = pushed(&store, &repo, b"a small blob").await;
+        assert_eq!(
+            get(&r, &repo, &d).await,
+            (200, Bytes::from_static(b"a small blob"))
+        );
+        let looks = store.looks();
+        for _ in 0..3 {
+            assert_eq!(get(&r, &repo, &d).await.0, 200);
+        }
+        assert_eq!(store.looks(), looks, "repeated GETs went to storage");
+        // A DELETE here forgets at once.
+        let deleted = r.delete_blob(&repo, &d).await.unwrap();
+        assert_eq!(deleted.status(), 202);
+        assert_eq!(get(&r, &repo, &d).await.0, 404);
+    }
+
+    #[tokio::test]
+    async fn a_link_removed_by_another_instance_is_seen_once_the_hint_expires() {
+        let store = Memory::new();
+        let r = registry(&store);
+        let repo = Repository::parse("hint/other").unwrap();
+        let d = pushed(&store, &repo, b"another instance deletes this").await;
+        assert_eq!(get(&r, &repo, &d).await.0, 200);
+        // Another process on the same storage removes the link: nothing tells this one.
+        store
+            .delete_prefix(&paths::layer_dir(&repo, &d))
+            .await
+            .unwrap();
+        tokio::time::sleep(crate::registry::hints::TTL + std::time::Duration::from_millis(200))
+            .await;
+        assert_eq!(get(&r, &repo, &d).await.0, 404, "a hint outlived its TTL");
+    }
+
+    #[tokio::test]
+    async fn hints_are_not_used_while_a_collection_is_announced() {
+        let store = Memory::new();
+        let r = registry(&store);
+        let repo = Repository::parse("hint/gc").unwrap();
+        let d = pushed(&store, &repo, b"a collection deletes this").await;
+        assert_eq!(get(&r, &repo, &d).await.0, 200);
+        let epoch = Epoch::announce(&store).await.unwrap();
+        // Once this process's snapshot has seen the epoch (refreshed each second),
+        // storage is asked again: the link's removal is seen before the hint expires.
+        store
+            .delete_prefix(&paths::layer_dir(&repo, &d))
+            .await
+            .unwrap();
+        tokio::time::sleep(REFRESH + std::time::Duration::from_millis(100)).await;
+        assert_eq!(
+            get(&r, &repo, &d).await.0,
+            404,
+            "a hint answered during a collection"
+        );
+        assert_eq!(r.hint_entries().0, 0, "the hints were not dropped");
+        epoch.end().await.unwrap();
     }
 }

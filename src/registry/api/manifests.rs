@@ -6,6 +6,7 @@ use super::{empty, Answer};
 use crate::body::{self, Body};
 use crate::error::ApiError;
 use crate::oci::{Algorithm, Digest, Hasher, Reference, Repository};
+use crate::registry::hints::Kind;
 use crate::registry::manifest;
 use crate::registry::storage::{concurrently, Storage};
 use crate::registry::{paths, store, Error, Registry, MANIFEST_BUDGET};
@@ -35,16 +36,25 @@ impl<S: Storage> Registry<S> {
         repo: &Repository,
         reference: &Reference,
     ) -> Answer {
-        let d = store::resolve(&self.store, repo, reference)
+        let d = self
+            .resolve_hinted(repo, reference)
             .await?
             .ok_or_else(|| manifest_unknown(repo, reference))?;
-        let bytes = self
-            .store
-            .read(&paths::blob_data(&d))
-            .await?
-            .ok_or_else(|| {
-                ApiError::unknown("MANIFEST_UNKNOWN", format!("manifest {d} data missing"))
-            })?;
+        let bytes = match self.hints.bytes(&d) {
+            Some(b) => b,
+            None => {
+                let b = self
+                    .store
+                    .read(&paths::blob_data(&d))
+                    .await?
+                    .ok_or_else(|| {
+                        self.hints.forget(repo, &d);
+                        ApiError::unknown("MANIFEST_UNKNOWN", format!("manifest {d} data missing"))
+                    })?;
+                self.hints.keep_bytes(&d, &b);
+                b
+            }
+        };
         let media_type = manifest::parse(None, &bytes)
             .map(|m| m.media_type)
             .unwrap_or_else(|_| manifest::OCI_MANIFEST.to_string());
@@ -62,6 +72,39 @@ impl<S: Storage> Registry<S> {
             }
         }
         Ok(r)
+    }
+
+    /// [`store::resolve`], with the revision answered by a live hint while no
+    /// collection is announced (see `hints`). A tag is always read: tags move.
+    async fn resolve_hinted(
+        &self,
+        repo: &Repository,
+        reference: &Reference,
+    ) -> Result<Option<Digest>, Error> {
+        let snap = self.watch.snapshot(&self.store).await?;
+        if !snap.quiet() {
+            self.hints.clear();
+            return Ok(store::resolve(&self.store, repo, reference).await?);
+        }
+        let d = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(t) => {
+                match store::read_link(&self.store, &paths::tag_current_link(repo, t)).await? {
+                    Some(d) => d,
+                    None => return Ok(None),
+                }
+            }
+        };
+        if self.hints.get(repo, &d, Kind::Manifest).is_some() {
+            return Ok(Some(d));
+        }
+        let read = self.hints.reading();
+        if !store::has_revision(&self.store, repo, &d).await? {
+            return Ok(None);
+        }
+        self.hints
+            .put(repo, &d, Kind::Manifest, 0, read, snap.taken());
+        Ok(Some(d))
     }
 
     pub(in crate::registry) async fn put_manifest(
@@ -251,6 +294,7 @@ impl<S: Storage> Registry<S> {
         self.store
             .delete_prefix(&paths::revision_dir(repo, &d))
             .await?;
+        self.hints.forget(repo, &d);
         Ok(empty(StatusCode::ACCEPTED, &[]))
     }
 

@@ -433,6 +433,11 @@ impl Snapshot {
         self.epochs.is_empty()
     }
 
+    /// When the look began.
+    pub fn taken(&self) -> Instant {
+        self.taken
+    }
+
     /// By when what was vouched for under this snapshot must be committed.
     pub fn deadline(&self) -> Instant {
         self.taken + LEASE
@@ -443,6 +448,9 @@ impl Snapshot {
 /// process has already vouched for in which epoch (bounded).
 #[derive(Default)]
 pub struct Watch {
+    /// The last snapshot, read without a lock by every request.
+    current: arc_swap::ArcSwapOption<Snapshot>,
+    /// Held by the one request that refreshes a stale snapshot.
     snapshot: tokio::sync::Mutex<Option<Snapshot>>,
     vouched: Mutex<HashSet<(Arc<str>, Digest)>>,
 }
@@ -463,6 +471,11 @@ pub enum Vouched {
 impl Watch {
     /// The announced epochs, as of at most [`REFRESH`] ago.
     pub async fn snapshot<S: Storage>(&self, store: &S) -> Result<Snapshot> {
+        if let Some(s) = self.current.load().as_deref() {
+            if s.taken.elapsed() < REFRESH {
+                return Ok(s.clone());
+            }
+        }
         let mut cached = self.snapshot.lock().await;
         if let Some(s) = cached.as_ref().filter(|s| s.taken.elapsed() < REFRESH) {
             return Ok(s.clone());
@@ -475,6 +488,7 @@ impl Watch {
             v.retain(|(e, _)| s.epochs.iter().any(|x| **x == **e));
         }
         *cached = Some(s.clone());
+        self.current.store(Some(Arc::new(s.clone())));
         Ok(s)
     }
 
