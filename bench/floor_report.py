@@ -131,8 +131,8 @@ for pc, name in (("pc_up", "Portcullis upstream"), ("pc_aio", "Portcullis all-in
     for h, hn in (("h1", "HTTP/1.1"), ("h2", "HTTP/2")):
         r, peer = dl_ratio(h, pc, "best")
         rm, peer_m = dl_ratio(h, pc, "median")
-        out.append("| %s MiB/s, %s download, %s ÷ best peer (best runs; higher is better) | ≥ %.1f | %s (best peer: %s; medians: %s vs %s) | %s |" % (
-            "Download", hn, name, DL_PEER_MIN, fmt(r, "%.2f"), LABEL.get(peer, "—"), fmt(rm, "%.2f"),
+        out.append("| Download, %s: MiB/s, %s ÷ the best peer (best runs; higher is better) | ≥ %.1f | %s (best peer: %s; on medians: %s, against %s) | %s |" % (
+            hn, name, DL_PEER_MIN, fmt(r, "%.2f"), LABEL.get(peer, "—"), fmt(rm, "%.2f"),
             LABEL.get(peer_m, "—"), verdict(None if r is None else r >= DL_PEER_MIN)))
 out.append("")
 

@@ -319,12 +319,18 @@ fl_profile_report() { # NAME CASE ID REQUESTS CPU_US: perf report -> $RESULTS_DI
         echo "# load average $(cut -d' ' -f1-3 /proc/loadavg)"
         echo
         echo "## perf report --no-children --sort symbol (self time, top 40)"
-        timeout 300 perf report -i "$data" --stdio --no-children --sort symbol --fields overhead,sym -g none 2>/dev/null \
-            | awk '!/^#/ && NF && n < 40 { sub(/[[:space:]]+$/, ""); print; n++ }' || true
+        # awk, not head: reading to the end spares perf a SIGPIPE (pipefail); the sub()
+        # drops perf's empty IPC columns ("-  -")
+        timeout 300 perf report -i "$data" --stdio --no-children --sort symbol -g none 2>/dev/null \
+            | awk '!/^#/ && NF && n < 40 { sub(/([[:space:]]+-)*[[:space:]]*$/, ""); print; n++ }' || true
         echo
         echo "## perf report --no-children --sort dso"
-        timeout 300 perf report -i "$data" --stdio --no-children --sort dso --fields overhead,dso -g none 2>/dev/null \
-            | awk '!/^#/ && NF && n < 20 { sub(/[[:space:]]+$/, ""); print; n++ }' || true
+        timeout 300 perf report -i "$data" --stdio --no-children --sort dso -g none 2>/dev/null \
+            | awk '!/^#/ && NF && n < 20 { sub(/([[:space:]]+-)*[[:space:]]*$/, ""); print; n++ }' || true
+        echo
+        echo "## perf report --children --sort symbol (inclusive time: children, self; top 30)"
+        timeout 300 perf report -i "$data" --stdio --children --sort symbol -g none 2>/dev/null \
+            | awk '!/^#/ && NF && n < 30 { sub(/([[:space:]]+-)*[[:space:]]*$/, ""); print; n++ }' || true
     } >"$f"
     log "  profile written to $f"
 }
