@@ -186,7 +186,7 @@ out.append("### Run\n")
 meta = [
     ("mode", "meta.mode"), ("date", "meta.date"), ("commit", "meta.commit"), ("host", "meta.host"),
     ("load average at start", "meta.loadavg_start"), ("load average at end", "meta.loadavg_end"),
-    ("portcullis", "meta.portcullis"), ("nginx", "meta.nginx"), ("HAProxy", "meta.haproxy"),
+    ("portcullis", "meta.portcullis"), ("portcullis binary sha256 (first 16)", "meta.fl.portcullis_sha256"), ("nginx", "meta.nginx"), ("HAProxy", "meta.haproxy"),
     ("Caddy", "meta.caddy"), ("docker-registry", "meta.registry"), ("wrk", "meta.wrk_version"),
     ("h2load", "meta.h2load_version"), ("curl", "meta.curl"), ("perf", "meta.perf"),
     ("certificates", "meta.certs"), ("profiling", "meta.fl.profile"),

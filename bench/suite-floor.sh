@@ -151,13 +151,18 @@ fl_started caddy $! "$FD/caddy/caddy.log"
 
 # ---------------------------------------------------------------- the two Portcullis instances
 if [[ $PORTCULLIS_BIN_OK == 1 ]]; then
+    # Run a private copy: if the binary is rebuilt in place during the run, perf could no
+    # longer resolve the symbols of the running one (it shows up as "(deleted)").
+    cp "$PORTCULLIS" "$FD/portcullis"
+    FL_BIN=$FD/portcullis
+    put meta.fl.portcullis_sha256 "$(sha256sum "$FL_BIN" | cut -c1-16)"
     BENCH_DIR=$FD BENCH_REGISTRY_PORT=$FL_REG_PORT BENCH_PORTCULLIS_PORT=$FL_PC_UP_PORT \
         render "$HERE/templates/proxy.toml.in" "$FD/upstream.toml"
-    "$PORTCULLIS" serve -c "$FD/upstream.toml" >"$FD/portcullis-upstream.log" 2>&1 9>&- &
+    "$FL_BIN" serve -c "$FD/upstream.toml" >"$FD/portcullis-upstream.log" 2>&1 9>&- &
     fl_started pc_up $! "$FD/portcullis-upstream.log" || true
     mkdir -p "$FD/aio"; cp "$HTPASSWD" "$FD/aio/htpasswd"
     BENCH_RS=$FD/aio BENCH_AIO_PORT=$FL_PC_AIO_PORT render "$HERE/templates/allinone.toml.in" "$FD/aio.toml"
-    "$PORTCULLIS" serve -c "$FD/aio.toml" >"$FD/portcullis-aio.log" 2>&1 9>&- &
+    "$FL_BIN" serve -c "$FD/aio.toml" >"$FD/portcullis-aio.log" 2>&1 9>&- &
     fl_started pc_aio $! "$FD/portcullis-aio.log" || true
 else
     put fl.pc_up.status "n/a: $PORTCULLIS_WHY"; put fl.pc_aio.status "n/a: $PORTCULLIS_WHY"
