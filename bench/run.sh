@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmarks of Portcullis against the nginx + registry:2 recipe.
 #
-#   bench/run.sh [--suite proxy|registry|s3|gc|access|all] [--quick] [--keep]
+#   bench/run.sh [--suite proxy|registry|s3|gc|access|floor|all] [--quick] [--keep] [--profile]
 #
 #   proxy:    nginx + registry vs Portcullis (upstream mode) + the same registry
 #   registry: Portcullis all-in-one (bundled registry) vs docker-registry alone with
@@ -12,12 +12,18 @@
 #             registry of 10,000 blobs: wall time, peak RSS, CPU (not part of "all")
 #   access:   Portcullis all-in-one with a 50-rule [access] policy vs none: server CPU
 #             per authenticated 1 KiB blob GET (not part of "all"; bench/results/access.md)
+#   floor:    Portcullis against floors: nginx proxying with no auth, nginx serving a
+#             static file, and HAProxy / Caddy / nginx downloads of a 250 MiB blob (not
+#             part of "all"; bench/results/floor.md)
 #   all:      proxy, registry and s3, one after the other (the default)
+#
+#   --profile: sample Portcullis with perf (cpu-clock) in the floor suite's extra runs
+#              and the registry suite's CPU runs (the same as PERF=1)
 #
 # Everything runs on 127.0.0.1 inside a temp dir under /tmp that is removed on exit
 # (every process this script started is stopped first). The markdown tables go to
 # stdout and to bench/results/latest.md (one table per suite); raw figures to latest.tsv.
-# The gc suite alone writes bench/results/gc.md and gc.tsv instead.
+# The gc, access and floor suites alone write bench/results/<suite>.md and .tsv instead.
 # See bench/README.md for what every figure means and the knobs (environment variables).
 set -euo pipefail
 
@@ -31,7 +37,8 @@ while (($#)); do
     case $1 in
         --quick) QUICK=1 ;;
         --keep) KEEP=1 ;;
-        --suite) (($# >= 2)) || { echo "run.sh: --suite needs a value: proxy, registry, s3, gc or all" >&2; exit 64; }
+        --profile) PERF=1 ;;
+        --suite) (($# >= 2)) || { echo "run.sh: --suite needs a value: proxy, registry, s3, gc, access, floor or all" >&2; exit 64; }
                  SUITE=$2; shift ;;
         --suite=*) SUITE=${1#--suite=} ;;
         -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
@@ -45,8 +52,9 @@ case $SUITE in
     s3) SUITES=(s3) ;;
     gc) SUITES=(gc) ;;
     access) SUITES=(access) ;;
+    floor) SUITES=(floor) ;;
     all) SUITES=(proxy registry s3) ;;
-    *) echo "run.sh: unknown suite '$SUITE' (want proxy, registry, s3, gc, access or all)" >&2; exit 64 ;;
+    *) echo "run.sh: unknown suite '$SUITE' (want proxy, registry, s3, gc, access, floor or all)" >&2; exit 64 ;;
 esac
 
 PORTCULLIS=${PORTCULLIS:-$REPO_ROOT/target/release/portcullis}
@@ -113,10 +121,16 @@ if [[ " ${SUITES[*]} " == *" s3 "* || " ${SUITES[*]} " == *" gc "* ]] && [[ ! -x
 fi
 # the gc suite times each collection with GNU time (wall, peak RSS, user + sys CPU)
 [[ " ${SUITES[*]} " != *" gc "* || -x /usr/bin/time ]] || missing+=("'/usr/bin/time' for the gc suite (Debian package: time)")
+# the floor suite's peers, and perf for its --profile runs
+if [[ " ${SUITES[*]} " == *" floor "* ]]; then
+    need haproxy haproxy
+    need caddy caddy
+    [[ ${PERF:-0} != 1 ]] || need perf linux-perf
+fi
 if ((${#missing[@]})); then
     printf 'run.sh: missing required tool(s):\n' >&9
     printf '  %s\n' "${missing[@]}" >&9
-    printf 'install with: apt-get install nginx-light docker-registry skopeo apache2-utils wrk nghttp2-client openssl curl python3\n' >&9
+    printf 'install with: apt-get install nginx-light docker-registry skopeo apache2-utils wrk nghttp2-client openssl curl python3 (floor suite: haproxy caddy; --profile: linux-perf)\n' >&9
     exit 69
 fi
 [[ -r /proc/self/stat ]] || die "/proc is not mounted: CPU and RSS figures come from /proc/PID/stat and /proc/PID/status"
@@ -354,9 +368,14 @@ mkdir -p "$RESULTS_DIR"
 RESULTS_NAME=latest
 [[ $SUITE == gc ]] && RESULTS_NAME=gc
 [[ $SUITE == access ]] && RESULTS_NAME=access
+[[ $SUITE == floor ]] && RESULTS_NAME=floor
 cp "$RESULTS" "$RESULTS_DIR/$RESULTS_NAME.tsv"
-# the access suite writes its own table (access.md) as it ends
-[[ $SUITE == access ]] || python3 "$HERE/report.py" "$RESULTS" >"$RESULTS_DIR/$RESULTS_NAME.md"
+# the access suite writes its own table (access.md) as it ends; the floor suite has its own report
+if [[ $SUITE == floor ]]; then
+    python3 "$HERE/floor_report.py" "$RESULTS" >"$RESULTS_DIR/$RESULTS_NAME.md"
+elif [[ $SUITE != access ]]; then
+    python3 "$HERE/report.py" "$RESULTS" >"$RESULTS_DIR/$RESULTS_NAME.md"
+fi
 cat "$RESULTS_DIR/$RESULTS_NAME.md"
 log "table written to $RESULTS_DIR/$RESULTS_NAME.md (raw figures: $RESULTS_NAME.tsv)"
 if [[ $PORTCULLIS_FAILED == 1 ]]; then
