@@ -2,6 +2,7 @@
 //! handshake (ALPN picks h2 or http/1.1, served by `protocol`), close connections that
 //! are silent or idle too long, and drain gracefully on shutdown.
 
+mod coalesce;
 mod admission;
 mod protocol;
 
@@ -358,7 +359,7 @@ impl Connection {
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let activity = Arc::new(Activity::new(accepted));
         let io = TokioIo::new(Tap {
-            inner: tls,
+            inner: coalesce::Coalesce::new(tls, h2),
             activity: activity.clone(),
         });
         let tracker = activity.clone();
