@@ -10,6 +10,8 @@
 pub mod backend;
 #[doc(hidden)]
 pub mod conformance;
+#[doc(hidden)]
+pub mod counting;
 pub mod fs;
 pub mod memory;
 pub mod object;

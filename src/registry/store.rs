@@ -213,10 +213,18 @@ pub trait Visibility: Send + Sync {
 /// None: a listing shows every repository.
 pub type Visible<'a> = Option<&'a dyn Visibility>;
 
+/// The first listing of a folder asks for at least this many names.
+const MIN_CHUNK: usize = 4;
+/// And at most this many (what one S3 or OSS list request returns).
+const MAX_CHUNK: usize = 1000;
+
 /// At most `n` repository folders holding `marker` after `last` (in
-/// [`repository_order`]) and whether more follow. A walk that lists one folder per
-/// step and skips every subtree that ends before `last`, so a page costs about its
-/// own size in listings, not the whole tree.
+/// [`repository_order`]) and whether more follow. Depth first, each folder read in
+/// name order a chunk at a time from where `last` left it: the root and each folder
+/// on the way to `last` after `last`'s component there, `last`'s own folder (its
+/// sub-repositories follow it) and every folder entered from the start. The walk
+/// stops at the `n + 1`st name, so a page costs listings of about its own size (plus
+/// one chunk per level of `last`), not the 10,000 names of a large root.
 async fn walk<S: Storage>(
     store: &S,
     marker: &str,
@@ -224,50 +232,145 @@ async fn walk<S: Storage>(
     last: Option<&str>,
     visible: Visible<'_>,
 ) -> Result<(Vec<String>, bool)> {
-    use std::cmp::Ordering::Greater;
     let root = paths::repositories();
-    // Folders still to visit, the next one last.
-    let mut stack = vec![String::new()];
+    let chunk = n.saturating_add(1).clamp(MIN_CHUNK, MAX_CHUNK);
+    // Folders still being read, the innermost last.
+    let mut stack = resume(last, chunk);
     let mut out = Vec::new();
-    while let Some(rel) = stack.pop() {
-        let dir = if rel.is_empty() {
+    while let Some(f) = stack.last_mut() {
+        if let Some(c) = f.queue.pop() {
+            if walkable(&c) {
+                let sub = if f.rel.is_empty() {
+                    c
+                } else {
+                    paths::child(&f.rel, &c)
+                };
+                stack.push(Folder::new(sub, None, chunk, true));
+            }
+            continue;
+        }
+        if f.read_all {
+            stack.pop();
+            continue;
+        }
+        let dir = if f.rel.is_empty() {
             root.clone()
         } else {
-            paths::child(&root, &rel)
+            paths::child(&root, &f.rel)
         };
-        let mut children = store.list_all(&dir).await?;
-        children.sort_unstable();
-        let is_repo = children.iter().any(|c| c == marker);
-        if is_repo
-            && !rel.is_empty()
-            && last.is_none_or(|l| repository_order(&rel, l) == Greater)
-            && visible.is_none_or(|v| v.shows(&rel))
-        {
-            if out.len() == n {
-                return Ok((out, true));
-            }
-            out.push(rel.clone());
+        let page = Page {
+            start_after: f.after.as_deref(),
+            limit: f.chunk,
+        };
+        let l = store.list(&dir, page).await?;
+        f.read_all = !l.truncated || l.names.is_empty();
+        if let Some(a) = l.names.last() {
+            f.after = Some(a.clone());
         }
-        for c in children.iter().rev() {
-            if c.starts_with('_') || c.starts_with('.') {
-                continue;
-            }
-            let sub = if rel.is_empty() {
-                c.clone()
-            } else {
-                paths::child(&rel, c)
-            };
-            // A subtree holds names from `sub` on; it may hold names after `last` if
-            // it sorts after it or leads to it.
-            let may_follow = last.is_none_or(|l| {
-                repository_order(&sub, l) == Greater
-                    || l.strip_prefix(sub.as_str())
-                        .is_some_and(|r| r.starts_with('/'))
-            });
-            if may_follow {
-                stack.push(sub);
+        // A folder mostly hidden from the caller is read in growing chunks: few
+        // listings of it, however little of it a page shows.
+        f.chunk = f.chunk.saturating_mul(2).min(MAX_CHUNK);
+        f.queue = l.names;
+        f.queue.reverse();
+        if std::mem::take(&mut f.fresh) {
+            // A folder comes before everything below it (`a` before `a/b`): decide
+            // now whether it is a repository. Its first chunk, sorted, usually
+            // settles it (`_manifests` is in it, or a later name is); only
+            // sub-folders sorting before `_manifests` (names starting with a digit)
+            // filling the chunk leave it to one more listing.
+            let settled = f.read_all || f.queue.first().is_some_and(|c| c.as_str() > marker);
+            let is_repo = f.queue.iter().any(|c| c == marker)
+                || (!settled && has_name(store, &dir, marker).await?);
+            if is_repo && visible.is_none_or(|v| v.shows(&f.rel)) {
+                if out.len() == n {
+                    return Ok((out, true));
+                }
+                out.push(f.rel.clone());
             }
         }
     }
     Ok((out, false))
+}
+
+/// A folder below the repositories root, read a chunk at a time in name order.
+struct Folder {
+    /// Its path below the root ("" for the root).
+    rel: String,
+    /// Names read and not visited yet, the next one last.
+    queue: Vec<String>,
+    /// Where the next chunk starts (after this name).
+    after: Option<String>,
+    read_all: bool,
+    /// The size of the next chunk.
+    chunk: usize,
+    /// Entered from the start: the folder itself may be a repository to report.
+    fresh: bool,
+}
+
+impl Folder {
+    fn new(rel: String, after: Option<&str>, chunk: usize, fresh: bool) -> Folder {
+        Folder {
+            rel,
+            queue: Vec::new(),
+            after: after.filter(|a| !a.is_empty()).map(str::to_string),
+            read_all: false,
+            chunk,
+            fresh,
+        }
+    }
+}
+
+/// A folder name the walk enters: not a registry folder (`_manifests`, `_uploads`,
+/// ...), not hidden, not empty.
+fn walkable(name: &str) -> bool {
+    !(name.is_empty() || name.starts_with('_') || name.starts_with('.'))
+}
+
+/// The folders a walk after `last` still has to read, the innermost last: for
+/// `last = a/b/c`, the root after `a`, `a` after `b`, `a/b` after `c`, and `a/b/c`
+/// from its start (its sub-repositories follow it). A component the walk would never
+/// enter (`..`, `_x`, empty) ends the path: nothing below it can follow `last`, and no
+/// path is built from it.
+fn resume(last: Option<&str>, chunk: usize) -> Vec<Folder> {
+    let mut stack = Vec::new();
+    let Some(last) = last.filter(|l| !l.is_empty()) else {
+        stack.push(Folder::new(String::new(), None, chunk, false));
+        return stack;
+    };
+    let mut rel = String::new();
+    for c in last.split('/') {
+        stack.push(Folder::new(rel.clone(), Some(c), chunk, false));
+        if !walkable(c) {
+            // Everything after `c` in its folder still follows `last`.
+            return stack;
+        }
+        rel = if rel.is_empty() {
+            c.to_string()
+        } else {
+            paths::child(&rel, c)
+        };
+    }
+    stack.push(Folder::new(rel, None, chunk, false));
+    stack
+}
+
+/// Is `name` among the names directly under `dir`? Read from just before it (after
+/// its prefix one character shorter), so it costs a listing of one or two names.
+async fn has_name<S: Storage>(store: &S, dir: &str, name: &str) -> Result<bool> {
+    let cut = name.char_indices().last().map_or(0, |(i, _)| i);
+    let mut after = name[..cut].to_string();
+    loop {
+        let page = Page {
+            start_after: Some(after.as_str()).filter(|a| !a.is_empty()),
+            limit: MIN_CHUNK,
+        };
+        let l = store.list(dir, page).await?;
+        if let Some(c) = l.names.iter().find(|c| c.as_str() >= name) {
+            return Ok(c == name);
+        }
+        match l.names.last() {
+            Some(c) if l.truncated => after = c.clone(),
+            _ => return Ok(false),
+        }
+    }
 }

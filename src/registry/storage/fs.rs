@@ -172,6 +172,44 @@ fn at<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Storage
     move |e| StorageError::io(op, path.display().to_string(), e)
 }
 
+/// The first `limit` names (0: all) after `after` in a folder, sorted. A folder can
+/// only be read whole (readdir has no "start after"), so a page of a large folder costs
+/// one pass over its entries: one `getdents64` per batch of entries and, for an entry
+/// before `after` or beyond the page, no `stat` and no name kept, only the two small
+/// copies std makes of every name (into the entry, and by `file_name`). The page itself is the smallest `limit + 1` names, kept in a bounded heap
+/// and sorted at the end, not every name after `after`.
+fn list_folder(p: &Path, after: Option<&str>, limit: usize) -> Result<Listing> {
+    use std::collections::BinaryHeap;
+    let Some(rd) = none_if_missing(std::fs::read_dir(p)).map_err(at("list", p))? else {
+        return Ok(Listing::default());
+    };
+    let keep = if limit == 0 { usize::MAX } else { limit + 1 };
+    // The greatest kept name on top: a smaller one replaces it.
+    let mut kept: BinaryHeap<String> = BinaryHeap::new();
+    for e in rd {
+        let e = e.map_err(at("list", p))?;
+        let name = e.file_name();
+        let Some(n) = name.to_str() else { continue };
+        // Temporary files of writes in progress (or cut short by a crash).
+        if n.starts_with(".tmp-") || after.is_some_and(|a| n <= a) {
+            continue;
+        }
+        if kept.len() == keep {
+            if kept.peek().is_some_and(|top| n >= top.as_str()) {
+                continue;
+            }
+            kept.pop();
+        }
+        kept.push(n.to_string());
+    }
+    let mut names = kept.into_sorted_vec();
+    let truncated = limit > 0 && names.len() > limit;
+    if truncated {
+        names.truncate(limit);
+    }
+    Ok(Listing { names, truncated })
+}
+
 fn joined(e: tokio::task::JoinError) -> StorageError {
     StorageError::new(ErrorKind::Other, "task", "", io::Error::other(e))
 }
@@ -338,26 +376,13 @@ impl Storage for Fs {
 
     async fn list(&self, dir: &str, page: Page<'_>) -> Result<Listing> {
         let p = self.path(dir);
-        let Some(mut rd) =
-            none_if_missing(tokio::fs::read_dir(&p).await).map_err(at("list", &p))?
-        else {
-            return Ok(Listing::default());
-        };
-        let mut names = Vec::new();
-        while let Some(e) = rd.next_entry().await.map_err(at("list", &p))? {
-            if let Some(n) = e.file_name().to_str() {
-                // Temporary files of writes in progress (or cut short by a crash).
-                if !n.starts_with(".tmp-") && page.start_after.is_none_or(|a| n > a) {
-                    names.push(n.to_string());
-                }
-            }
-        }
-        names.sort_unstable();
-        let truncated = page.limit > 0 && names.len() > page.limit;
-        if truncated {
-            names.truncate(page.limit);
-        }
-        Ok(Listing { names, truncated })
+        let after = page.start_after.map(str::to_string);
+        let limit = page.limit;
+        // One blocking task for the whole folder (tokio's `read_dir` hops to the
+        // blocking pool every 32 entries).
+        tokio::task::spawn_blocking(move || list_folder(&p, after.as_deref(), limit))
+            .await
+            .map_err(joined)?
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
