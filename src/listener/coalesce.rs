@@ -3,9 +3,12 @@
 //! so a download went out as a 31-byte record plus a 16,406-byte record per frame, one
 //! `writev` each (strace of a 250 MiB download: 14,121 × [31, 16406]). Here frames
 //! are gathered into runs of up to [`RUN`] bytes before they reach TLS, which then seals
-//! full 16 KiB records and writes a run with one `writev`; `poll_flush` (the codec
-//! flushes whenever it has nothing more queued) writes out whatever is gathered, so
-//! nothing waits for a later frame.
+//! full 16 KiB records and writes a run with one `writev`. The codec flushes after
+//! every DATA frame (its encoder holds one at a time), so a flush alone cannot mean
+//! "nothing more for now": the first flush after new bytes yields once (the task is
+//! woken at once and polled again, and meanwhile the codec or a body may queue the next
+//! frame); a flush with nothing new since that yield writes the run out, so nothing
+//! waits for a later frame.
 
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -26,7 +29,8 @@ pub struct Coalesce<T> {
     /// A run filled up since the last flush: the buffer is kept for the next one (a
     /// download in progress); otherwise it is released at the flush, so an idle or
     /// small-answer connection holds none.
-    filled: bool,
+    filled: bool,    /// A flush yielded with these bytes gathered and nothing was written since.
+    yielded: bool,
 }
 
 impl<T> Coalesce<T> {
@@ -37,6 +41,7 @@ impl<T> Coalesce<T> {
             buf: Vec::new(),
             sent: 0,
             filled: false,
+            yielded: false,
         }
     }
 
@@ -104,6 +109,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
         let room = ready!(this.poll_room(cx))?;
         let n = room.min(data.len());
         this.gather(&data[..n]);
+        this.yielded = false;
         Poll::Ready(Ok(n))
     }
 
@@ -127,6 +133,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
                 break;
             }
         }
+        this.yielded = false;
         Poll::Ready(Ok(n))
     }
 
@@ -137,7 +144,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if this.on && this.sent == 0 && !this.buf.is_empty() && this.buf.len() < RUN && !this.yielded
+        {
+            // More may come before this task is polled again; see the module's comment.
+            this.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         ready!(this.poll_drain(cx))?;
+        this.yielded = false;
         if !std::mem::take(&mut this.filled) {
             this.buf = Vec::new();
         }
@@ -196,6 +211,9 @@ mod tests {
                 };
                 done += w.write_vectored(&rest).await.unwrap();
             }
+            // The codec flushes after every frame: that alone writes nothing out
+            // unless a run is full (the flush yields; the next frame comes first).
+            let _ = futures_util::FutureExt::now_or_never(w.flush());
             let _ = parts;
             sent.extend_from_slice(&head);
             sent.extend_from_slice(&payload);
