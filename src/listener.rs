@@ -34,7 +34,7 @@ impl<F: FnMut()> Drop for Defer<F> {
 }
 
 /// Most ciphertext buffered per TLS connection before writes push back.
-const TLS_SEND_BUFFER: usize = 256 << 10;
+const TLS_SEND_BUFFER: usize = 32 << 10;
 
 /// After an idle connection is asked to close (HTTP/2: GOAWAY), how long it may take
 /// before it is dropped anyway: a client that ignores GOAWAY costs no more than this.
