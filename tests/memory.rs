@@ -70,14 +70,35 @@ fn reset_peak(pid: u32) {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset VmHWM");
 }
 
-/// Push `data` to `big` and return its digest.
+/// Push `data` to `big` (POST, then one PUT: distribution has no monolithic POST)
+/// and return its digest.
 async fn push(ca: &std::path::Path, base: &str, data: Vec<u8>) -> String {
     let digest = format!("sha256:{}", sha256_hex(&data));
-    let pushed = Client::h1(ca)
+    let client = Client::h1(ca);
+    let started = client
         .send(
             request(
                 "POST",
-                &format!("{base}/v2/big/blobs/uploads/?digest={digest}"),
+                &format!("{base}/v2/big/blobs/uploads/"),
+                Some(BCRYPT_USER),
+            )
+            .body(body::empty())
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(started.status, 202, "{}", started.text());
+    let location = started.headers["location"].to_str().unwrap();
+    let location = if location.starts_with('/') {
+        format!("{base}{location}")
+    } else {
+        location.to_string()
+    };
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let pushed = client
+        .send(
+            request(
+                "PUT",
+                &format!("{location}{sep}digest={digest}"),
                 Some(BCRYPT_USER),
             )
             .body(body::full(data))
