@@ -326,10 +326,9 @@ impl Storage for Fs {
                 // thread: glibc serves an allocation from the allocating thread's
                 // arena, and buffers allocated on hundreds of blocking threads spread
                 // over every arena, each keeping its own free memory resident.
-                let mut buf = Vec::with_capacity(n);
+                let mut buf = vec![0u8; n];
                 let chunk = tokio::task::spawn_blocking(move || {
                     use std::os::unix::fs::FileExt;
-                    buf.resize(n, 0);
                     file.read_exact_at(&mut buf, pos).map_err(|e| {
                         io::Error::new(e.kind(), format!("{}: {e}", path.display()))
                     })?;
