@@ -309,7 +309,7 @@ impl Storage for Fs {
         let file = std::sync::Arc::new(file);
         let path: std::sync::Arc<Path> = path.into();
         let reading = std::sync::Arc::new(Reading::start());
-        // Positioned reads of one chunk each, only when the client is ready for more:
+        // Reads of one chunk each, only when the client is ready for more:
         // no read-ahead buffer and no copy, so a stream holds at most the chunk in hand
         // and what the connection has queued.
         let stream = futures_util::stream::try_unfold(start, move |pos| {
@@ -325,13 +325,29 @@ impl Storage for Fs {
                 // Allocated here, on a runtime worker, and filled on the blocking
                 // thread: glibc serves an allocation from the allocating thread's
                 // arena, and buffers allocated on hundreds of blocking threads spread
-                // over every arena, each keeping its own free memory resident.
-                let mut buf = vec![0u8; n];
+                // over every arena, each keeping its own free memory resident. Read
+                // into the spare capacity (`read_to_end`), so nobody zeroes it first:
+                // this stream is the file handle's only reader and reads one chunk at
+                // a time, so a seek and a read stand in for a positioned read.
+                let mut buf = Vec::with_capacity(n);
                 let chunk = tokio::task::spawn_blocking(move || {
-                    use std::os::unix::fs::FileExt;
-                    file.read_exact_at(&mut buf, pos).map_err(|e| {
-                        io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-                    })?;
+                    use std::io::{Read, Seek};
+                    let mut f = &*file;
+                    f.seek(io::SeekFrom::Start(pos))
+                        .and_then(|_| f.take(n as u64).read_to_end(&mut buf))
+                        .and_then(|got| {
+                            if got == n {
+                                Ok(())
+                            } else {
+                                Err(io::Error::new(
+                                    io::ErrorKind::UnexpectedEof,
+                                    "the blob is shorter than its size",
+                                ))
+                            }
+                        })
+                        .map_err(|e| {
+                            io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                        })?;
                     Ok::<_, io::Error>(Bytes::from(buf))
                 })
                 .await
