@@ -192,6 +192,7 @@ async fn hold(
         }
         peak = now;
     }
+    eprintln!("server threads while held: {}", status_kib(pid, "Threads:"));
     release.send(true).unwrap();
     for t in tasks {
         if let Some((n, got)) = t.await.unwrap() {
