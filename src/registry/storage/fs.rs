@@ -42,6 +42,10 @@ pub const MAX_CHUNK: usize = 256 << 10;
 const MIN_CHUNK: usize = 16 << 10;
 const READ_BUDGET: usize = 2 << 20;
 
+/// What a read chunk starts as (in .bss: the kernel's zero page until written, which
+/// nothing does).
+static ZEROS: [u8; MAX_CHUNK] = [0; MAX_CHUNK];
+
 /// Streamed gets in flight in this process, for the chunk size.
 static READING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -309,7 +313,7 @@ impl Storage for Fs {
         let file = std::sync::Arc::new(file);
         let path: std::sync::Arc<Path> = path.into();
         let reading = std::sync::Arc::new(Reading::start());
-        // Reads of one chunk each, only when the client is ready for more:
+        // Positioned reads of one chunk each, only when the client is ready for more:
         // no read-ahead buffer and no copy, so a stream holds at most the chunk in hand
         // and what the connection has queued.
         let stream = futures_util::stream::try_unfold(start, move |pos| {
@@ -325,29 +329,16 @@ impl Storage for Fs {
                 // Allocated here, on a runtime worker, and filled on the blocking
                 // thread: glibc serves an allocation from the allocating thread's
                 // arena, and buffers allocated on hundreds of blocking threads spread
-                // over every arena, each keeping its own free memory resident. Read
-                // into the spare capacity (`read_to_end`), so nobody zeroes it first:
-                // this stream is the file handle's only reader and reads one chunk at
-                // a time, so a seek and a read stand in for a positioned read.
+                // over every arena, each keeping its own free memory resident.
                 let mut buf = Vec::with_capacity(n);
                 let chunk = tokio::task::spawn_blocking(move || {
-                    use std::io::{Read, Seek};
-                    let mut f = &*file;
-                    f.seek(io::SeekFrom::Start(pos))
-                        .and_then(|_| f.take(n as u64).read_to_end(&mut buf))
-                        .and_then(|got| {
-                            if got == n {
-                                Ok(())
-                            } else {
-                                Err(io::Error::new(
-                                    io::ErrorKind::UnexpectedEof,
-                                    "the blob is shorter than its size",
-                                ))
-                            }
-                        })
-                        .map_err(|e| {
-                            io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-                        })?;
+                    use std::os::unix::fs::FileExt;
+                    // Zeroed by a copy (a memcpy even in debug builds, where
+                    // `resize` is a byte loop), off the runtime's workers.
+                    buf.extend_from_slice(&ZEROS[..n]);
+                    file.read_exact_at(&mut buf, pos).map_err(|e| {
+                        io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                    })?;
                     Ok::<_, io::Error>(Bytes::from(buf))
                 })
                 .await
