@@ -162,11 +162,19 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
+/// The runtime's blocking pool for `serve` (see there).
+const BLOCKING_THREADS: usize = 64;
+
 fn serve(path: &Path) -> Result<(), Failure> {
     init_tracing();
     let config = preflight(path)?.config;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // File reads and writes hop to this pool one short call at a time; tokio's
+        // 512 lets hundreds of concurrent downloads start a thread each (a stack and
+        // its share of malloc's arenas resident per thread: ~20 KiB per download held,
+        // bench/results/memory.md). 64 calls at once keep any disk busy.
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
         .map_err(|e| Failure(format!("cannot start the runtime: {e}")))?;
     rt.block_on(async move {

@@ -34,8 +34,44 @@ impl<F: FnMut()> Drop for Defer<F> {
     }
 }
 
-/// Most ciphertext buffered per TLS connection before writes push back.
-const TLS_SEND_BUFFER: usize = 256 << 10;
+/// Ciphertext buffered by all TLS connections before their writes push back, shared
+/// like the storage's read budget: a connection alone writes 256 KiB per syscall
+/// (a quarter of the syscalls per MiB of rustls's 64 KiB default), hundreds of them
+/// (slow readers fill the buffer) hold 16 KiB each (issue 13: 128 KiB per download
+/// in all; tests/memory.rs).
+const TLS_SEND_BUDGET: usize = 2 << 20;
+const TLS_SEND_MAX: usize = 256 << 10;
+const TLS_SEND_MIN: usize = 16 << 10;
+
+/// TLS connections open in this process (past the handshake), for their share of
+/// [`TLS_SEND_BUDGET`].
+static TLS_OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// A TLS connection's share of [`TLS_SEND_BUDGET`] now.
+fn tls_send_share() -> usize {
+    (TLS_SEND_BUDGET / TLS_OPEN.load(Ordering::Relaxed).max(1)).clamp(TLS_SEND_MIN, TLS_SEND_MAX)
+}
+
+/// A stream whose send buffer bound can change while it runs.
+trait SendLimit {
+    fn set_send_limit(&mut self, bytes: usize);
+}
+
+impl<IO> SendLimit for tokio_rustls::server::TlsStream<IO> {
+    fn set_send_limit(&mut self, bytes: usize) {
+        // A ceiling, not an allocation: only a slow reader fills it.
+        self.get_mut().1.set_buffer_limit(Some(bytes));
+    }
+}
+
+impl<T: SendLimit> SendLimit for coalesce::Coalesce<T> {
+    fn set_send_limit(&mut self, bytes: usize) {
+        // Runs no larger than what TLS may queue: many connections, smaller runs (still
+        // whole records).
+        self.set_run(bytes);
+        self.inner_mut().set_send_limit(bytes);
+    }
+}
 
 /// After an idle connection is asked to close (HTTP/2: GOAWAY), how long it may take
 /// before it is dropped anyway: a client that ignores GOAWAY costs no more than this.
@@ -176,12 +212,40 @@ impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
 }
 
 /// The client's byte stream, telling [`Activity`] when bytes arrive.
-struct Tap<T> {
+struct Tap<T: SendLimit> {
     inner: T,
     activity: Arc<Activity>,
+    /// The send buffer bound last set, re-read before each write: connections opening
+    /// and closing change every connection's share.
+    limit: usize,
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Tap<T> {
+impl<T: SendLimit> Tap<T> {
+    fn new(inner: T, activity: Arc<Activity>) -> Tap<T> {
+        TLS_OPEN.fetch_add(1, Ordering::Relaxed);
+        Tap {
+            inner,
+            activity,
+            limit: 0,
+        }
+    }
+
+    fn tune(&mut self) {
+        let share = tls_send_share();
+        if share != self.limit {
+            self.limit = share;
+            self.inner.set_send_limit(share);
+        }
+    }
+}
+
+impl<T: SendLimit> Drop for Tap<T> {
+    fn drop(&mut self) {
+        TLS_OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<T: AsyncRead + Unpin + SendLimit> AsyncRead for Tap<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -197,13 +261,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tap<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Tap<T> {
+impl<T: AsyncWrite + Unpin + SendLimit> AsyncWrite for Tap<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+        let this = self.get_mut();
+        this.tune();
+        Pin::new(&mut this.inner).poll_write(cx, data)
     }
 
     fn poll_write_vectored(
@@ -211,7 +277,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tap<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        this.tune();
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -331,7 +399,7 @@ impl Connection {
             (s.config.server.clone(), s.tls.clone())
         };
         let (header_timeout, idle_timeout) = (limits.header_timeout, limits.idle_timeout);
-        let mut tls =
+        let tls =
             match tokio::time::timeout_at((accepted + header_timeout).into(), acceptor.accept(tcp))
                 .await
             {
@@ -351,17 +419,12 @@ impl Connection {
                 }
             };
         drop(acceptor);
-        // rustls buffers at most 64 KiB of outgoing plaintext by default, which turns a
-        // blob download into one small writev per record batch; a larger bound halves
-        // the syscalls per MiB. It is a ceiling, not an allocation: only a slow reader
-        // fills it.
-        tls.get_mut().1.set_buffer_limit(Some(TLS_SEND_BUFFER));
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let activity = Arc::new(Activity::new(accepted));
-        let io = TokioIo::new(Tap {
-            inner: coalesce::Coalesce::new(tls, h2),
-            activity: activity.clone(),
-        });
+        let io = TokioIo::new(Tap::new(
+            coalesce::Coalesce::new(tls, h2),
+            activity.clone(),
+        ));
         let tracker = activity.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
             let st = shared.clone();

@@ -15,14 +15,18 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use tokio::io::AsyncWrite;
 
-/// Bytes gathered before they go to TLS: four full records.
+/// Bytes gathered before they go to TLS: four full records at most, one at least
+/// (the run follows the connection's share of the TLS send budget).
 pub const RUN: usize = 64 << 10;
+const RECORD: usize = 16 << 10;
 
 /// A writer that hands `inner` runs of up to [`RUN`] bytes (when `on`; otherwise it
 /// passes every call through).
 pub struct Coalesce<T> {
     inner: T,
     on: bool,
+    /// The run's size: [`RECORD`]..=[`RUN`].
+    run: usize,
     buf: Vec<u8>,
     /// How much of `buf` has gone to `inner`.
     sent: usize,
@@ -38,11 +42,21 @@ impl<T> Coalesce<T> {
         Coalesce {
             inner,
             on,
+            run: RUN,
             buf: Vec::new(),
             sent: 0,
             filled: false,
             yielded: false,
         }
+    }
+
+    pub fn inner_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
+    /// Gather up to `bytes` (within [`RECORD`]..=[`RUN`]) before writing.
+    pub fn set_run(&mut self, bytes: usize) {
+        self.run = bytes.clamp(RECORD, RUN);
     }
 
     #[cfg(test)]
@@ -78,18 +92,18 @@ impl<T: AsyncWrite + Unpin> Coalesce<T> {
 
     /// Room for more: drains a full run first.
     fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        if self.buf.len() >= RUN {
+        if self.buf.len() >= self.run {
             self.filled = true;
             ready!(self.poll_drain(cx))?;
         }
-        Poll::Ready(Ok(RUN - self.buf.len()))
+        Poll::Ready(Ok(self.run.saturating_sub(self.buf.len())))
     }
 
     /// Append, growing the buffer no further than a run.
     fn gather(&mut self, data: &[u8]) {
         let need = self.buf.len() + data.len();
         if need > self.buf.capacity() {
-            let to = (self.buf.capacity() * 2).max(need).min(RUN);
+            let to = (self.buf.capacity() * 2).max(need).min(self.run);
             self.buf.reserve_exact(to - self.buf.len());
         }
         self.buf.extend_from_slice(data);
@@ -144,7 +158,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if this.on && this.sent == 0 && !this.buf.is_empty() && this.buf.len() < RUN && !this.yielded
+        if this.on && this.sent == 0 && !this.buf.is_empty() && this.buf.len() < this.run && !this.yielded
         {
             // More may come before this task is polled again; see the module's comment.
             this.yielded = true;

@@ -15,7 +15,14 @@ use std::time::Duration;
 
 /// Most response bytes one HTTP/2 stream queues ahead of the client's reading: with
 /// hundreds of concurrent downloads this, not the blob size, is what memory scales with.
-const SEND_BUFFER_PER_STREAM: usize = 64 << 10;
+/// A download's read chunk is at least as large (storage/fs.rs), so a smaller buffer
+/// costs no throughput: h2 takes a whole chunk whenever any room is left.
+const SEND_BUFFER_PER_STREAM: usize = 32 << 10;
+
+/// hyper's HTTP/1 buffer bound beyond the largest request head allowed: the same
+/// bound limits the response bytes it queues ahead of the connection (about 400 KiB
+/// by default, per connection, which a slow reader fills).
+const HTTP1_BUFFER_HEADROOM: usize = 8 << 10;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -62,7 +69,8 @@ where
             .keep_alive(true)
             // A longer head gets hyper's own answer, 431 with an empty body, and the
             // connection is closed: hyper has no hook for a body or extra headers there.
-            .max_header_size(limits.max_header_size);
+            .max_header_size(limits.max_header_size)
+            .max_buf_size(limits.max_header_size + HTTP1_BUFFER_HEADROOM);
         Served::Http1(Box::pin(b.serve_connection(io, svc)))
     }
 }

@@ -325,16 +325,28 @@ impl Answer {
 
 impl Client {
     pub fn new(ca: &Path, http2: bool) -> Client {
-        Client::build(ca, http2, None)
+        Client::build(ca, http2, None, None)
+    }
+
+    /// An HTTP/2 client with these flow-control windows (stream, connection) instead of
+    /// hyper's (2 MiB, 5 MiB): with a large connection window many streams can be held
+    /// unread at once without starving the others, as with Go's clients (1 GiB).
+    pub fn h2_windows(ca: &Path, stream: u32, connection: u32) -> Client {
+        Client::build(ca, true, None, Some((stream, connection)))
     }
 
     /// A client whose connections come from `local` (another loopback address such
     /// as 127.0.0.2, to be a different client address to the server).
     pub fn from_address(ca: &Path, http2: bool, local: std::net::IpAddr) -> Client {
-        Client::build(ca, http2, Some(local))
+        Client::build(ca, http2, Some(local), None)
     }
 
-    fn build(ca: &Path, http2: bool, local: Option<std::net::IpAddr>) -> Client {
+    fn build(
+        ca: &Path,
+        http2: bool,
+        local: Option<std::net::IpAddr>,
+        windows: Option<(u32, u32)>,
+    ) -> Client {
         use rustls::pki_types::pem::PemObject;
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut roots = rustls::RootCertStore::empty();
@@ -360,6 +372,10 @@ impl Client {
         let mut cb =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
         cb.http2_only(http2);
+        if let Some((stream, connection)) = windows {
+            cb.http2_initial_stream_window_size(stream)
+                .http2_initial_connection_window_size(connection);
+        }
         Client {
             inner: cb.build(connector),
         }

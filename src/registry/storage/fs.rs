@@ -31,14 +31,20 @@ pub struct Fs {
 }
 
 /// Read sizes for streamed gets. A download holds a few chunks at a time (the one
-/// being read, the ones its connection has queued), so memory is a small multiple of
-/// the chunk size times the downloads in flight. Few downloads read in large chunks
-/// (fewer hops to a blocking thread per MiB); many share [`READ_BUDGET`], down to
-/// [`MIN_CHUNK`]: 300 concurrent downloads of any size stay in tens of MiB
-/// (tests/memory.rs).
+/// being read, the one the connection is sending, the one it has queued), so memory is
+/// a small multiple of the chunk size times the downloads in flight. Few downloads
+/// read in large chunks (fewer hops to a blocking thread per MiB); many share
+/// [`READ_BUDGET`], down to [`MIN_CHUNK`]: with the connection's own buffers that
+/// keeps a held download under issue 13's 128 KiB from about 100 downloads on
+/// (tests/memory.rs, bench/results/memory.md), while one alone still reads 256 KiB
+/// at a time.
 pub const MAX_CHUNK: usize = 256 << 10;
-const MIN_CHUNK: usize = 32 << 10;
-const READ_BUDGET: usize = 8 << 20;
+const MIN_CHUNK: usize = 16 << 10;
+const READ_BUDGET: usize = 2 << 20;
+
+/// What a read chunk starts as (in .bss: the kernel's zero page until written, which
+/// nothing does).
+static ZEROS: [u8; MAX_CHUNK] = [0; MAX_CHUNK];
 
 /// Streamed gets in flight in this process, for the chunk size.
 static READING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -358,9 +364,16 @@ impl Storage for Fs {
                 }
                 let chunk = reading.chunk();
                 let n = usize::try_from((end - pos).min(chunk as u64)).unwrap_or(chunk);
+                // Allocated here, on a runtime worker, and filled on the blocking
+                // thread: glibc serves an allocation from the allocating thread's
+                // arena, and buffers allocated on hundreds of blocking threads spread
+                // over every arena, each keeping its own free memory resident.
+                let mut buf = Vec::with_capacity(n);
                 let chunk = tokio::task::spawn_blocking(move || {
                     use std::os::unix::fs::FileExt;
-                    let mut buf = vec![0u8; n];
+                    // Zeroed by a copy (a memcpy even in debug builds, where
+                    // `resize` is a byte loop), off the runtime's workers.
+                    buf.extend_from_slice(&ZEROS[..n]);
                     file.read_exact_at(&mut buf, pos).map_err(|e| {
                         io::Error::new(e.kind(), format!("{}: {e}", path.display()))
                     })?;
