@@ -1,6 +1,6 @@
 //! The password-hashing pool: a few dedicated threads fed from one FIFO queue.
 //!
-//! Why not `spawn_blocking`: tokio's blocking pool (512 threads) also runs the bundled
+//! Why not `spawn_blocking`: tokio's blocking pool (64 threads in `serve`) also runs the bundled
 //! registry's file I/O, and it starts a thread per waiting job, so a flood of bcrypt
 //! checks would both run on every core at once and delay storage reads behind them.
 //! Here at most [`Pool::size`] hashes run at a time, whatever the load, and a check whose
