@@ -143,7 +143,7 @@ fn connector(ca: Option<&std::path::Path>) -> Result<Connector, CaError> {
 
 /// Most bytes of one upstream response read ahead of the client (hyper's buffer
 /// bound, which also bounds the response head: registries send a few hundred bytes).
-const UPSTREAM_READ_BUFFER: usize = 16 << 10;
+const UPSTREAM_READ_BUFFER: usize = 32 << 10;
 
 impl Pool {
     pub fn new(cfg: &config::Upstream, read_timeout: Duration) -> Result<Pool, CaError> {
@@ -172,7 +172,8 @@ impl Pool {
             // hyper reads a response body into a buffer that grows up to ~400 KiB, and
             // every chunk handed on keeps its whole buffer alive while the client's
             // connection queues it: ~1 MiB per slow download. nginx reads through 64 KiB
-            // (proxy_buffers 8 × 8 KiB) per request.
+            // (proxy_buffers 8 × 8 KiB) per request. Smaller costs CPU per byte (a read,
+            // a hand-off and a TLS write per chunk): 32 KiB, bench/results/memory.md.
             .http1_max_buf_size(UPSTREAM_READ_BUFFER)
             // Upstreams are HTTP/1.1 registries; h2 clients are multiplexed onto this
             // pool, as nginx does with proxy_http_version 1.1 + keepalive.
