@@ -2,8 +2,8 @@
 //! handshake (ALPN picks h2 or http/1.1, served by `protocol`), close connections that
 //! are silent or idle too long, and drain gracefully on shutdown.
 
-mod coalesce;
 mod admission;
+mod coalesce;
 mod protocol;
 
 use admission::Admission;
@@ -421,10 +421,7 @@ impl Connection {
         drop(acceptor);
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let activity = Arc::new(Activity::new(accepted));
-        let io = TokioIo::new(Tap::new(
-            coalesce::Coalesce::new(tls, h2),
-            activity.clone(),
-        ));
+        let io = TokioIo::new(Tap::new(coalesce::Coalesce::new(tls, h2), activity.clone()));
         let tracker = activity.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
             let st = shared.clone();

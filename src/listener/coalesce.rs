@@ -33,7 +33,8 @@ pub struct Coalesce<T> {
     /// A run filled up since the last flush: the buffer is kept for the next one (a
     /// download in progress); otherwise it is released at the flush, so an idle or
     /// small-answer connection holds none.
-    filled: bool,    /// A flush yielded with these bytes gathered and nothing was written since.
+    filled: bool,
+    /// A flush yielded with these bytes gathered and nothing was written since.
     yielded: bool,
 }
 
@@ -158,7 +159,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if this.on && this.sent == 0 && !this.buf.is_empty() && this.buf.len() < this.run && !this.yielded
+        if this.on
+            && this.sent == 0
+            && !this.buf.is_empty()
+            && this.buf.len() < this.run
+            && !this.yielded
         {
             // More may come before this task is polled again; see the module's comment.
             this.yielded = true;
