@@ -385,6 +385,74 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    /// A manifest pulled again by digest asks storage nothing; by tag, only the tag (tags
+    /// move: a tag moved behind the process's back is followed at once); a DELETE
+    /// here forgets it at once.
+    #[tokio::test]
+    async fn a_manifest_pulled_again_reads_only_its_tag_until_deleted() {
+        let store = Memory::new();
+        let registry = Registry::new(
+            store.clone(),
+            true,
+            b"secret".to_vec(),
+            Arc::new(InFlight::default()),
+        );
+        let repo = Repository::parse("hint/manifest").unwrap();
+        let stored = |n: u32| {
+            let m = Bytes::from(
+                serde_json::to_vec(&serde_json::json!({
+                    "schemaVersion": 2,
+                    "mediaType": manifest::OCI_MANIFEST,
+                    "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2},
+                    "layers": [],
+                    "annotations": {"n": n.to_string()},
+                }))
+                .unwrap(),
+            );
+            (Digest::sha256_of(&m), m)
+        };
+        let (d1, m1) = stored(1);
+        let (d2, m2) = stored(2);
+        for (d, m) in [(&d1, &m1), (&d2, &m2)] {
+            store.put(&paths::blob_data(d), m.clone()).await.unwrap();
+            store::write_link(&store, &paths::revision_link(&repo, d), d)
+                .await
+                .unwrap();
+        }
+        let tag = crate::oci::Tag::parse("v1").unwrap();
+        store::tag(&store, &repo, &tag, &d1).await.unwrap();
+        let get = |reference: Reference| {
+            let registry = &registry;
+            let repo = &repo;
+            async move {
+                match registry.get_manifest(repo, &reference).await {
+                    Ok(r) => Some(r.into_body().collect().await.unwrap().to_bytes()),
+                    Err(_) => None,
+                }
+            }
+        };
+        assert_eq!(get(Reference::Digest(d1.clone())).await, Some(m1.clone()));
+        assert_eq!(get(Reference::Tag(tag.clone())).await, Some(m1.clone()));
+        let looks = store.looks();
+        assert_eq!(get(Reference::Digest(d1.clone())).await, Some(m1.clone()));
+        assert_eq!(
+            store.looks(),
+            looks,
+            "a manifest by digest went to storage again"
+        );
+        assert_eq!(get(Reference::Tag(tag.clone())).await, Some(m1.clone()));
+        assert_eq!(store.looks(), looks + 1, "by tag: the tag alone is read");
+        // The tag moved elsewhere (another instance): followed at once.
+        store::tag(&store, &repo, &tag, &d2).await.unwrap();
+        assert_eq!(get(Reference::Tag(tag.clone())).await, Some(m2.clone()));
+        let deleted = registry
+            .delete_manifest(&repo, &Reference::Digest(d1.clone()))
+            .await
+            .unwrap();
+        assert_eq!(deleted.status(), 202);
+        assert_eq!(get(Reference::Digest(d1.clone())).await, None);
+    }
+
     /// Many PUTs of one tag at once on a store whose tag writes are slow: each waits its
     /// turn for the tag's lock, and that wait does not spend its lease (`gc::epoch`).
     /// When it did, the PUTs queued behind more than three leases' worth of tag writes
