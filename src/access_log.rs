@@ -63,11 +63,6 @@ impl std::fmt::Display for Escaped<'_> {
     }
 }
 
-/// [`Escaped`] as an owned string.
-pub fn escape(s: &str) -> String {
-    Escaped(s).to_string()
-}
-
 /// RFC 3339 UTC time, as in the log and in distribution's `startedat` files.
 pub fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)

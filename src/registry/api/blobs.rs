@@ -8,6 +8,7 @@ use crate::oci::{Digest, Repository};
 use crate::registry::hints::{self, Kind};
 use crate::registry::storage::Storage;
 use crate::registry::{paths, store, Error, Registry};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use http::request::Parts;
 use http::{header, HeaderName, HeaderValue, Response, StatusCode};
@@ -89,20 +90,10 @@ impl<S: Storage> Registry<S> {
         if size <= hints::SMALL {
             // Small: the whole blob in one read (or none: its bytes may be kept), the
             // answer sliced from it and sent whole.
-            let whole = match self.hints.bytes(d) {
-                Some(b) => b,
-                None => {
-                    let key = paths::blob_data(d);
-                    let b = self.store.read(&key).await?;
-                    let b = b.filter(|b| b.len() as u64 == size).ok_or_else(|| {
-                        // Gone (or not what it was) since the look: nothing is kept.
-                        self.hints.forget(repo, d);
-                        blob_unknown(repo, d)
-                    })?;
-                    self.hints.keep_bytes(d, &b);
-                    b
-                }
-            };
+            let whole = self
+                .whole_blob(repo, d, Some(size))
+                .await?
+                .ok_or_else(|| blob_unknown(repo, d))?;
             *r.body_mut() = body::full(whole.slice(start as usize..end as usize));
             return Ok(r);
         }
@@ -130,6 +121,27 @@ impl<S: Storage> Registry<S> {
         );
         *r.body_mut() = body::boxed(body);
         Ok(r)
+    }
+
+    /// The bytes of blob `d` (of `size`, when known), which `repo` was just found to
+    /// hold: the kept bytes when there are, else read whole and kept when small. None
+    /// when it is gone (or not what it was) since that look: its hints are forgotten.
+    pub(in crate::registry) async fn whole_blob(
+        &self,
+        repo: &Repository,
+        d: &Digest,
+        size: Option<u64>,
+    ) -> Result<Option<Bytes>, Error> {
+        if let Some(b) = self.hints.bytes(d) {
+            return Ok(Some(b));
+        }
+        let read = self.store.read(&paths::blob_data(d)).await?;
+        let Some(b) = read.filter(|b| size.is_none_or(|n| b.len() as u64 == n)) else {
+            self.hints.forget(repo, d);
+            return Ok(None);
+        };
+        self.hints.keep_bytes(d, &b);
+        Ok(Some(b))
     }
 
     /// The size of blob `d` if `repo` holds it, vouched for against any garbage
@@ -181,15 +193,17 @@ impl<S: Storage> Registry<S> {
 mod tests {
     use super::*;
     use crate::registry::gc::epoch::{Epoch, REFRESH};
+    use crate::registry::storage::counting::Counting;
     use crate::registry::storage::memory::Memory;
     use crate::registry::InFlight;
     use bytes::Bytes;
     use http_body_util::BodyExt;
     use std::sync::Arc;
 
-    fn registry(store: &Memory) -> Registry<Memory> {
+    /// A registry over `store` (clones share its objects), counting what it reads.
+    fn registry(store: &Memory) -> Registry<Counting<Memory>> {
         Registry::new(
-            store.clone(),
+            Counting::new(store.clone()),
             true,
             b"secret".to_vec(),
             Arc::new(InFlight::default()),
@@ -209,7 +223,7 @@ mod tests {
     }
 
     /// (status, body) of a GET of the blob.
-    async fn get(r: &Registry<Memory>, repo: &Repository, d: &Digest) -> (u16, Bytes) {
+    async fn get(r: &Registry<Counting<Memory>>, repo: &Repository, d: &Digest) -> (u16, Bytes) {
         let (parts, ()) = http::Request::new(()).into_parts();
         match r.get_blob(repo, d, &parts, false).await {
             Ok(resp) => (
@@ -230,11 +244,11 @@ mod tests {
             get(&r, &repo, &d).await,
             (200, Bytes::from_static(b"a small blob"))
         );
-        let looks = store.looks();
+        let looks = r.storage().looks();
         for _ in 0..3 {
             assert_eq!(get(&r, &repo, &d).await.0, 200);
         }
-        assert_eq!(store.looks(), looks, "repeated GETs went to storage");
+        assert_eq!(r.storage().looks(), looks, "repeated GETs went to storage");
         // A DELETE here forgets at once.
         let deleted = r.delete_blob(&repo, &d).await.unwrap();
         assert_eq!(deleted.status(), 202);

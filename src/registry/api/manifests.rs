@@ -40,21 +40,9 @@ impl<S: Storage> Registry<S> {
             .resolve_hinted(repo, reference)
             .await?
             .ok_or_else(|| manifest_unknown(repo, reference))?;
-        let bytes = match self.hints.bytes(&d) {
-            Some(b) => b,
-            None => {
-                let b = self
-                    .store
-                    .read(&paths::blob_data(&d))
-                    .await?
-                    .ok_or_else(|| {
-                        self.hints.forget(repo, &d);
-                        ApiError::unknown("MANIFEST_UNKNOWN", format!("manifest {d} data missing"))
-                    })?;
-                self.hints.keep_bytes(&d, &b);
-                b
-            }
-        };
+        let bytes = self.whole_blob(repo, &d, None).await?.ok_or_else(|| {
+            ApiError::unknown("MANIFEST_UNKNOWN", format!("manifest {d} data missing"))
+        })?;
         let media_type = manifest::parse(None, &bytes)
             .map(|m| m.media_type)
             .unwrap_or_else(|_| manifest::OCI_MANIFEST.to_string());
@@ -392,7 +380,7 @@ mod tests {
     async fn a_manifest_pulled_again_reads_only_its_tag_until_deleted() {
         let store = Memory::new();
         let registry = Registry::new(
-            store.clone(),
+            crate::registry::storage::counting::Counting::new(store.clone()),
             true,
             b"secret".to_vec(),
             Arc::new(InFlight::default()),
@@ -433,15 +421,19 @@ mod tests {
         };
         assert_eq!(get(Reference::Digest(d1.clone())).await, Some(m1.clone()));
         assert_eq!(get(Reference::Tag(tag.clone())).await, Some(m1.clone()));
-        let looks = store.looks();
+        let looks = registry.storage().looks();
         assert_eq!(get(Reference::Digest(d1.clone())).await, Some(m1.clone()));
         assert_eq!(
-            store.looks(),
+            registry.storage().looks(),
             looks,
             "a manifest by digest went to storage again"
         );
         assert_eq!(get(Reference::Tag(tag.clone())).await, Some(m1.clone()));
-        assert_eq!(store.looks(), looks + 1, "by tag: the tag alone is read");
+        assert_eq!(
+            registry.storage().looks(),
+            looks + 1,
+            "by tag: the tag alone is read"
+        );
         // The tag moved elsewhere (another instance): followed at once.
         store::tag(&store, &repo, &tag, &d2).await.unwrap();
         assert_eq!(get(Reference::Tag(tag.clone())).await, Some(m2.clone()));

@@ -1,6 +1,8 @@
-//! A store that counts what its listings cost (calls and names returned) around
-//! another store: how tests and `examples/catalog_pages.rs` show that a catalog page
-//! reads about its own size, on any backend. Everything else passes straight through.
+//! A store that counts what its listings cost (calls and names returned) and how many
+//! objects it was asked to read (reads, stats, gets) around another store: how tests
+//! and `examples/catalog_pages.rs` show that a catalog page reads about its own size,
+//! and that a repeated pull asks storage nothing. Everything else passes straight
+//! through.
 
 use super::{ByteStream, Listing, Meta, Page, Result, SessionState, Storage};
 use bytes::Bytes;
@@ -12,6 +14,7 @@ pub struct Counting<S> {
     pub inner: S,
     calls: AtomicU64,
     names: AtomicU64,
+    looks: AtomicU64,
 }
 
 impl<S> Counting<S> {
@@ -20,12 +23,18 @@ impl<S> Counting<S> {
             inner,
             calls: AtomicU64::new(0),
             names: AtomicU64::new(0),
+            looks: AtomicU64::new(0),
         }
     }
 
     /// (list calls, names returned) since the last `reset`.
     pub fn counts(&self) -> (u64, u64) {
         (self.calls.load(Relaxed), self.names.load(Relaxed))
+    }
+
+    /// Reads, stats and gets so far.
+    pub fn looks(&self) -> u64 {
+        self.looks.load(Relaxed)
     }
 
     pub fn reset(&self) {
@@ -38,6 +47,7 @@ impl<S: Storage> Storage for Counting<S> {
     type Segment = S::Segment;
 
     async fn read(&self, key: &str) -> Result<Option<Bytes>> {
+        self.looks.fetch_add(1, Relaxed);
         self.inner.read(key).await
     }
 
@@ -50,14 +60,17 @@ impl<S: Storage> Storage for Counting<S> {
     }
 
     async fn stat(&self, key: &str) -> Result<Option<Meta>> {
+        self.looks.fetch_add(1, Relaxed);
         self.inner.stat(key).await
     }
 
     async fn get(&self, key: &str, range: Option<(u64, u64)>) -> Result<Option<ByteStream>> {
+        self.looks.fetch_add(1, Relaxed);
         self.inner.get(key, range).await
     }
 
     async fn get_range(&self, key: &str, start: u64, end: u64) -> Result<Option<ByteStream>> {
+        self.looks.fetch_add(1, Relaxed);
         self.inner.get_range(key, start, end).await
     }
 

@@ -28,8 +28,6 @@ pub struct Memory {
     objects: Arc<Mutex<BTreeMap<String, Obj>>>,
     /// Puts of keys with this suffix first wait this long (tests of a slow store).
     slow_puts: Arc<Mutex<Option<(String, std::time::Duration)>>>,
-    /// Reads, stats and gets so far (tests of what a request asks of its storage).
-    looks: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn missing(op: &'static str, key: &str) -> StorageError {
@@ -56,15 +54,6 @@ impl Memory {
     /// (tests of what a slow store does to requests).
     pub fn slow_puts(&self, suffix: &str, d: std::time::Duration) {
         *self.slow_puts.lock().unwrap_or_else(|p| p.into_inner()) = Some((suffix.to_string(), d));
-    }
-
-    /// How many reads, stats and gets this store has answered.
-    pub fn looks(&self) -> u64 {
-        self.looks.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    fn look(&self) {
-        self.looks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Every key below `prefix` (tests: what is left behind).
@@ -195,7 +184,6 @@ impl Storage for Memory {
     type Segment = MemorySegment;
 
     async fn read(&self, key: &str) -> Result<Option<Bytes>> {
-        self.look();
         Ok(self.map().get(key).map(|o| o.data.clone()))
     }
 
@@ -224,7 +212,6 @@ impl Storage for Memory {
     }
 
     async fn stat(&self, key: &str) -> Result<Option<Meta>> {
-        self.look();
         Ok(self.map().get(key).map(|o| Meta {
             size: o.data.len() as u64,
             modified: Some(o.modified),
@@ -232,7 +219,6 @@ impl Storage for Memory {
     }
 
     async fn get(&self, key: &str, range: Option<(u64, u64)>) -> Result<Option<ByteStream>> {
-        self.look();
         let Some(data) = self.map().get(key).map(|o| o.data.clone()) else {
             return Ok(None);
         };
