@@ -260,6 +260,15 @@ RESULTS=$WORK/results.tsv
 : >"$RESULTS"
 put() { printf '%s\t%s\n' "$1" "$2" >>"$RESULTS"; }
 
+# h2load's summary in FILE as "total|succeeded|2xx|non-2xx|req/s" (a field is empty when
+# its line is missing); read it with: IFS='|' read -r total ok s2xx bad rps < <(h2load_counts FILE)
+h2load_counts() {
+    awk '/^requests:/{t = $2; for (i = 1; i <= NF; i++) if ($i ~ /^succeeded/) ok = $(i-1)}
+         /^status codes:/{s2 = $3; bad = $5 + $7 + $9}
+         /^finished in/{rps = $4}
+         END {print t "|" ok "|" s2 "|" bad "|" rps}' "$1"
+}
+
 calc() { python3 -c "import sys; print($1)"; }
 
 # server_pids NAME -> every pid whose CPU counts for that server

@@ -293,10 +293,7 @@ fl_load() {
         [[ -z $s2xx ]] || put "fl.$case.$id.socket_errors" "$s2xx"
     else
         grep -q '^Application protocol: h2$' "$out" || { cat "$out" >&9; fl_fail "$id" "$case" "h2load did not negotiate h2"; return 0; }
-        total=$(awk '/^requests:/{print $2}' "$out")
-        n=$(awk '/^requests:/{for (i = 1; i <= NF; i++) if ($i ~ /^succeeded/) print $(i-1)}' "$out")
-        s2xx=$(awk '/^status codes:/{print $3}' "$out")
-        rps=$(awk '/^finished in/{print $4}' "$out")
+        IFS='|' read -r total n s2xx _ rps < <(h2load_counts "$out")
         if [[ -z $n || $n == 0 || $s2xx != "$n" || $n != "$total" ]]; then
             cat "$out" >&9; fl_fail "$id" "$case" "h2load: $total requests, ${n:-0} succeeded, ${s2xx:-0} with 2xx"; return 0
         fi

@@ -176,10 +176,7 @@ run_h2() { # PROXY CASE
     t1=$(ticks $pids) && r1=$(ticks "$REGISTRY_PID") \
         || { fail_case "$proxy" "h2.$c" "a server process exited during the load run (crashed?)"; return 0; }
     grep -q '^Application protocol: h2$' "$out" || { cat "$out" >&9; fail_case "$proxy" "h2.$c" "h2load did not negotiate h2"; return 0; }
-    total=$(awk '/^requests:/{print $2}' "$out")
-    ok=$(awk '/^requests:/{for (i = 1; i <= NF; i++) if ($i ~ /^succeeded/) print $(i-1)}' "$out")
-    s2xx=$(awk '/^status codes:/{print $3}' "$out")
-    rps=$(awk '/^finished in/{print $4}' "$out")
+    IFS='|' read -r total ok s2xx _ rps < <(h2load_counts "$out")
     if [[ -z $ok || $ok == 0 || $s2xx != "$ok" || $ok != "$total" ]]; then
         cat "$out" >&9
         fail_case "$proxy" "h2.$c" "h2load: $total requests, ${ok:-0} succeeded, ${s2xx:-0} with 2xx"; return 0

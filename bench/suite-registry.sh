@@ -319,12 +319,9 @@ rs_h2() { # STACK CASE MODE: HTTP/2 with h2load; MODE cpu (-D, 8x10) or rss (-n,
     rs_ticks_end "$s" || { rs_perf_stop "h2-$c"; rs_fail "$s" "$bcase" "a server process exited during the load run (crashed?)"; return 0; }
     rs_perf_stop "h2-$c"
     grep -q '^Application protocol: h2$' "$out" || { cat "$out" >&9; rs_fail "$s" "$bcase" "h2load did not negotiate h2"; return 0; }
-    total=$(awk '/^requests:/{print $2}' "$out")
-    ok=$(awk '/^requests:/{for (i = 1; i <= NF; i++) if ($i ~ /^succeeded/) print $(i-1)}' "$out")
     # with -D, responses that arrive after the deadline are in "status codes" but not in
     # "requests", so the check is: every counted request succeeded and no status was not 2xx
-    bad=$(awk '/^status codes:/{print $5 + $7 + $9}' "$out")
-    rps=$(awk '/^finished in/{print $4}' "$out")
+    IFS='|' read -r total ok _ bad rps < <(h2load_counts "$out")
     if [[ -z $ok || $ok == 0 || $ok != "$total" || ${bad:-1} != 0 ]]; then
         cat "$out" >&9
         rs_fail "$s" "$bcase" "h2load: $total requests, ${ok:-0} succeeded, ${bad:-?} with a non-2xx status"; return 0
